@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from streamrec import __version__
-from streamrec.commands import kafka
+from streamrec.commands import demo, kafka
 from streamrec.errors import StreamrecError
 
-COMMANDS = [kafka]
+COMMANDS = [kafka, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

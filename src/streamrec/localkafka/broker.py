@@ -104,7 +104,7 @@ def kafka_answers(host: str, port: int, timeout: float = 2.0) -> bool:
                 return False
             payload = _recv_exact(sock, size)
             got_correlation, error_code = struct.unpack(">ih", payload[:6])
-            return got_correlation == correlation_id and error_code == 0
+            return bool(got_correlation == correlation_id and error_code == 0)
     except OSError:
         return False
 
