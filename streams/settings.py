@@ -1,0 +1,59 @@
+"""The stream worker's settings: one frozen object, every field a ``STREAMREC_*`` env var and a flag.
+
+Only entry points instantiate it (that is when the environment is read); library code receives it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
+
+    # --- Kafka ---------------------------------------------------------------------------
+    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers (host:port[,host:port])")
+    app_id: str = Field("streamrec", description="Faust app id = events consumer group and state prefix")
+    events_topic: str = Field("events", description="input: shoppers' events (key user_id)")
+    items_topic: str = Field("items", description="input: item catalogue (key item_id, compacted)")
+    recommendations_topic: str = Field("recommendations", description="output: top-K per event (key user_id)")
+    dead_letter_topic: str = Field("dead-letter", description="output: rejected input with the reason in headers")
+    partitions: int = Field(4, ge=1, description="partitions of events/recommendations/dead-letter (if created)")
+    items_partitions: int = Field(2, ge=1, description="partitions of the items topic (if created)")
+    create_topics: bool = Field(True, description="create missing topics at start-up")
+
+    # --- state ---------------------------------------------------------------------------
+    data_dir: Path = Field(Path("streamrec-data"), description="worker-local state: RocksDB tables, index snapshots")
+    worker_name: str = Field("", description="name of this worker (default: host-pid); its own subdir of data_dir")
+
+    # --- model ---------------------------------------------------------------------------
+    model_dir: Path | None = Field(None, description="exported model dir (default: ~/.cache/streamrec/models/...)")
+    provider: str = Field("auto", description="ONNX Runtime provider: auto | tensorrt | cuda | cpu")
+    encoder_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads")
+    encoder_cache_size: int = Field(50_000, ge=0, description="embedding cache entries (0: off)")
+
+    # --- recommendations -----------------------------------------------------------------
+    k: int = Field(10, ge=1, le=1000, description="items per recommendation")
+    strategy: str = Field("decayed_mean", description="session strategy: decayed_mean | sequence")
+    half_life_s: float = Field(1800.0, gt=0, description="session decay half-life in seconds")
+    exclude_seen: bool = Field(True, description="exclude the user's recently seen items")
+    exclude_purchased: bool = Field(True, description="exclude the user's purchased items")
+
+    # --- hot path ------------------------------------------------------------------------
+    batch_max: int = Field(64, ge=1, description="max events per micro-batch")
+    batch_linger_ms: float = Field(2.0, ge=0, description="max wait to fill a micro-batch, ms")
+    pool_threads: int = Field(2, ge=1, description="threads for inference and index calls")
+    queue_max: int = Field(1024, ge=1, description="events buffered between consumer and batcher (backpressure)")
+
+    # --- catalogue replica ---------------------------------------------------------------
+    index_m: int = Field(16, ge=4, description="HNSW M")
+    index_ef_construction: int = Field(200, ge=8, description="HNSW ef_construction")
+    index_ef: int = Field(64, ge=1, description="HNSW ef at query time (raised for large k/exclusions)")
+    snapshot_interval_s: float = Field(60.0, gt=0, description="seconds between index snapshots (if changed)")
+
+    # --- observability -------------------------------------------------------------------
+    metrics_host: str = Field("127.0.0.1", description="address the /metrics server binds to")
+    metrics_port: int = Field(9464, ge=0, description="port of the /metrics server (0: off)")
