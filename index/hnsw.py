@@ -1,0 +1,442 @@
+"""The live HNSW catalogue: hnswlib behind string ids, a read/write lock, availability and atomic snapshots.
+
+Design (figures: ``python -m benchmarks.index_bench``, see ``benchmarks/results/index_latest.json``):
+
+- **Labels.** Every insert gets a *fresh* integer label (a counter that is never reused, saved in snapshots).
+  hnswlib's ``replace_deleted`` reuses a tombstoned slot for the new label; reusing a label that hnswlib has
+  ever seen is unsafe twice over: passing a live label leaves a ghost copy that cannot be deleted, and a
+  reused slot erases its *old* label from hnswlib's lookup table, which would unlink a live item that had
+  been given that label again. Fresh labels avoid both.
+- **Updates** of a live id are done in place (``add_items`` with its existing label, ``replace_deleted``
+  off), which keeps the label and leaves no tombstone.
+- **Capacity** grows by doubling (``resize_index``) before an insert that would not fit in the free plus
+  tombstoned slots; deleted slots are reused first, so a catalogue with churn stays at its peak size.
+- **Availability.** ``set_available(ids, False)`` tombstones the item in the graph (searches then skip it at
+  no cost, unlike a filter) and parks its vector in Python, so ``get`` still works and
+  ``set_available(ids, True)`` restores it (``unmark_deleted``, or a fresh insert if its slot was reused).
+  ``delete`` forgets the item. Upserting an unavailable id replaces its parked vector; it stays unavailable.
+- **Exclusions** (per query) default to over-fetch + post-filter; ``exclusion="filter"`` uses hnswlib's
+  filter callback instead. Over-fetch asks hnswlib for ``max(scaled_ef(ef, k), k + excluded)`` results:
+  hnswlib searches with ``max(ef, k)``, so this is how ef adapts per query without touching the shared ef.
+- **Exactly k.** If fewer than ``min(k, eligible)`` come back (tombstones can cut the graph), the query is
+  retried with a doubled breadth, and as a last resort answered by an exact scan; both are counted.
+- **Concurrency.** hnswlib's ``add_items``/``mark_deleted``/``resize_index``/``save_index`` are not safe
+  beside ``knn_query`` (a resize under queries segfaults), so writes and saves take the write lock and
+  searches the read lock; searches release the GIL inside hnswlib and run in parallel. Writes are applied
+  in chunks of ``write_chunk`` items, so a big upsert lets waiting searches in between chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Collection, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import hnswlib
+import numpy as np
+import numpy.typing as npt
+
+from streamrec.index._base import (
+    DeleteResult,
+    FloatArray,
+    IndexStats,
+    Metric,
+    SearchHits,
+    SnapshotError,
+    UnknownItemError,
+    UpsertResult,
+    as_matrix,
+    check_exclude,
+    check_ids,
+    check_k,
+    check_metric,
+    last_wins,
+    scaled_ef,
+)
+from streamrec.index._rwlock import RWLock
+from streamrec.index.snapshot import SnapshotWriter, check_expected, check_jsonable, open_snapshot, write_json
+
+log = logging.getLogger(__name__)
+
+Exclusion = Literal["overfetch", "filter"]
+_GRAPH, _ITEMS, _PARKED = "graph.bin", "items.json", "parked.npy"
+
+
+class HnswIndex:
+    """See the module docstring. ``ef`` is the search breadth for k = 10 (scaled for other k)."""
+
+    KIND = "hnsw"
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        metric: Metric = "cosine",
+        m: int = 16,
+        ef_construction: int = 200,
+        ef: int = 32,
+        initial_capacity: int = 1024,
+        exclusion: Exclusion = "overfetch",
+        write_chunk: int = 256,
+        add_threads: int = 1,
+        seed: int = 100,
+        _graph: hnswlib.Index | None = None,
+    ) -> None:
+        if dim < 1 or m < 2 or ef_construction < 1 or ef < 1 or initial_capacity < 1 or write_chunk < 1:
+            raise ValueError("dim, m (>=2), ef_construction, ef, initial_capacity and write_chunk must be positive")
+        if exclusion not in ("overfetch", "filter"):
+            raise ValueError(f"exclusion must be 'overfetch' or 'filter', got {exclusion!r}")
+        self._dim, self._metric = dim, check_metric(metric)
+        self.m, self.ef_construction, self.ef = m, ef_construction, ef
+        self.exclusion: Exclusion = exclusion
+        self.write_chunk, self.add_threads = write_chunk, add_threads
+        if _graph is None:
+            _graph = hnswlib.Index(space="ip", dim=dim)
+            _graph.init_index(
+                max_elements=initial_capacity, M=m, ef_construction=ef_construction, random_seed=seed,
+                allow_replace_deleted=True,
+            )
+        _graph.set_ef(ef)
+        self._g = _graph
+        self._lock = RWLock()
+        self._label_of: dict[str, int] = {}  # live, available
+        self._id_of: dict[int, str] = {}
+        # unavailable items: id -> (label, possibly reused since; vector; vector changed while parked)
+        self._parked: dict[str, tuple[int, FloatArray, bool]] = {}
+        self._next_label = 0
+        self._tombstones = 0
+        self._counts = dict.fromkeys(("inserts", "updates", "deletes", "unknown_deletes", "resizes"), 0)
+        self._qlock = threading.Lock()
+        self._qcounts = dict.fromkeys(("queries", "retries", "fallbacks"), 0)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def metric(self) -> Metric:
+        return self._metric
+
+    def __len__(self) -> int:
+        return len(self._label_of) + len(self._parked)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._label_of or item_id in self._parked
+
+    def is_available(self, item_id: str) -> bool:
+        return item_id in self._label_of
+
+    def ids(self) -> list[str]:
+        with self._lock.read():
+            return [*self._label_of, *self._parked]
+
+    def stats(self) -> IndexStats:
+        with self._lock.read():
+            cap = self._g.get_max_elements()
+            per_item = self._dim * 4 + self.m * 2 * 4 + 8 + 4
+            with self._qlock:
+                q = dict(self._qcounts)
+            c = self._counts
+            return IndexStats(
+                kind=self.KIND, dim=self._dim, metric=self._metric, items=len(self._label_of),
+                unavailable=len(self._parked), capacity=cap, deleted_slots=self._tombstones,
+                memory_bytes=cap * per_item + sum(p[1].nbytes for p in self._parked.values()),
+                inserts_total=c["inserts"], updates_total=c["updates"], deletes_total=c["deletes"],
+                unknown_deletes_total=c["unknown_deletes"], resizes_total=c["resizes"], queries_total=q["queries"],
+                search_retries_total=q["retries"], exact_fallbacks_total=q["fallbacks"],
+            )
+
+    # ----------------------------------------------------------------- writes
+    def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike) -> UpsertResult:
+        """Insert new ids, replace the vectors of known ones. ``vectors``: ``float32[len(ids), dim]``.
+        All rows are validated before anything changes."""
+        id_list = check_ids(ids)
+        vecs = as_matrix(vectors, self._dim, self._metric)
+        if vecs.shape[0] != len(id_list):
+            raise ValueError(f"{len(id_list)} ids but {vecs.shape[0]} vectors")
+        id_list, vecs = last_wins(id_list, vecs)
+        inserted = updated = 0
+        for start in range(0, len(id_list), self.write_chunk):
+            with self._lock.write():
+                end = start + self.write_chunk
+                i, u = self._upsert_locked(id_list[start:end], vecs[start:end])
+            inserted, updated = inserted + i, updated + u
+        return UpsertResult(inserted, updated)
+
+    def _upsert_locked(self, ids: list[str], vecs: FloatArray) -> tuple[int, int]:
+        upd_pos = [p for p, x in enumerate(ids) if x in self._label_of]
+        if upd_pos:
+            labels = np.array([self._label_of[ids[p]] for p in upd_pos], dtype=np.uint64)
+            self._g.add_items(vecs[upd_pos], labels, num_threads=self.add_threads)
+        parked = 0
+        new_pos: list[int] = []
+        for p, x in enumerate(ids):
+            if x in self._parked:
+                self._parked[x] = (self._parked[x][0], vecs[p].copy(), True)
+                parked += 1
+            elif x not in self._label_of:
+                new_pos.append(p)
+        if new_pos:
+            self._insert_locked([ids[p] for p in new_pos], vecs[new_pos])
+        self._counts["updates"] += len(upd_pos) + parked
+        return len(new_pos), len(upd_pos) + parked
+
+    def _insert_locked(self, ids: list[str], vecs: FloatArray) -> None:
+        n = len(ids)
+        appended = max(0, n - self._tombstones)
+        need = self._g.get_current_count() + appended
+        cap = self._g.get_max_elements()
+        if need > cap:
+            new_cap = max(need, 2 * cap)
+            self._g.resize_index(new_cap)
+            self._counts["resizes"] += 1
+            log.debug("hnsw index resized %d -> %d slots", cap, new_cap)
+        labels = np.arange(self._next_label, self._next_label + n, dtype=np.uint64)
+        self._g.add_items(vecs, labels, num_threads=self.add_threads, replace_deleted=True)
+        self._next_label += n
+        self._tombstones -= n - appended
+        for x, lab in zip(ids, labels.tolist(), strict=True):
+            self._label_of[x] = lab
+            self._id_of[lab] = x
+        self._counts["inserts"] += n
+
+    def reserve(self, capacity: int) -> None:
+        """Grow the graph to at least ``capacity`` slots now (e.g. before a bulk load), under the write lock."""
+        with self._lock.write():
+            cap = self._g.get_max_elements()
+            if capacity > cap:
+                self._g.resize_index(capacity)
+                self._counts["resizes"] += 1
+
+    def delete(self, ids: Iterable[str]) -> DeleteResult:
+        """Remove ids (available or not); unknown ids are ignored and counted. Once this returns, no search
+        returns them."""
+        id_list = check_ids(ids)
+        deleted = unknown = 0
+        with self._lock.write():
+            for x in id_list:
+                lab = self._label_of.pop(x, None)
+                if lab is not None:
+                    self._g.mark_deleted(lab)
+                    del self._id_of[lab]
+                    self._tombstones += 1
+                    deleted += 1
+                elif self._parked.pop(x, None) is not None:
+                    deleted += 1
+                else:
+                    unknown += 1
+            self._counts["deletes"] += deleted
+            self._counts["unknown_deletes"] += unknown
+        return DeleteResult(deleted, unknown)
+
+    def set_available(self, ids: Iterable[str], available: bool) -> int:
+        """Mark ids searchable or not (kept in the index either way); returns how many changed state."""
+        id_list = check_ids(ids)
+        changed = 0
+        with self._lock.write():
+            if not available:
+                for x in id_list:
+                    lab = self._label_of.pop(x, None)
+                    if lab is None:
+                        continue
+                    vec = np.asarray(self._g.get_items([lab]), dtype=np.float32)[0]
+                    self._g.mark_deleted(lab)
+                    del self._id_of[lab]
+                    self._parked[x] = (lab, vec, False)
+                    self._tombstones += 1
+                    changed += 1
+                return changed
+            readd_ids: list[str] = []
+            readd: list[FloatArray] = []
+            for x in id_list:
+                if x not in self._parked:
+                    continue
+                lab, vec, stale = self._parked.pop(x)
+                changed += 1
+                try:
+                    self._g.unmark_deleted(lab)  # slot not reused yet: the old label is still there
+                except RuntimeError:
+                    readd_ids.append(x)
+                    readd.append(vec)
+                    continue
+                self._tombstones -= 1
+                if stale:  # upserted while unavailable: update in place (the label is live again)
+                    self._g.add_items(vec[None, :], np.array([lab], np.uint64), num_threads=1)
+                self._label_of[x] = lab
+                self._id_of[lab] = x
+            if readd_ids:
+                self._insert_locked(readd_ids, np.stack(readd))
+                self._counts["inserts"] -= len(readd_ids)  # a re-enable is not a catalogue insert
+        return changed
+
+    # ----------------------------------------------------------------- reads
+    def get(self, ids: Sequence[str]) -> FloatArray:
+        """The stored vectors (unit-normalised for cosine) as ``float32[len(ids), dim]``."""
+        id_list = check_ids(ids)
+        out = np.empty((len(id_list), self._dim), dtype=np.float32)
+        with self._lock.read():
+            missing = [x for x in id_list if x not in self]
+            if missing:
+                raise UnknownItemError(f"{len(missing)} unknown item ids, e.g. {missing[:5]}")
+            live = [p for p, x in enumerate(id_list) if x in self._label_of]
+            if live:
+                out[live] = np.asarray(self._g.get_items([self._label_of[id_list[p]] for p in live]), np.float32)
+            for p, x in enumerate(id_list):
+                if x in self._parked:
+                    out[p] = self._parked[x][1]
+        return out
+
+    def search(
+        self, queries: npt.ArrayLike, k: int, *, exclude: Sequence[Collection[str]] | None = None
+    ) -> list[SearchHits]:
+        """Top-k available items per query, best first, never an id from that query's ``exclude`` set.
+        Returns exactly ``min(k, eligible)`` hits per query. ``queries``: ``float32[n, dim]`` or ``[dim]``."""
+        q = as_matrix(queries, self._dim, self._metric, what="queries")
+        k = check_k(k)
+        excl = check_exclude(exclude, q.shape[0])
+        with self._lock.read():
+            out = self._search_locked(q, k, excl)
+        with self._qlock:
+            self._qcounts["queries"] += q.shape[0]
+        return out
+
+    def _search_locked(self, q: FloatArray, k: int, exclude: Sequence[Collection[str]] | None) -> list[SearchHits]:
+        live = len(self._label_of)
+        if live == 0:
+            return [SearchHits((), np.empty(0, np.float32)) for _ in range(q.shape[0])]
+        base = min(scaled_ef(self.ef, k), live)
+        if exclude is None or not any(exclude):
+            try:
+                labels, dist = self._g.knn_query(q, k=base, num_threads=1)
+            except RuntimeError:
+                return [self._one(q[i], k, frozenset()) for i in range(q.shape[0])]
+            hits = [self._hits(labels[i], dist[i], frozenset(), min(k, live)) for i in range(q.shape[0])]
+            return [h if h is not None else self._one(q[i], k, frozenset()) for i, h in enumerate(hits)]
+        out = []
+        for i in range(q.shape[0]):
+            ex = frozenset(lab for x in exclude[i] if (lab := self._label_of.get(x)) is not None)
+            out.append(self._one(q[i], k, ex))
+        return out
+
+    def _one(self, q: FloatArray, k: int, ex: frozenset[int]) -> SearchHits:
+        live = len(self._label_of)
+        want = min(k, live - len(ex))
+        if want <= 0:
+            return SearchHits((), np.empty(0, np.float32))
+        use_filter = self.exclusion == "filter" and ex
+        fetch = max(scaled_ef(self.ef, k), k + (0 if use_filter else len(ex)))
+        fetch = min(fetch, live - len(ex) if use_filter else live)
+        for attempt in range(8):
+            try:
+                if use_filter:
+                    labels, dist = self._g.knn_query(q, k=fetch, num_threads=1, filter=lambda lab: lab not in ex)
+                else:
+                    labels, dist = self._g.knn_query(q, k=fetch, num_threads=1)
+            except RuntimeError:
+                hits = None
+            else:
+                hits = self._hits(labels[0], dist[0], ex, want)
+            if hits is not None:
+                return hits
+            cap = live - len(ex) if use_filter else live
+            if fetch >= cap or attempt == 7:
+                break
+            with self._qlock:
+                self._qcounts["retries"] += 1
+            fetch = min(2 * fetch, cap)
+        return self._exact(q, want, ex)
+
+    def _hits(
+        self, labels: npt.NDArray[np.uint64], dist: FloatArray, ex: frozenset[int], want: int
+    ) -> SearchHits | None:
+        ids: list[str] = []
+        keep: list[int] = []
+        for j, lab in enumerate(labels.tolist()):
+            if lab in ex:
+                continue
+            x = self._id_of.get(lab)
+            if x is None:  # cannot happen under the lock; be safe rather than return a deleted id
+                continue
+            ids.append(x)
+            keep.append(j)
+            if len(ids) == want:
+                return SearchHits(tuple(ids), (1.0 - dist[keep]).astype(np.float32))
+        return None
+
+    def _exact(self, q: FloatArray, want: int, ex: frozenset[int]) -> SearchHits:
+        with self._qlock:
+            self._qcounts["fallbacks"] += 1
+        labels = [lab for lab in self._id_of if lab not in ex]
+        vecs = np.asarray(self._g.get_items(labels), dtype=np.float32)
+        scores = vecs @ q
+        top = np.argsort(-scores, kind="stable")[:want]
+        return SearchHits(tuple(self._id_of[labels[j]] for j in top), scores[top].astype(np.float32))
+
+    # ----------------------------------------------------------------- snapshots
+    def _params(self) -> dict[str, Any]:
+        return {"dim": self._dim, "metric": self._metric, "m": self.m, "ef_construction": self.ef_construction,
+                "ef": self.ef}
+
+    def save(self, directory: Path | str, extra: dict[str, Any] | None = None) -> Path:
+        """Atomically snapshot the index with ``extra`` (any JSON-able dict, e.g. the Kafka offsets it reflects)
+        under ``directory``; returns the snapshot's own directory. Holds the write lock while copying."""
+        extra = check_jsonable(extra)
+        with SnapshotWriter(directory) as w:
+            with self._lock.write():
+                self._g.save_index(str(w.path(_GRAPH)))
+                items = {
+                    "live": [[x, lab] for x, lab in self._label_of.items()],
+                    "parked": [[x, p[0], p[2]] for x, p in self._parked.items()],
+                    "next_label": self._next_label, "tombstones": self._tombstones,
+                    "capacity": self._g.get_max_elements(), "element_count": self._g.get_current_count(),
+                    "counters": dict(self._counts),
+                }
+                parked = (np.stack([p[1] for p in self._parked.values()]) if self._parked
+                          else np.empty((0, self._dim), np.float32))
+            write_json(w.path(_ITEMS), items)
+            np.save(w.path(_PARKED), parked, allow_pickle=False)
+            return w.commit(self.KIND, {**self._params(), "items": len(self), "extra": extra})
+
+    @classmethod
+    def load(
+        cls, directory: Path | str, *, dim: int | None = None, metric: Metric | None = None, **settings: Any
+    ) -> tuple[HnswIndex, dict[str, Any]]:
+        """Load the snapshot under ``directory``; returns the index and the caller's ``extra`` dict.
+
+        ``dim``/``metric``, when given, must match the snapshot. ``settings`` override run-time settings
+        (``ef``, ``exclusion``, ``write_chunk``, ``add_threads``). Raises :class:`SnapshotError` if the
+        snapshot is missing, corrupt or mismatched."""
+        snap, meta = open_snapshot(directory, cls.KIND, (_GRAPH, _ITEMS, _PARKED))
+        check_expected(meta, dim=dim, metric=metric)
+        try:
+            items = json.loads((snap / _ITEMS).read_text(encoding="utf-8"))
+            parked = np.load(snap / _PARKED, allow_pickle=False)
+            d = int(meta["dim"])
+            graph = hnswlib.Index(space="ip", dim=d)
+            graph.load_index(str(snap / _GRAPH), max_elements=int(items["capacity"]), allow_replace_deleted=True)
+            params = {"metric": meta["metric"], "m": int(meta["m"]), "ef_construction": int(meta["ef_construction"]),
+                      "ef": int(meta["ef"]), **settings}
+            idx = cls(d, _graph=graph, **params)
+            idx._label_of = {str(x): int(lab) for x, lab in items["live"]}
+            idx._id_of = {lab: x for x, lab in idx._label_of.items()}
+            if parked.shape != (len(items["parked"]), d) or parked.dtype != np.float32:
+                raise SnapshotError(f"{snap / _PARKED} has shape {parked.shape}, expected {len(items['parked'])} x {d}")
+            idx._parked = {
+                str(x): (int(lab), parked[j].copy(), bool(stale)) for j, (x, lab, stale) in enumerate(items["parked"])
+            }
+            idx._next_label, idx._tombstones = int(items["next_label"]), int(items["tombstones"])
+            idx._counts.update({key: int(v) for key, v in items["counters"].items() if key in idx._counts})
+        except SnapshotError:
+            raise
+        except (KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
+            raise SnapshotError(f"snapshot {snap} is inconsistent ({type(e).__name__}: {e}): rebuild the index") from e
+        if (graph.get_current_count() != int(items["element_count"])
+                or len(idx._label_of) + idx._tombstones != graph.get_current_count()
+                or len(idx._id_of) != len(idx._label_of)):
+            raise SnapshotError(f"snapshot {snap}: id map and graph disagree on the item count: rebuild the index")
+        log.info("loaded hnsw index snapshot %s: %d items", snap, len(idx))
+        return idx, dict(meta.get("extra") or {})

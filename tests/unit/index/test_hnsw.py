@@ -1,0 +1,178 @@
+"""HNSW-specific behaviour: recall against the exact oracle through a catalogue's life, slot reuse, the ghost
+trap, exactly-k under heavy deletion, and snapshot failure modes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamrec.index import ExactIndex, HnswIndex, SnapshotError, VectorIndex
+from streamrec.index import snapshot as snapshot_mod
+from tests.unit.index.conftest import clustered, ids
+
+DIM = 48
+
+
+def recall(
+    got: VectorIndex, oracle: VectorIndex, q: np.ndarray, k: int = 10, exclude: list[set[str]] | None = None
+) -> float:
+    a = got.search(q, k, exclude=exclude)
+    b = oracle.search(q, k, exclude=exclude)
+    assert all(len(x) == len(y) for x, y in zip(a, b, strict=True)), "exactly k whenever k are eligible"
+    return float(np.mean([len(set(x.ids) & set(y.ids)) / max(1, len(y)) for x, y in zip(a, b, strict=True)]))
+
+
+def apply(indexes: tuple[VectorIndex, ...], op: str, *args: object) -> None:
+    for index in indexes:
+        getattr(index, op)(*args)
+
+
+def test_recall_through_adds_updates_deletes_resize_and_save_load(tmp_path: Path) -> None:
+    hnsw = HnswIndex(DIM, initial_capacity=64, ef=32)
+    both = (hnsw, ExactIndex(DIM))
+    data = clustered(4600, DIM, clusters=40, spread=0.6, seed=1)
+    q = clustered(200, DIM, clusters=40, spread=0.6, seed=1)[:200] + 0.05 * np.random.default_rng(2).standard_normal(
+        (200, DIM)
+    ).astype(np.float32)
+    names = ids("i", 4000)
+    for start in range(0, 4000, 250):
+        apply(both, "upsert", names[start : start + 250], data[start : start + 250])
+    assert hnsw.stats().resizes_total >= 5
+    assert recall(hnsw, both[1], q) >= 0.95
+    capacity = hnsw.stats().capacity
+    rng = np.random.default_rng(3)
+    upd = rng.choice(4000, 600, replace=False)
+    apply(both, "upsert", [names[i] for i in upd], data[4000 + rng.integers(0, 600, 600)])
+    gone = [names[i] for i in rng.choice(4000, 600, replace=False)]
+    apply(both, "delete", gone)
+    apply(both, "upsert", ids("n", 600), data[4000:4600])
+    apply(both, "set_available", [names[i] for i in rng.choice(4000, 100, replace=False)], False)
+    s = hnsw.stats()
+    assert s.capacity == capacity and s.items + s.unavailable == 4000, "deleted slots were reused, no growth"
+    assert recall(hnsw, both[1], q) >= 0.95
+    near = [set(h.ids[:50]) for h in both[1].search(q, 50)]
+    assert recall(hnsw, both[1], q, exclude=near) >= 0.95
+    hnsw.save(tmp_path)
+    loaded, _ = HnswIndex.load(tmp_path)
+    assert recall(loaded, both[1], q) >= 0.95
+    assert recall(loaded, both[1], q, k=50) >= 0.95
+
+
+def test_churn_reuses_slots_and_keeps_capacity() -> None:
+    index = HnswIndex(16, initial_capacity=500)
+    vecs = clustered(500, 16)
+    index.upsert(ids("a", 500), vecs)
+    for r in range(10):
+        index.delete(ids("a" if r == 0 else f"r{r - 1}-", 200))
+        index.upsert(ids(f"r{r}-", 200), clustered(200, 16, seed=r + 10))
+    s = index.stats()
+    assert (s.capacity, s.items, s.deleted_slots, s.resizes_total) == (500, 500, 0, 0)
+
+
+def test_updates_and_reinserts_leave_no_ghost() -> None:
+    index = HnswIndex(16, initial_capacity=8)
+    base = clustered(100, 16)
+    index.upsert(ids("b", 100), base)
+    target = base[0]
+    for r in range(30):
+        index.upsert(["x"], target[None, :] + 0.01 * r)
+        if r % 3 == 0:
+            index.delete(["x"])
+            index.upsert(["filler" + str(r)], base[r : r + 1])  # consumes the tombstone
+    index.delete(["x"])
+    everything = index.search(target, k=len(index))[0].ids
+    assert "x" not in everything and len(everything) == len(index)
+    s = index.stats()
+    assert index._g.get_current_count() == s.items + s.deleted_slots
+
+
+def test_reenabling_after_its_slot_was_reused() -> None:
+    index = HnswIndex(16, initial_capacity=50)
+    vecs = clustered(51, 16)
+    index.upsert(ids("c", 50), vecs[:50])
+    index.set_available(["c7"], False)
+    index.upsert(["new"], vecs[50:51])  # full index: reuses c7's tombstoned slot
+    assert index.stats().capacity == 50
+    assert index.set_available(["c7"], True) == 1
+    assert index.search(vecs[7], k=1)[0].ids == ("c7",)
+    np.testing.assert_allclose(index.get(["c7"])[0], vecs[7], atol=1e-6)
+    assert index.search(vecs[50], k=1)[0].ids == ("new",)
+    assert index.stats().inserts_total == 51
+
+
+def test_exactly_k_with_most_items_deleted() -> None:
+    index = HnswIndex(16, m=4, ef_construction=16, ef=10)
+    vecs = clustered(2000, 16, spread=0.2)
+    index.upsert(ids("d", 2000), vecs)
+    index.delete(ids("d", 1985))
+    for h in index.search(vecs[:50], k=10):
+        assert len(h) == 10 and all(x >= "d1985" or len(x) < 5 for x in h.ids)
+        assert set(h.ids) <= set(ids("d", 15, 1985))
+    oracle = ExactIndex(16)
+    oracle.upsert(ids("d", 15, 1985), vecs[1985:])
+    assert recall(index, oracle, vecs[:50]) >= 0.95
+
+
+def test_filter_and_overfetch_agree_on_exclusions() -> None:
+    vecs = clustered(3000, 32, spread=0.5)
+    a, b, exact = HnswIndex(32, ef=64), HnswIndex(32, ef=64, exclusion="filter"), ExactIndex(32)
+    for index in (a, b, exact):
+        index.upsert(ids("e", 3000), vecs)
+    q = vecs[:100]
+    near = [set(h.ids[:50]) for h in exact.search(q, 50)]
+    assert recall(a, exact, q, exclude=near) >= 0.95
+    assert recall(b, exact, q, exclude=near) >= 0.95
+
+
+def test_load_overrides_runtime_settings_and_checks_the_id_map(tmp_path: Path) -> None:
+    index = HnswIndex(16, ef=20)
+    index.upsert(ids("f", 30), clustered(30, 16))
+    snap = index.save(tmp_path)
+    loaded, _ = HnswIndex.load(tmp_path, ef=80, exclusion="filter")
+    assert (loaded.ef, loaded.exclusion, loaded.m) == (80, "filter", 16)
+    # an id map that disagrees with the graph (checksum recomputed, so only the consistency check can catch it)
+    items = json.loads((snap / "items.json").read_text())
+    items["live"] = items["live"][:-1]
+    (snap / "items.json").write_text(json.dumps(items))
+    meta = json.loads((snap / "meta.json").read_text())
+    meta["files"]["items.json"] = {"sha256": snapshot_mod._sha256(snap / "items.json"),
+                                   "bytes": (snap / "items.json").stat().st_size}
+    (snap / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SnapshotError, match="disagree"):
+        HnswIndex.load(tmp_path)
+
+
+def test_failed_save_keeps_the_previous_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    index = HnswIndex(16)
+    index.upsert(ids("g", 20), clustered(20, 16))
+    index.save(tmp_path, extra={"v": 1})
+    index.upsert(ids("h", 20), clustered(20, 16, seed=9))
+
+    def crash(*_: object, **__: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(snapshot_mod, "write_json", crash)
+    with pytest.raises(OSError, match="disk full"):
+        index.save(tmp_path, extra={"v": 2})
+    monkeypatch.undo()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    loaded, extra = HnswIndex.load(tmp_path)
+    assert extra == {"v": 1} and len(loaded) == 20
+
+
+def test_current_pointing_nowhere_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "CURRENT").write_text("snap-gone\n")
+    with pytest.raises(SnapshotError, match="not a snapshot"):
+        HnswIndex.load(tmp_path)
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError, match="exclusion"):
+        HnswIndex(8, exclusion="both")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="metric"):
+        HnswIndex(8, metric="l2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="positive"):
+        HnswIndex(0)
