@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ class BatcherStats:
     failed_batches: int = 0
     last_batch_size: int = 0
     max_batch_size_seen: int = 0
-    batch_sizes: list[int] = field(default_factory=list, repr=False)
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024), repr=False)  # recent
 
 
 class MicroBatcher:
@@ -167,8 +168,7 @@ class MicroBatcher:
             self.stats.batches += 1
             self.stats.last_batch_size = len(texts)
             self.stats.max_batch_size_seen = max(self.stats.max_batch_size_seen, len(texts))
-            if len(self.stats.batch_sizes) < 10_000:
-                self.stats.batch_sizes.append(len(texts))
+            self.stats.batch_sizes.append(len(texts))
             loop = asyncio.get_running_loop()
             try:
                 vectors = await loop.run_in_executor(self._executor, self.encoder.encode, texts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,9 @@ __all__ = ["EncoderStats", "OnnxEncoderConfig", "OnnxTextEncoder", "pool_and_nor
 
 logger = logging.getLogger(__name__)
 
+CPU_MAX_BATCH = 8
+GPU_MAX_BATCH = 64
+
 
 @dataclass(frozen=True)
 class OnnxEncoderConfig:
@@ -43,22 +47,24 @@ class OnnxEncoderConfig:
     ``provider``: ``auto`` (TensorRT → CUDA → CPU, whichever really loads) or one of ``tensorrt``, ``cuda``,
     ``cpu`` (then a provider that does not load is an error). ``variant`` forces a graph from the manifest.
     ``intra_op_threads`` ≥ 1; spinning is switched off when it is > 1 (spinning threads triple latency on a
-    loaded machine). ``engine_cache_dir``: where TensorRT keeps built engines. ``verify``: check the sha256 of
-    the files used against the manifest before loading.
+    loaded machine). ``max_batch_size``: texts per inference; a call's texts are sorted by length and cut into
+    chunks of this size, each padded to its own longest (default: 8 on CPU, where small length-sorted chunks
+    waste least on padding and measured fastest, 64 on GPUs). ``engine_cache_dir``: where TensorRT keeps built
+    engines. ``verify``: check the sha256 of the files used against the manifest before loading.
     """
 
     provider: ProviderName = "auto"
     variant: str | None = None
     intra_op_threads: int = 1
     inter_op_threads: int = 1
-    max_batch_size: int = 64
+    max_batch_size: int | None = None
     engine_cache_dir: Path | None = None
     verify: bool = True
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 1 or self.inter_op_threads < 1:
             raise EncoderError("thread counts must be >= 1")
-        if self.max_batch_size < 1:
+        if self.max_batch_size is not None and self.max_batch_size < 1:
             raise EncoderError("max_batch_size must be >= 1")
 
 
@@ -73,7 +79,7 @@ class EncoderStats:
     batches: int = 0
     tokens: int = 0
     truncated: int = 0
-    batch_sizes: list[int] = field(default_factory=list, repr=False)
+    batch_sizes: deque[int] = field(default_factory=lambda: deque(maxlen=1024), repr=False)  # recent
 
 
 def pool_and_normalize(
@@ -144,6 +150,8 @@ class OnnxTextEncoder:
         names = {i.name for i in self._session.get_inputs()}
         self._inputs = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]
         self.stats = EncoderStats(provider=self.provider, variant=self.variant.name)
+        self.max_batch_size = self.config.max_batch_size or (
+            CPU_MAX_BATCH if self.provider == "CPUExecutionProvider" else GPU_MAX_BATCH)
         self._lock = threading.Lock()
 
     @property
@@ -195,7 +203,7 @@ class OnnxTextEncoder:
         encodings = self._tokenizer.encode_batch(items)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(lengths, kind="stable")
-        bs = self.config.max_batch_size
+        bs = self.max_batch_size
         with self._lock:
             self.stats.calls += 1
             self.stats.texts += len(items)
@@ -205,8 +213,7 @@ class OnnxTextEncoder:
                 idx = order[start:start + bs]
                 out[idx] = self._run_chunk([encodings[i].ids for i in idx], int(lengths[idx].max()))
                 self.stats.batches += 1
-                if len(self.stats.batch_sizes) < 10_000:
-                    self.stats.batch_sizes.append(len(idx))
+                self.stats.batch_sizes.append(len(idx))
         return out
 
     def _run_chunk(self, ids: list[list[int]], width: int) -> npt.NDArray[np.float32]:

@@ -64,7 +64,7 @@ class VariantSpec:
 def default_variants(cpu_recipe: DynamicInt8Recipe = DEFAULT_CPU_RECIPE) -> list[VariantSpec]:
     return [
         VariantSpec("fp32", "model_fp32.onnx", CPU, "fp32", Thresholds(0.9999, 0.999, 0.98)),
-        VariantSpec("cpu-int8", "model_int8.onnx", CPU, "int8-dynamic", Thresholds(0.993, 0.97, 0.90),
+        VariantSpec("cpu-int8", "model_int8.onnx", CPU, "int8-dynamic", Thresholds(0.995, 0.98, 0.90),
                     cpu_recipe),
         VariantSpec("cuda-fp16", "model_fp16.onnx", CUDA, "fp16", Thresholds(0.999, 0.99, 0.95), "fp16"),
         VariantSpec("tensorrt-int8", "model_int8_qdq.onnx", TENSORRT, "int8-static-qdq",
@@ -173,7 +173,7 @@ def _build_variant(spec: VariantSpec, fp32: Path, work: Path, corpus: TextCorpus
         return {"kind": "fp16", "keep_io_types": True}
     if isinstance(spec.recipe, DynamicInt8Recipe):
         feeds = None
-        if spec.recipe.smooth_alpha is not None:
+        if spec.recipe.smooth_alpha is not None or spec.recipe.outlier_channels:
             feeds = text_feeds(work / "tokenizer.json", corpus.calibration[: spec.recipe.calibration_texts], inputs,
                                max_len, 16, same_width=False)
         quantize_dynamic_int8(fp32, dst, spec.recipe, calibration_feeds=feeds)

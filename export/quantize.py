@@ -39,7 +39,9 @@ class DynamicInt8Recipe:
 
     ``keep_float`` lists regular expressions of MatMul node names left in fp32 (the sensitive ones).
     ``smooth_alpha``: migrate activation outliers into the weights first (:mod:`streamrec.export.smooth`),
-    measured on ``calibration_texts`` texts; ``None`` skips it.
+    measured on ``calibration_texts`` texts; ``None`` skips it. ``outlier_channels`` > 0: the ``k`` input channels
+    of each weight MatMul with the largest calibrated max |x| are computed in fp32 beside the int8 MatMul
+    (:mod:`streamrec.export.outliers`).
     Only MatMuls with a constant weight are quantized: the embedding ``Gather`` is left in float (quantizing it
     costs accuracy and buys no speed) and so are the activation×activation attention MatMuls.
     """
@@ -48,6 +50,7 @@ class DynamicInt8Recipe:
     reduce_range: bool = False
     keep_float: tuple[str, ...] = ()
     smooth_alpha: float | None = None
+    outlier_channels: int = 0
     calibration_texts: int = 128
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,7 +112,18 @@ def quantize_dynamic_int8(
     logger.info("dynamic INT8 %s (%d MatMuls kept in float)", recipe, len(exclude))
     feeds = None if calibration_feeds is None else list(calibration_feeds)
     base = _smoothed(src, dst.parent, recipe.smooth_alpha, feeds)
+    temps = [base] if base != src else []
     try:
+        if recipe.outlier_channels > 0:
+            if not feeds:
+                raise ExportError("the outlier split needs calibration texts")
+            from streamrec.export.outliers import split_outliers
+            from streamrec.export.smooth import activation_channel_max
+
+            split = dst.parent / f"{src.stem}.split-{recipe.outlier_channels}.tmp.onnx"
+            temps.append(split)
+            exclude += split_outliers(base, split, activation_channel_max(base, feeds), recipe.outlier_channels)
+            base = split
         quantize_dynamic(
             str(base),
             str(dst),
@@ -121,8 +135,8 @@ def quantize_dynamic_int8(
             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
-        if base != src:
-            base.unlink(missing_ok=True)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
     return dst
 
 

@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["activation_channel_max", "smooth_model"]
+__all__ = ["activation_channel_max", "smooth_model", "weight_matmuls"]
 
 logger = logging.getLogger(__name__)
 
 
-def _weight_matmuls(model: Any) -> dict[str, list[Any]]:
+def weight_matmuls(model: Any) -> dict[str, list[Any]]:
     """MatMul nodes with a 2-D constant weight, grouped by their activation input."""
     inits = {i.name: i for i in model.graph.initializer}
     groups: dict[str, list[Any]] = defaultdict(list)
@@ -39,7 +39,7 @@ def activation_channel_max(model_path: Path, feeds: Sequence[dict[str, Any]]) ->
     import onnxruntime as ort
 
     model = onnx.load(str(model_path))
-    names = list(_weight_matmuls(model))
+    names = list(weight_matmuls(model))
     existing = {o.name for o in model.graph.output}
     for name in names:
         if name not in existing:
@@ -57,14 +57,20 @@ def activation_channel_max(model_path: Path, feeds: Sequence[dict[str, Any]]) ->
     return stats
 
 
-def smooth_model(src: Path, dst: Path, act_max: dict[str, np.ndarray[Any, Any]], alpha: float = 0.5) -> int:
-    """Write the smoothed graph to ``dst``; return how many activation tensors were smoothed."""
+def smooth_model(
+    src: Path, dst: Path, act_max: dict[str, np.ndarray[Any, Any]], alpha: float | Callable[[str], float] = 0.5
+) -> int:
+    """Write the smoothed graph to ``dst``; return how many activation tensors were smoothed.
+
+    ``alpha`` is one migration strength for all, or a function of the activation tensor's name.
+    """
+    alpha_of = alpha if callable(alpha) else (lambda _name: float(alpha))
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(src))
     inits = {i.name: i for i in model.graph.initializer}
-    groups = _weight_matmuls(model)
+    groups = weight_matmuls(model)
     consumers: dict[str, int] = defaultdict(int)
     for node in model.graph.node:
         for name in node.input:
@@ -78,7 +84,8 @@ def smooth_model(src: Path, dst: Path, act_max: dict[str, np.ndarray[Any, Any]],
         if any(consumers[w] != 1 for w in weights):  # a shared weight cannot be rescaled for one user only
             continue
         w_max = np.max(np.stack([np.abs(w).max(axis=1) for w in weights.values()]), axis=0)
-        s = np.power(np.maximum(act_max[act], 1e-5), alpha) / np.power(np.maximum(w_max, 1e-5), 1 - alpha)
+        a = alpha_of(act)
+        s = np.power(np.maximum(act_max[act], 1e-5), a) / np.power(np.maximum(w_max, 1e-5), 1 - a)
         s = np.clip(s, 1e-2, 1e2).astype(np.float32)
         for wname, w in weights.items():
             inits[wname].CopyFrom(numpy_helper.from_array(w * s[:, None], wname))
@@ -101,5 +108,5 @@ def smooth_model(src: Path, dst: Path, act_max: dict[str, np.ndarray[Any, Any]],
     del model.graph.node[:]
     model.graph.node.extend(ordered)
     onnx.save(model, str(dst))
-    logger.info("smoothed %d MatMul inputs (alpha %.2f)", count, alpha)
+    logger.info("smoothed %d MatMul inputs", count)
     return count
