@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from streamrec import __version__
-from streamrec.commands import demo, kafka
+from streamrec.commands import demo, export, kafka, replay, tail, worker
 from streamrec.errors import StreamrecError
 
-COMMANDS = [kafka, demo]
+COMMANDS = [kafka, export, worker, replay, tail, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,260 @@
+"""The catalogue replica: every worker keeps the whole item index in step with the ``items`` topic.
+
+It reads ALL partitions of ``items`` with its own consumer (no consumer group: every worker needs
+every item), encodes titles (+ category, tags, description) in batches, and upserts / deletes in
+the index -- encoder and index calls run in the worker's bounded thread pool, never on the loop.
+
+Snapshots: every ``snapshot_interval_s`` (when something changed) and at shutdown, the index is
+saved atomically together with the ``items`` offsets it reflects. On start the replica loads the
+snapshot and resumes from those offsets; with no usable snapshot it rebuilds from the beginning.
+
+Readiness: the replica records the ``items`` end offsets at start-up and becomes ready once it has
+consumed up to them; the worker serves no recommendation before that (``wait_ready``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamrec.encoders import TextEncoder
+from streamrec.index import VectorIndex
+from streamrec.streams.schemas import InvalidMessage, ItemDeletion, ItemRecord, decode_item
+
+log = logging.getLogger(__name__)
+
+
+def item_text(item: ItemRecord) -> str:
+    """The text embedded for an item: title, then category and tags, then a description prefix."""
+    parts = [item.title]
+    if item.category:
+        parts.append(item.category)
+    if item.tags:
+        parts.append(", ".join(item.tags))
+    if item.description:
+        parts.append(item.description[:500])
+    return " | ".join(p for p in parts if p)
+
+
+@dataclass
+class CatalogStats:
+    upserts: int = 0
+    deletes: int = 0
+    unavailable: int = 0
+    invalid: int = 0
+    batches: int = 0
+    snapshots: int = 0
+    last_snapshot_monotonic: float | None = None
+    ready: bool = False
+    positions: dict[int, int] = field(default_factory=dict)
+    end_offsets_at_start: dict[int, int] = field(default_factory=dict)
+
+
+DeadLetterSink = Callable[[bytes | None, bytes | None, InvalidMessage, int, int], Awaitable[None]]
+
+
+class CatalogReplica:
+    """Consume ``items`` into ``index``; call ``start()`` ... ``stop()`` (which snapshots)."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        index: VectorIndex,
+        encoder: TextEncoder,
+        pool: Executor,
+        snapshot_dir: Path,
+        snapshot_interval_s: float = 60.0,
+        start_offsets: dict[int, int] | None = None,
+        dead_letter: DeadLetterSink | None = None,
+        titles: dict[str, str] | None = None,
+        batch_max: int = 256,
+        snapshot_extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.index = index
+        self.encoder = encoder
+        self.pool = pool
+        self.snapshot_dir = snapshot_dir
+        self.snapshot_interval_s = snapshot_interval_s
+        self.start_offsets = dict(start_offsets or {})
+        self.dead_letter = dead_letter
+        self.titles = titles if titles is not None else {}
+        self.batch_max = batch_max
+        self.snapshot_extra = dict(snapshot_extra or {})
+        self.stats = CatalogStats()
+        self._ready = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._dirty = False
+        self._error: BaseException | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+            auto_offset_reset="earliest", isolation_level="read_committed",
+        )
+        await consumer.start()
+        self._consumer = consumer
+        partitions = await self._partitions(consumer)
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        consumer.assign(tps)
+        for tp in tps:
+            if tp.partition in self.start_offsets:
+                consumer.seek(tp, self.start_offsets[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+        ends = await consumer.end_offsets(tps)
+        self.stats.end_offsets_at_start = {tp.partition: int(off) for tp, off in ends.items()}
+        self.stats.positions = {tp.partition: self.start_offsets.get(tp.partition, 0) for tp in tps}
+        self._check_ready()
+        self._task = asyncio.create_task(self._run(), name="catalog-replica")
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[int]:
+        for _ in range(100):
+            parts = consumer.partitions_for_topic(self.topic)
+            if parts:
+                return sorted(parts)
+            await consumer._client.force_metadata_update()  # aiokafka: no public call for this
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {self.topic!r} has no partitions (does it exist?)")
+
+    def _check_ready(self) -> None:
+        if self._ready.is_set():
+            return
+        ends = self.stats.end_offsets_at_start
+        if all(self.stats.positions.get(p, 0) >= end for p, end in ends.items()):
+            self.stats.ready = True
+            self._ready.set()
+            log.info("catalogue replica ready: %d items in the index", len(self.index))
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that stopped the replica (the worker treats it as fatal), or None."""
+        return self._error
+
+    async def _run(self) -> None:
+        try:
+            await self._consume()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.exception("catalogue replica failed")
+            self._error = exc
+            raise
+
+    async def _consume(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        last_snapshot = time.monotonic()
+        while True:
+            batch = await consumer.getmany(timeout_ms=200, max_records=self.batch_max)
+            for tp, records in batch.items():
+                await self._apply(records)
+                if records:
+                    self.stats.positions[tp.partition] = records[-1].offset + 1
+            if not batch:
+                # Transaction markers and compaction leave gaps: trust the consumer's position.
+                for tp in consumer.assignment():
+                    self.stats.positions[tp.partition] = await consumer.position(tp)
+            self._check_ready()
+            if self._dirty and time.monotonic() - last_snapshot >= self.snapshot_interval_s:
+                await self.snapshot()
+                last_snapshot = time.monotonic()
+
+    async def _apply(self, records: Sequence[Any]) -> None:
+        # The last record of an item in this batch wins (the topic is compacted the same way).
+        latest: dict[str, ItemRecord | ItemDeletion] = {}
+        for r in records:
+            try:
+                item = decode_item(r.key, r.value)
+                latest[item.item_id] = item
+            except InvalidMessage as exc:
+                self.stats.invalid += 1
+                if self.dead_letter is not None:
+                    await self.dead_letter(r.key, r.value, exc, r.partition, r.offset)
+        if not latest:
+            return
+        deletes = sorted(i for i, it in latest.items() if isinstance(it, ItemDeletion))
+        records_ = [it for it in latest.values() if isinstance(it, ItemRecord)]
+        # Unavailable items stay in the index, parked: not recommendable, but their vectors still serve
+        # events that name them. Without a title an unavailable record can only park a known item.
+        embed = [it for it in records_ if it.title]
+        ids = [it.item_id for it in embed]
+        texts = [item_text(it) for it in embed]
+        available = [it.item_id for it in records_ if it.available]
+        unavailable = [it.item_id for it in records_ if not it.available]
+
+        def work() -> None:
+            if ids:
+                self.index.upsert(ids, self.encoder.encode(texts))
+            if available:
+                self.index.set_available(available, True)
+            if unavailable:
+                self.index.set_available(unavailable, False)
+            if deletes:
+                self.index.delete(deletes)
+
+        await asyncio.get_running_loop().run_in_executor(self.pool, work)
+        for it in embed:
+            self.titles[it.item_id] = it.title
+        for i in deletes:
+            self.titles.pop(i, None)
+        self.stats.upserts += len(ids)
+        self.stats.unavailable += len(unavailable)
+        self.stats.deletes += len(deletes)
+        self.stats.batches += 1
+        self._dirty = True
+
+    def lag(self) -> dict[int, int]:
+        """Records between the replica's position and the end of each ``items`` partition."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        out: dict[int, int] = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                out[tp.partition] = max(0, high - self.stats.positions.get(tp.partition, 0))
+        return out
+
+    async def snapshot(self) -> None:
+        """Save the index with the offsets it reflects (atomic; runs in the pool)."""
+        offsets = {str(p): o for p, o in self.stats.positions.items()}
+        extra = {**self.snapshot_extra, "topic": self.topic, "offsets": offsets, "titles": dict(self.titles)}
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.pool, lambda: self.index.save(self.snapshot_dir, extra))
+        self._dirty = False
+        self.stats.snapshots += 1
+        self.stats.last_snapshot_monotonic = time.monotonic()
+        log.info("index snapshot saved: %d items at offsets %s", len(self.index), offsets)
+
+    async def stop(self, snapshot: bool = True) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if snapshot and self._dirty and self.ready:
+            await self.snapshot()
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

@@ -1,0 +1,73 @@
+"""The Faust application: the events agent, the session table, the output topics.
+
+The agent does as little as possible on the consumer path: it takes each event (``noack``: Faust
+must not ack it yet) and hands it to the :class:`~streamrec.streams.batcher.EventBatcher`. The hot
+path processes micro-batches, produces the recommendations / dead letters through Faust's producer
+and only then acks the events. Faust commits an offset only once every earlier event of the
+partition is acked, and flushes its producer before every commit -- so offsets are committed only
+after the output they caused was produced (at-least-once).
+
+Session state lives in a Faust table (RocksDB store + Kafka changelog topic
+``<app_id>-sessions-changelog``), with raw bytes values (our JSON codec; never pickle). Tables are
+partitioned like the events topic: a worker owns the state of the users on its partitions, and
+the state moves with the partitions on a rebalance (restored from the changelog).
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.streams import _current_event  # private: see set_current_event
+from faust.types import EventT
+
+log = logging.getLogger(__name__)
+
+
+def set_current_event(event: EventT[Any] | None) -> None:
+    """Make ``event`` the event that Faust's table operations refer to.
+
+    Faust finds the partition of a table write (and the RocksDB database of a read) through a
+    context variable holding the stream's current event; batched processing has to set it per
+    event. This mirrors ``Stream._set_current_event`` (faust-streaming 0.15); covered by the
+    integration tests, which fail if Faust changes it.
+    """
+    _current_event.set(None if event is None else weakref.ref(event))
+
+
+def build_faust_app(
+    *,
+    app_id: str,
+    bootstrap: str,
+    data_dir: Path,
+    partitions: int,
+    commit_interval_s: float = 1.0,
+) -> faust.App:
+    brokers = [f"kafka://{hostport.strip()}" for hostport in bootstrap.split(",") if hostport.strip()]
+    return faust.App(
+        app_id,
+        broker=brokers,
+        store="rocksdb://",
+        datadir=str(data_dir),
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=partitions,
+        topic_allow_declare=True,
+        producer_acks=-1,
+        producer_linger=0.0,
+        broker_commit_interval=commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        table_standby_replicas=1,
+    )
+
+
+def sessions_table(app: faust.App, partitions: int) -> Any:
+    return app.Table(
+        "sessions", key_type=bytes, value_type=bytes, partitions=partitions, default=None,
+        help="per-user session state (JSON bytes, see streamrec.streams.session)",
+    )

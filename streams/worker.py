@@ -1,0 +1,240 @@
+"""The stream worker: composes the Faust app, the catalogue replica, the encoder, the index, the
+micro-batcher and the metrics, and owns their lifecycle.
+
+``StreamWorker`` is a ``mode.Service`` run next to the Faust app by ``faust.Worker`` (see
+``streamrec worker``): it starts the thread pool, the catalogue replica (which loads the index
+snapshot or rebuilds), the batcher and the ``/metrics`` server; the events agent waits until the
+replica is ready, then feeds the batcher. On shutdown (SIGTERM/SIGINT) the batcher is drained --
+events already taken are processed, published and acked -- before Faust commits and stops, and the
+index is snapshotted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any
+
+import faust
+import mode
+from prometheus_client import CollectorRegistry, start_http_server
+
+import streamrec
+from streamrec.encoders import CachedEncoder, EmbeddingCache, OnnxEncoderConfig, OnnxTextEncoder
+from streamrec.errors import ConfigError
+from streamrec.index import HnswIndex, SnapshotError
+from streamrec.streams.batcher import BatcherStopped, EventBatcher
+from streamrec.streams.catalog import CatalogReplica
+from streamrec.streams.faust_app import build_faust_app, sessions_table
+from streamrec.streams.hotpath import HotPath
+from streamrec.streams.metrics import WorkerMetrics
+from streamrec.streams.popularity import RecentPopularity
+from streamrec.streams.session import SessionConfig, make_strategy
+from streamrec.streams.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_name(settings: WorkerSettings) -> str:
+    return settings.worker_name or socket.gethostname()
+
+
+class DataDirLock:
+    """An exclusive lock on a worker's state directory: two workers must never share RocksDB files."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / ".lock"
+        self._file: IO[str] | None = open(self.path, "a+")  # noqa: SIM115 - held for the worker's life
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            self._file = None
+            raise ConfigError(
+                f"another worker uses {directory}: give each worker on a host its own "
+                "STREAMREC_WORKER_NAME (or STREAMREC_DATA_DIR)"
+            ) from None
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def load_encoder(settings: WorkerSettings, model_dir: Path) -> OnnxTextEncoder:
+    if not (model_dir / "manifest.json").exists():
+        raise ConfigError(
+            f"no exported model in {model_dir}: run `streamrec export` first (or set STREAMREC_MODEL_DIR)"
+        )
+    provider = settings.provider
+    if provider not in ("auto", "tensorrt", "cuda", "cpu"):
+        raise ConfigError(f"unknown provider {provider!r}: auto | tensorrt | cuda | cpu")
+    return OnnxTextEncoder(
+        model_dir,
+        OnnxEncoderConfig(provider=provider, intra_op_threads=settings.encoder_threads,  # type: ignore[arg-type]
+                          engine_cache_dir=settings.data_dir / "trt-engines"),
+    )
+
+
+def model_label(encoder: OnnxTextEncoder) -> str:
+    digest = encoder.manifest.files.get(encoder.variant.file, "")
+    return f"{encoder.manifest.name}:{encoder.variant.name}@{digest[:12]}"
+
+
+class StreamWorker(mode.Service):
+    """One stream worker process. ``app`` is its Faust app; run both with ``faust.Worker``."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        encoder: OnnxTextEncoder,
+        partitions: int,
+        registry: CollectorRegistry | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = s = settings
+        self.worker_name = default_worker_name(settings)
+        self.state_dir = s.data_dir / self.worker_name
+        self._lock = DataDirLock(self.state_dir)
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics = WorkerMetrics(self.registry)
+        self.raw_encoder = encoder
+        self.encoder = CachedEncoder(encoder, cache=EmbeddingCache(s.encoder_cache_size)) \
+            if s.encoder_cache_size > 0 else encoder
+        self.model_name = model_label(encoder)
+        self.metrics.encoder_info.info(
+            {"provider": encoder.provider, "variant": encoder.variant.name, "model": self.model_name}
+        )
+        self.metrics.build_info.info({"version": streamrec.__version__, "model": self.model_name})
+        self.index, start_offsets, titles = self._load_index()
+        self.titles: dict[str, str] = titles
+        self.pool = ThreadPoolExecutor(max_workers=s.pool_threads, thread_name_prefix="streamrec-pool")
+        self.app = build_faust_app(
+            app_id=s.app_id, bootstrap=s.bootstrap, data_dir=self.state_dir / "faust", partitions=partitions
+        )
+        self.table = sessions_table(self.app, partitions)
+        self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
+        self.recommendations = self.app.topic(s.recommendations_topic, key_type=bytes, value_type=bytes)
+        self.dead_letter = self.app.topic(s.dead_letter_topic, key_type=bytes, value_type=bytes)
+        self.replica = CatalogReplica(
+            bootstrap=s.bootstrap, topic=s.items_topic, index=self.index, encoder=self.encoder, pool=self.pool,
+            snapshot_dir=self.state_dir / "index", snapshot_interval_s=s.snapshot_interval_s,
+            start_offsets=start_offsets, titles=self.titles, dead_letter=self._catalog_dead_letter,
+            snapshot_extra={"model": self.model_name},
+        )
+        config = SessionConfig(half_life_s=s.half_life_s, exclude_seen=s.exclude_seen,
+                               exclude_purchased=s.exclude_purchased)
+        self.hotpath = HotPath(
+            table=self.table, recommendations=self.recommendations, dead_letter=self.dead_letter,
+            encoder=self.encoder, index=self.index, titles=self.titles,
+            strategy=make_strategy(s.strategy, config), popularity=RecentPopularity(half_life_s=s.half_life_s),
+            metrics=self.metrics, pool=self.pool, k=s.k, model_name=self.model_name, worker_name=self.worker_name,
+        )
+        self.batcher: EventBatcher[Any] = EventBatcher(
+            self.hotpath.process, max_batch=s.batch_max, linger_s=s.batch_linger_ms / 1000,
+            queue_max=s.queue_max, name="hot-path",
+        )
+        self.app.agent(self.events_topic, name=f"{s.app_id}.recommend")(self._agent)
+        self.app.on_before_shutdown.connect(self._on_app_shutdown)  # type: ignore[arg-type]
+        self._metrics_server: Any = None
+        self._cache_seen = (0, 0)
+
+    # ------------------------------------------------------------------ index
+    def _load_index(self) -> tuple[HnswIndex, dict[int, int], dict[str, str]]:
+        s = self.settings
+        snap = self.state_dir / "index"
+        try:
+            index, extra = HnswIndex.load(snap, dim=self.raw_encoder.dim, ef=s.index_ef)
+            if extra.get("topic") != s.items_topic or extra.get("model") != self.model_name:
+                raise SnapshotError("snapshot was made for another items topic or model")
+            offsets = {int(p): int(o) for p, o in extra.get("offsets", {}).items()}
+            log.info("index snapshot loaded: %d items, resuming %s at %s", len(index), s.items_topic, offsets)
+            return index, offsets, {str(k): str(v) for k, v in extra.get("titles", {}).items()}
+        except SnapshotError as exc:
+            if snap.exists():
+                log.warning("index snapshot in %s not usable (%s): rebuilding from the items topic", snap, exc)
+        index = HnswIndex(self.raw_encoder.dim, m=s.index_m, ef_construction=s.index_ef_construction, ef=s.index_ef)
+        return index, {}, {}
+
+    async def _catalog_dead_letter(self, key: bytes | None, value: bytes | None, exc: Any, partition: int,
+                                   offset: int) -> None:
+        from streamrec.streams.deadletter import dead_letter_record
+
+        rec = dead_letter_record(key, value, exc, self.settings.items_topic, partition, offset,
+                                 now_ms=int(time.time() * 1000), worker=self.worker_name)
+        await self.dead_letter.send(key=rec.key, value=rec.value, headers=rec.headers)
+        self.metrics.dead_letters.labels(self.settings.items_topic, exc.reason.value).inc()
+
+    # ------------------------------------------------------------------ the agent
+    async def _agent(self, stream: faust.StreamT[Any]) -> None:
+        await self.replica.wait_ready()
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
+            try:
+                await self.batcher.put(event)
+            except BatcherStopped:
+                # Shutting down: leave the rest un-acked; it is processed after the restart.
+                await asyncio.Event().wait()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def on_start(self) -> None:
+        s = self.settings
+        if s.metrics_port:
+            self._metrics_server, _ = start_http_server(s.metrics_port, addr=s.metrics_host, registry=self.registry)
+            log.info("metrics on http://%s:%d/metrics", s.metrics_host, s.metrics_port)
+        await self.replica.start()
+        await self.batcher.start()
+        self.add_future(self._refresh_gauges())
+
+    async def _on_app_shutdown(self, app: Any, *args: Any, **kwargs: Any) -> None:
+        log.info("draining the hot path before Faust commits and stops")
+        await self.batcher.stop(drain=True)
+
+    async def on_stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.batcher.stop(drain=True)
+        await self.replica.stop(snapshot=True)
+        self.pool.shutdown(wait=True, cancel_futures=False)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+        self._lock.release()
+
+    async def _refresh_gauges(self) -> None:
+        m = self.metrics
+        while not self.should_stop:
+            if self.replica.error is not None:
+                log.critical("catalogue replica failed: stopping the worker")
+                await self.crash(self.replica.error)
+                return
+            st = self.index.stats()
+            m.index_items.set(st.items)
+            m.index_capacity.set(st.capacity)
+            m.index_deleted.set(st.deleted_slots)
+            m.index_ready.set(1 if self.replica.ready else 0)
+            last = self.replica.stats.last_snapshot_monotonic
+            m.snapshot_age.set(0 if last is None else time.monotonic() - last)
+            if isinstance(self.encoder, CachedEncoder):
+                cs = self.encoder.stats
+                hits0, misses0 = self._cache_seen
+                m.encoder_cache.labels("hit").inc(max(0, cs.hits - hits0))
+                m.encoder_cache.labels("miss").inc(max(0, cs.misses - misses0))
+                self._cache_seen = (cs.hits, cs.misses)
+            for partition, lag in self.replica.lag().items():
+                m.lag.labels("catalog", str(partition)).set(lag)
+            monitor = self.app.monitor
+            for tp, end in list(getattr(monitor, "tp_end_offsets", {}).items()):
+                if tp.topic == self.settings.events_topic:
+                    read = getattr(monitor, "tp_read_offsets", {}).get(tp, 0)
+                    m.lag.labels("events", str(tp.partition)).set(max(0, end - read - 1))
+            await self.sleep(1.0)
+
