@@ -143,13 +143,13 @@ def as_matrix(data: npt.ArrayLike, dim: int, metric: Metric, *, what: str = "vec
         arr = arr.reshape(1, -1)
     if arr.ndim != 2 or arr.shape[1] != dim:
         raise InvalidVectorError(f"{what} must have shape (n, {dim}); got {arr.shape}. Check the encoder's dimension.")
-    if arr.shape[0] and not np.isfinite(arr).all():
+    if not np.isfinite(arr).all():
         bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
         raise InvalidVectorError(f"{what} rows {bad[:10].tolist()} contain NaN or inf; nothing was changed")
     if metric == "cosine" and arr.shape[0]:
-        norms = np.linalg.norm(arr, axis=1)
-        zero = np.flatnonzero(norms < 1e-12)
-        if zero.size:
+        norms = np.sqrt(np.einsum("ij,ij->i", arr, arr))
+        if (norms < 1e-12).any():
+            zero = np.flatnonzero(norms < 1e-12)
             raise InvalidVectorError(
                 f"{what} rows {zero[:10].tolist()} have zero norm and no cosine direction; nothing was changed"
             )

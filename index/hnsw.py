@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -66,7 +67,8 @@ _GRAPH, _ITEMS, _PARKED = "graph.bin", "items.json", "parked.npy"
 
 
 class HnswIndex:
-    """See the module docstring. ``ef`` is the search breadth for k = 10 (scaled for other k)."""
+    """See the module docstring. ``ef`` is the search breadth for k = 10 (scaled for other k); it may be
+    changed at any time (each search passes its own breadth to hnswlib)."""
 
     KIND = "hnsw"
 
@@ -80,7 +82,9 @@ class HnswIndex:
         ef: int = 32,
         initial_capacity: int = 1024,
         exclusion: Exclusion = "overfetch",
-        write_chunk: int = 256,
+        max_deleted_fraction: float = 0.1,
+        write_chunk: int = 4,
+        write_slice_s: float = 0.002,
         add_threads: int = 1,
         seed: int = 100,
         _graph: hnswlib.Index | None = None,
@@ -92,14 +96,17 @@ class HnswIndex:
         self._dim, self._metric = dim, check_metric(metric)
         self.m, self.ef_construction, self.ef = m, ef_construction, ef
         self.exclusion: Exclusion = exclusion
-        self.write_chunk, self.add_threads = write_chunk, add_threads
+        if not 0.0 <= max_deleted_fraction <= 1.0 or write_slice_s < 0:
+            raise ValueError("max_deleted_fraction must be in [0, 1] and write_slice_s >= 0")
+        self.max_deleted_fraction = max_deleted_fraction
+        self.write_chunk, self.write_slice_s, self.add_threads = write_chunk, write_slice_s, add_threads
         if _graph is None:
             _graph = hnswlib.Index(space="ip", dim=dim)
             _graph.init_index(
                 max_elements=initial_capacity, M=m, ef_construction=ef_construction, random_seed=seed,
                 allow_replace_deleted=True,
             )
-        _graph.set_ef(ef)
+        _graph.set_ef(1)  # hnswlib searches with max(ef_, k): each call passes its own breadth as k
         self._g = _graph
         self._lock = RWLock()
         self._label_of: dict[str, int] = {}  # live, available
@@ -153,25 +160,48 @@ class HnswIndex:
     # ----------------------------------------------------------------- writes
     def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike) -> UpsertResult:
         """Insert new ids, replace the vectors of known ones. ``vectors``: ``float32[len(ids), dim]``.
-        All rows are validated before anything changes."""
+        All rows are validated before anything changes. The write lock is taken in slices of about
+        ``write_slice_s`` (``write_chunk`` items at a time), so searches get in between."""
         id_list = check_ids(ids)
         vecs = as_matrix(vectors, self._dim, self._metric)
         if vecs.shape[0] != len(id_list):
             raise ValueError(f"{len(id_list)} ids but {vecs.shape[0]} vectors")
         id_list, vecs = last_wins(id_list, vecs)
-        inserted = updated = 0
-        for start in range(0, len(id_list), self.write_chunk):
+        inserted = updated = pos = 0
+        while pos < len(id_list):
             with self._lock.write():
-                end = start + self.write_chunk
-                i, u = self._upsert_locked(id_list[start:end], vecs[start:end])
-            inserted, updated = inserted + i, updated + u
+                until = time.monotonic() + self.write_slice_s
+                while pos < len(id_list):
+                    end = pos + self.write_chunk
+                    i, u = self._upsert_locked(id_list[pos:end], vecs[pos:end])
+                    inserted, updated, pos = inserted + i, updated + u, end
+                    if time.monotonic() >= until:
+                        break
         return UpsertResult(inserted, updated)
+
+    def _reusing(self, n: int) -> bool:
+        """Fill tombstoned slots (hnswlib then repairs the slot's neighbourhood: ~10x the cost of an append)
+        once they reach ``max_deleted_fraction`` of the graph, or when appending ``n`` would need a resize."""
+        if not self._tombstones:
+            return False
+        count: int = self._g.get_current_count()
+        return bool(self._tombstones >= self.max_deleted_fraction * count or count + n > self._g.get_max_elements())
 
     def _upsert_locked(self, ids: list[str], vecs: FloatArray) -> tuple[int, int]:
         upd_pos = [p for p, x in enumerate(ids) if x in self._label_of]
+        moved: list[int] = []  # updated as delete + append (fresh label)
         if upd_pos:
-            labels = np.array([self._label_of[ids[p]] for p in upd_pos], dtype=np.uint64)
-            self._g.add_items(vecs[upd_pos], labels, num_threads=self.add_threads)
+            room = self._g.get_max_elements() - self._g.get_current_count()
+            if self._reusing(len(upd_pos)) or room < len(upd_pos):
+                labels = np.array([self._label_of[ids[p]] for p in upd_pos], dtype=np.uint64)
+                self._g.add_items(vecs[upd_pos], labels, num_threads=self.add_threads)  # in place
+            else:
+                for p in upd_pos:
+                    lab = self._label_of.pop(ids[p])
+                    self._g.mark_deleted(lab)
+                    del self._id_of[lab]
+                    self._tombstones += 1
+                moved = upd_pos
         parked = 0
         new_pos: list[int] = []
         for p, x in enumerate(ids):
@@ -182,12 +212,15 @@ class HnswIndex:
                 new_pos.append(p)
         if new_pos:
             self._insert_locked([ids[p] for p in new_pos], vecs[new_pos])
+        inserted = len(new_pos) - len(moved)
+        self._counts["inserts"] += inserted
         self._counts["updates"] += len(upd_pos) + parked
-        return len(new_pos), len(upd_pos) + parked
+        return inserted, len(upd_pos) + parked
 
     def _insert_locked(self, ids: list[str], vecs: FloatArray) -> None:
         n = len(ids)
-        appended = max(0, n - self._tombstones)
+        replace = self._reusing(n)
+        appended = max(0, n - self._tombstones) if replace else n
         need = self._g.get_current_count() + appended
         cap = self._g.get_max_elements()
         if need > cap:
@@ -196,13 +229,12 @@ class HnswIndex:
             self._counts["resizes"] += 1
             log.debug("hnsw index resized %d -> %d slots", cap, new_cap)
         labels = np.arange(self._next_label, self._next_label + n, dtype=np.uint64)
-        self._g.add_items(vecs, labels, num_threads=self.add_threads, replace_deleted=True)
+        self._g.add_items(vecs, labels, num_threads=self.add_threads, replace_deleted=replace)
         self._next_label += n
         self._tombstones -= n - appended
         for x, lab in zip(ids, labels.tolist(), strict=True):
             self._label_of[x] = lab
             self._id_of[lab] = x
-        self._counts["inserts"] += n
 
     def reserve(self, capacity: int) -> None:
         """Grow the graph to at least ``capacity`` slots now (e.g. before a bulk load), under the write lock."""
@@ -270,7 +302,6 @@ class HnswIndex:
                 self._id_of[lab] = x
             if readd_ids:
                 self._insert_locked(readd_ids, np.stack(readd))
-                self._counts["inserts"] -= len(readd_ids)  # a re-enable is not a catalogue insert
         return changed
 
     # ----------------------------------------------------------------- reads
@@ -328,7 +359,9 @@ class HnswIndex:
         if want <= 0:
             return SearchHits((), np.empty(0, np.float32))
         use_filter = self.exclusion == "filter" and ex
-        fetch = max(scaled_ef(self.ef, k), k + (0 if use_filter else len(ex)))
+        # over-fetch widens the beam by the excluded count: the filter callback keeps excluded items out of
+        # its beam, so this gives both the same breadth over eligible items (and equal recall)
+        fetch = scaled_ef(self.ef, k) + (0 if use_filter else len(ex))
         fetch = min(fetch, live - len(ex) if use_filter else live)
         for attempt in range(8):
             try:
@@ -353,18 +386,26 @@ class HnswIndex:
     def _hits(
         self, labels: npt.NDArray[np.uint64], dist: FloatArray, ex: frozenset[int], want: int
     ) -> SearchHits | None:
-        ids: list[str] = []
+        if not ex:  # the common case: the first `want` labels, all live under the read lock
+            if len(labels) < want:
+                return None
+            try:
+                ids = tuple(map(self._id_of.__getitem__, labels[:want].tolist()))
+            except KeyError:  # cannot happen under the lock; never return a deleted id
+                return None
+            return SearchHits(ids, (1.0 - dist[:want]).astype(np.float32))
+        found: list[str] = []
         keep: list[int] = []
         for j, lab in enumerate(labels.tolist()):
             if lab in ex:
                 continue
             x = self._id_of.get(lab)
-            if x is None:  # cannot happen under the lock; be safe rather than return a deleted id
+            if x is None:
                 continue
-            ids.append(x)
+            found.append(x)
             keep.append(j)
-            if len(ids) == want:
-                return SearchHits(tuple(ids), (1.0 - dist[keep]).astype(np.float32))
+            if len(found) == want:
+                return SearchHits(tuple(found), (1.0 - dist[keep]).astype(np.float32))
         return None
 
     def _exact(self, q: FloatArray, want: int, ex: frozenset[int]) -> SearchHits:

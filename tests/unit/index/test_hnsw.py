@@ -176,3 +176,25 @@ def test_bad_settings() -> None:
         HnswIndex(8, metric="l2")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="positive"):
         HnswIndex(0)
+
+
+def test_updates_append_until_the_deleted_budget_then_reuse_slots() -> None:
+    index = HnswIndex(16, initial_capacity=1000, max_deleted_fraction=0.1, write_chunk=1000)
+    vecs = clustered(700, 16, seed=4)
+    index.upsert(ids("u", 500), vecs[:500])
+    index.upsert(ids("u", 30), vecs[500:530])  # cheap path: tombstone + append with a fresh label
+    assert (index.stats().deleted_slots, index._g.get_current_count()) == (30, 530)
+    index.upsert(ids("u", 30, 30), vecs[530:560])
+    assert (index.stats().deleted_slots, index._g.get_current_count()) == (60, 560)
+    index.upsert(ids("u", 30, 60), vecs[560:590])  # 60 >= 10% of 560: update in place
+    assert (index.stats().deleted_slots, index._g.get_current_count()) == (60, 560)
+    index.upsert(ids("v", 10), vecs[590:600])  # inserts now fill tombstoned slots
+    s = index.stats()
+    assert (s.deleted_slots, s.items, s.capacity, s.inserts_total, s.updates_total) == (50, 510, 1000, 510, 90)
+    for j in (0, 45, 75):
+        assert index.search(vecs[500 + j], k=1)[0].ids == (f"u{j}",)
+    np.testing.assert_allclose(index.get(["u0", "u89"]), vecs[[500, 589]], atol=1e-6)
+    strict = HnswIndex(16, initial_capacity=100, max_deleted_fraction=0.0)
+    strict.upsert(ids("s", 50), vecs[:50])
+    strict.upsert(ids("s", 50), vecs[50:100])
+    assert strict.stats().deleted_slots == 0 and strict._g.get_current_count() == 50
