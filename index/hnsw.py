@@ -191,8 +191,11 @@ class HnswIndex:
         upd_pos = [p for p, x in enumerate(ids) if x in self._label_of]
         moved: list[int] = []  # updated as delete + append (fresh label)
         if upd_pos:
-            room = self._g.get_max_elements() - self._g.get_current_count()
-            if self._reusing(len(upd_pos)) or room < len(upd_pos):
+            count: int = self._g.get_current_count()
+            n = len(upd_pos)
+            cheap = (self._g.get_max_elements() - count >= n
+                     and self._tombstones + n <= self.max_deleted_fraction * (count + n))
+            if not cheap:
                 labels = np.array([self._label_of[ids[p]] for p in upd_pos], dtype=np.uint64)
                 self._g.add_items(vecs[upd_pos], labels, num_threads=self.add_threads)  # in place
             else:
@@ -202,6 +205,8 @@ class HnswIndex:
                     del self._id_of[lab]
                     self._tombstones += 1
                 moved = upd_pos
+        if moved:
+            self._insert_locked([ids[p] for p in moved], vecs[moved], replace=False)
         parked = 0
         new_pos: list[int] = []
         for p, x in enumerate(ids):
@@ -212,14 +217,14 @@ class HnswIndex:
                 new_pos.append(p)
         if new_pos:
             self._insert_locked([ids[p] for p in new_pos], vecs[new_pos])
-        inserted = len(new_pos) - len(moved)
+        inserted = len(new_pos)
         self._counts["inserts"] += inserted
         self._counts["updates"] += len(upd_pos) + parked
         return inserted, len(upd_pos) + parked
 
-    def _insert_locked(self, ids: list[str], vecs: FloatArray) -> None:
+    def _insert_locked(self, ids: list[str], vecs: FloatArray, replace: bool | None = None) -> None:
         n = len(ids)
-        replace = self._reusing(n)
+        replace = self._reusing(n) if replace is None else replace
         appended = max(0, n - self._tombstones) if replace else n
         need = self._g.get_current_count() + appended
         cap = self._g.get_max_elements()

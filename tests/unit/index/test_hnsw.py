@@ -184,13 +184,16 @@ def test_updates_append_until_the_deleted_budget_then_reuse_slots() -> None:
     index.upsert(ids("u", 500), vecs[:500])
     index.upsert(ids("u", 30), vecs[500:530])  # cheap path: tombstone + append with a fresh label
     assert (index.stats().deleted_slots, index._g.get_current_count()) == (30, 530)
-    index.upsert(ids("u", 30, 30), vecs[530:560])
-    assert (index.stats().deleted_slots, index._g.get_current_count()) == (60, 560)
-    index.upsert(ids("u", 30, 60), vecs[560:590])  # 60 >= 10% of 560: update in place
-    assert (index.stats().deleted_slots, index._g.get_current_count()) == (60, 560)
-    index.upsert(ids("v", 10), vecs[590:600])  # inserts now fill tombstoned slots
+    index.upsert(ids("u", 30, 30), vecs[530:560])  # 60 tombstones would pass 10% of 560: update in place
+    assert (index.stats().deleted_slots, index._g.get_current_count()) == (30, 530)
+    index.upsert(ids("u", 30, 60), vecs[560:590])
+    index.upsert(ids("v", 10), vecs[590:600])  # few tombstones: inserts append
+    assert (index.stats().deleted_slots, index._g.get_current_count()) == (30, 540)
+    index.delete(ids("v", 5) + ids("u", 20, 400))
+    index.upsert(ids("w", 10), vecs[600:610])  # 55 tombstones >= 10% of 540: inserts fill them
     s = index.stats()
-    assert (s.deleted_slots, s.items, s.capacity, s.inserts_total, s.updates_total) == (50, 510, 1000, 510, 90)
+    assert (s.deleted_slots, s.items, s.capacity, s.inserts_total, s.updates_total) == (45, 495, 1000, 520, 90)
+    assert index._g.get_current_count() == 540
     for j in (0, 45, 75):
         assert index.search(vecs[500 + j], k=1)[0].ids == (f"u{j}",)
     np.testing.assert_allclose(index.get(["u0", "u89"]), vecs[[500, 589]], atol=1e-6)
