@@ -40,13 +40,15 @@ __all__ = ["DEFAULT_CPU_RECIPE", "ExportOptions", "VariantSpec", "default_varian
 
 logger = logging.getLogger(__name__)
 
-# Chosen from the measurements in benchmarks/results/encoder_*.json: SmoothQuant-style outlier migration
-# (alpha 0.7, calibrated on held-out-disjoint text), per-channel int8 weights for every weight MatMul, the
-# embedding Gather and the attention score MatMuls in float.
+# Chosen from benchmarks/results/encoder_*.json (1 thread, shared 2-core EPYC): SmoothQuant-style outlier
+# migration (alpha 0.7, calibrated on text disjoint from validation), per-channel int8 weights for every weight
+# MatMul; the embedding Gather and the attention score MatMuls stay in float. vs PyTorch fp32 in one run:
+# batch-1 6.1x, batch-32 3.95x, cosine 0.9979, top-10 overlap 0.960. The outlier split (outlier_channels=2..4)
+# scores cosine 0.999 at ~10% less speed: the alternative on the Pareto front.
 DEFAULT_CPU_RECIPE = DynamicInt8Recipe(per_channel=True, smooth_alpha=0.7)
-# TensorRT: static symmetric QDQ; the FFN output projections stay in float (static int8 activations there cost
-# cosine 0.85 -> 0.98 measured on CPU).
-DEFAULT_TRT_RECIPE = StaticQdqRecipe(per_channel=True, keep_float=(FFN_OUTPUTS,))
+# TensorRT: static symmetric QDQ after the same smoothing; the FFN output projections stay in float (all-int8
+# static scored cosine 0.846, this 0.996, measured on the CPU provider: not verified on a GPU).
+DEFAULT_TRT_RECIPE = StaticQdqRecipe(per_channel=True, keep_float=(FFN_OUTPUTS,), smooth_alpha=0.7)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def default_variants(cpu_recipe: DynamicInt8Recipe = DEFAULT_CPU_RECIPE) -> list
                     cpu_recipe),
         VariantSpec("cuda-fp16", "model_fp16.onnx", CUDA, "fp16", Thresholds(0.999, 0.99, 0.95), "fp16"),
         VariantSpec("tensorrt-int8", "model_int8_qdq.onnx", TENSORRT, "int8-static-qdq",
-                    Thresholds(0.98, 0.93, 0.85), DEFAULT_TRT_RECIPE),
+                    Thresholds(0.99, 0.97, 0.90), DEFAULT_TRT_RECIPE),
     ]
 
 

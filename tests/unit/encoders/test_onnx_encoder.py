@@ -41,6 +41,7 @@ def test_is_a_text_encoder(encoder: OnnxTextEncoder) -> None:
     assert encoder.provider == "CPUExecutionProvider"
     assert encoder.variant.name == "cpu-int8"
     assert "cpu-int8" in encoder.name
+    assert encoder.max_batch_size == 8  # length-sorted chunks of 8 on CPU unless configured
 
 
 def test_shapes_dtype_and_unit_norms(encoder: OnnxTextEncoder) -> None:
