@@ -6,12 +6,21 @@ Needs the ``export`` extra (torch, optimum-onnx, onnx); the runtime (:mod:`strea
 
 from streamrec.export.corpus import TextCorpus, build_corpus
 from streamrec.export.errors import ExportError, VariantValidationError
-from streamrec.export.pipeline import DEFAULT_CPU_RECIPE, ExportOptions, VariantSpec, default_variants, export_model
+from streamrec.export.pipeline import (
+    DEFAULT_CPU_RECIPE,
+    DEFAULT_TRT_RECIPE,
+    ExportOptions,
+    VariantSpec,
+    default_variants,
+    export_model,
+    is_exported_model,
+)
 from streamrec.export.quantize import DynamicInt8Recipe, StaticQdqRecipe, ffn_output_pattern
 from streamrec.export.validate import Scores, Thresholds, score
 
 __all__ = [
     "DEFAULT_CPU_RECIPE",
+    "DEFAULT_TRT_RECIPE",
     "DynamicInt8Recipe",
     "ExportError",
     "ExportOptions",
@@ -25,5 +34,6 @@ __all__ = [
     "default_variants",
     "export_model",
     "ffn_output_pattern",
+    "is_exported_model",
     "score",
 ]

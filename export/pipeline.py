@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streamrec.encoders.manifest import CPU, CUDA, TENSORRT, Manifest, Variant, sha256_file
+from streamrec.encoders.errors import ModelIntegrityError
+from streamrec.encoders.manifest import CPU, CUDA, TENSORRT, Manifest, Variant, load_manifest, sha256_file
 from streamrec.encoders.onnx import OnnxEncoderConfig, OnnxTextEncoder
-from streamrec.export.corpus import TextCorpus, build_corpus
+from streamrec.export.corpus import build_corpus
 from streamrec.export.errors import ExportError, VariantValidationError
 from streamrec.export.quantize import (
     FFN_OUTPUTS,
@@ -36,7 +37,15 @@ from streamrec.export.quantize import (
 )
 from streamrec.export.validate import Scores, Thresholds, score
 
-__all__ = ["DEFAULT_CPU_RECIPE", "ExportOptions", "VariantSpec", "default_variants", "export_model"]
+__all__ = [
+    "DEFAULT_CPU_RECIPE",
+    "DEFAULT_TRT_RECIPE",
+    "ExportOptions",
+    "VariantSpec",
+    "default_variants",
+    "export_model",
+    "is_exported_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +172,7 @@ def _write_tokenizer(src_dir: Path, source: Path, dst: Path, max_len: int) -> No
             shutil.copy2(src_dir / extra, dst / extra)
 
 
-def _build_variant(spec: VariantSpec, fp32: Path, work: Path, corpus: TextCorpus, inputs: Sequence[str],
+def _build_variant(spec: VariantSpec, fp32: Path, work: Path, calibration: Sequence[str], inputs: Sequence[str],
                    max_len: int) -> dict[str, Any]:
     dst = work / spec.file
     if spec.recipe is None:
@@ -176,13 +185,13 @@ def _build_variant(spec: VariantSpec, fp32: Path, work: Path, corpus: TextCorpus
     if isinstance(spec.recipe, DynamicInt8Recipe):
         feeds = None
         if spec.recipe.smooth_alpha is not None or spec.recipe.outlier_channels:
-            feeds = text_feeds(work / "tokenizer.json", corpus.calibration[: spec.recipe.calibration_texts], inputs,
+            feeds = text_feeds(work / "tokenizer.json", calibration[: spec.recipe.calibration_texts], inputs,
                                max_len, 16, same_width=False)
         quantize_dynamic_int8(fp32, dst, spec.recipe, calibration_feeds=feeds)
         return spec.recipe.to_dict()
     if isinstance(spec.recipe, StaticQdqRecipe):
         quantize_static_qdq(fp32, dst, spec.recipe, tokenizer_file=work / "tokenizer.json",
-                            calibration_texts=corpus.calibration, inputs=inputs, max_seq_length=max_len)
+                            calibration_texts=calibration, inputs=inputs, max_seq_length=max_len)
         return spec.recipe.to_dict()
     raise ExportError(f"variant {spec.name}: unknown recipe {spec.recipe!r}")
 
@@ -255,7 +264,7 @@ def export_model(
         variants: dict[str, Variant] = {}
         for spec in opts.variants:
             say(f"building variant {spec.name} ({spec.precision} for {spec.provider})")
-            recipe = _build_variant(spec, fp32, work, corpus, inputs, max_len)
+            recipe = _build_variant(spec, fp32, work, corpus.calibration[: opts.calibration_texts], inputs, max_len)
             variants[spec.name] = Variant(spec.name, spec.file, spec.provider, spec.precision, recipe, {})
         if not any(s.recipe is None and s.file == fp32.name for s in opts.variants):
             fp32.unlink()
@@ -295,6 +304,15 @@ def export_model(
         raise
     say(f"wrote {output} in {time.perf_counter() - t0:.0f} s")
     return manifest
+
+
+def is_exported_model(model_dir: Path) -> bool:
+    """True when ``model_dir`` holds a manifest whose files all match their sha256."""
+    try:
+        load_manifest(model_dir).verify(model_dir)
+    except ModelIntegrityError:
+        return False
+    return True
 
 
 def _replace(work: Path, output: Path) -> None:

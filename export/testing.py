@@ -5,21 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from streamrec.encoders.errors import ModelIntegrityError
-from streamrec.encoders.manifest import load_manifest
+from streamrec.export.pipeline import is_exported_model
 
 __all__ = ["ensure_exported_model", "is_exported_model"]
 
 logger = logging.getLogger(__name__)
-
-
-def is_exported_model(model_dir: Path) -> bool:
-    """True when ``model_dir`` holds a manifest whose files all match their sha256."""
-    try:
-        load_manifest(model_dir).verify(model_dir)
-    except ModelIntegrityError:
-        return False
-    return True
 
 
 def ensure_exported_model(model_dir: Path, source: Path | None = None, threads: int = 2) -> Path:

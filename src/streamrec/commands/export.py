@@ -72,7 +72,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(ExportSettings, args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # entry point: never reach for the hub during an export
-    from streamrec.export import ExportOptions, default_variants, export_model
+    from streamrec.export import ExportOptions, default_variants, export_model, is_exported_model
+
+    if not settings.overwrite and is_exported_model(settings.output):
+        print(f"{settings.output} already holds a verified export (pass --overwrite to export again)")
+        return 0
 
     variants = default_variants()
     if not settings.gpu_variants:

@@ -43,3 +43,8 @@ def test_help_lists_env_vars(capsys: pytest.CaptureFixture[str]) -> None:
 def test_missing_source_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert export_cmd.main(["--source", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
     assert "is not a Hugging Face model folder (no config.json)" in capsys.readouterr().err
+
+
+def test_an_existing_verified_export_is_kept(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert export_cmd.main(["--output", str(model_dir)]) == 0
+    assert "already holds a verified export" in capsys.readouterr().out
