@@ -84,4 +84,7 @@ class WorkerMetrics:
             "streamrec_kafka_consumer_lag_records", "Records behind the end of each partition.",
             ["consumer", "partition"], registry=r,
         )
+        self.assigned = Gauge(
+            "streamrec_kafka_assigned_partitions", "Events partitions assigned to this worker.", registry=r
+        )
         self.build_info = Info("streamrec_build", "streamrec version and model manifest hash.", registry=r)

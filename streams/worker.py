@@ -231,6 +231,9 @@ class StreamWorker(mode.Service):
                 self._cache_seen = (cs.hits, cs.misses)
             for partition, lag in self.replica.lag().items():
                 m.lag.labels("catalog", str(partition)).set(lag)
+            with contextlib.suppress(Exception):  # the consumer may not be started yet
+                assigned = self.app.consumer.assignment()
+                m.assigned.set(sum(1 for tp in assigned if tp.topic == self.settings.events_topic))
             monitor = self.app.monitor
             for tp, end in list(getattr(monitor, "tp_end_offsets", {}).items()):
                 if tp.topic == self.settings.events_topic:

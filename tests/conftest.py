@@ -49,3 +49,14 @@ def new_topic(kafka: KafkaForTests) -> Iterator[Callable[..., str]]:
 
     yield make
     delete_topics(kafka.bootstrap, created)
+
+
+@pytest.fixture(scope="session")
+def exported_model() -> Path:
+    """The exported encoder (``STREAMREC_TEST_MODEL_DIR`` or the user's cache; exported once if missing)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from streamrec.commands.export import default_model_dir
+    from streamrec.export.testing import ensure_exported_model
+
+    given = os.environ.get("STREAMREC_TEST_MODEL_DIR")
+    return ensure_exported_model(Path(given) if given else default_model_dir())

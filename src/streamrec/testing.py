@@ -14,13 +14,16 @@ import uuid
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from streamrec.localkafka import LocalKafka, LocalKafkaConfig
 
 T = TypeVar("T")
 
-__all__ = ["KafkaForTests", "create_topics", "delete_topics", "run_off_loop", "start_broker", "unique_name"]
+__all__ = [
+    "KafkaForTests", "WorkerProcess", "consume", "create_topics", "delete_topics", "free_port", "run_off_loop",
+    "start_broker", "start_worker", "unique_name",
+]
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,127 @@ def delete_topics(bootstrap: str, topics: Iterable[str]) -> None:
     if names:
         with contextlib.suppress(Exception):
             run_off_loop(_delete(bootstrap, names))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class WorkerProcess:
+    """A ``streamrec worker`` subprocess (real process: it can be SIGTERMed or SIGKILLed)."""
+
+    proc: Any
+    metrics_url: str
+    log_path: Path
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's /metrics as ``{"name{label=...}": value}`` (empty if it does not answer)."""
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
+
+    def wait_until(self, predicate: Any, timeout_s: float = 120.0, what: str = "condition") -> dict[str, float]:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited ({self.proc.returncode}) waiting for {what}:\n{self.log_tail()}")
+            m = self.metrics()
+            if m and predicate(m):
+                return m
+            time.sleep(0.25)
+        raise TimeoutError(f"worker: no {what} within {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def wait_ready(self, timeout_s: float = 120.0) -> None:
+        self.wait_until(lambda m: m.get("streamrec_index_ready") == 1.0, timeout_s, "readiness")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        """SIGTERM (graceful), SIGKILL if it does not exit in time; returns the exit code."""
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def start_worker(settings_env: dict[str, str], log_path: Path, metrics_port: int | None = None) -> WorkerProcess:
+    """Start ``streamrec worker`` with ``STREAMREC_*`` settings; the metrics server binds to loopback."""
+    import os
+    import subprocess
+    import sys
+
+    port = metrics_port or free_port()
+    env = {**os.environ, **settings_env, "STREAMREC_METRICS_HOST": "127.0.0.1", "STREAMREC_METRICS_PORT": str(port)}
+    log_file = log_path.open("ab")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamrec.cli", "--log-level", "INFO", "worker"],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    finally:
+        log_file.close()
+    return WorkerProcess(proc, f"http://127.0.0.1:{port}/metrics", log_path)
+
+
+async def consume(
+    bootstrap: str, topic: str, *, want: int, timeout_s: float = 60.0, idle_s: float = 3.0
+) -> list[Any]:
+    """Every record of ``topic`` from the beginning, until ``want`` arrived and ``idle_s`` passed quietly,
+    or ``timeout_s`` is over."""
+    import time
+
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=250)
+            n = sum(len(v) for v in batch.values())
+            for records in batch.values():
+                got.extend(records)
+            if n:
+                last_new = time.monotonic()
+            elif len(got) >= want and time.monotonic() - last_new >= idle_s:
+                break
+    finally:
+        await consumer.stop()
+    return got
