@@ -23,21 +23,22 @@ class WorkerSettings(BaseSettings):
     dead_letter_topic: str = Field("dead-letter", description="output: rejected input with the reason in headers")
     partitions: int = Field(4, ge=1, description="partitions of events/recommendations/dead-letter (if created)")
     items_partitions: int = Field(2, ge=1, description="partitions of the items topic (if created)")
+    replication_factor: int = Field(1, ge=1, description="replication factor of topics it creates")
     create_topics: bool = Field(True, description="create missing topics at start-up")
 
     # --- state ---------------------------------------------------------------------------
     data_dir: Path = Field(Path("streamrec-data"), description="worker-local state: RocksDB tables, index snapshots")
-    worker_name: str = Field("", description="name of this worker (default: host-pid); its own subdir of data_dir")
+    worker_name: str = Field("", description="name of this worker (default: the host name); its own subdir of data_dir")
 
     # --- model ---------------------------------------------------------------------------
     model_dir: Path | None = Field(None, description="exported model dir (default: ~/.cache/streamrec/models/...)")
-    provider: str = Field("auto", description="ONNX Runtime provider: auto | tensorrt | cuda | cpu")
+    provider: str = Field("auto", description="ONNX Runtime provider: auto, tensorrt, cuda or cpu")
     encoder_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads")
     encoder_cache_size: int = Field(50_000, ge=0, description="embedding cache entries (0: off)")
 
     # --- recommendations -----------------------------------------------------------------
     k: int = Field(10, ge=1, le=1000, description="items per recommendation")
-    strategy: str = Field("decayed_mean", description="session strategy: decayed_mean | sequence")
+    strategy: str = Field("decayed_mean", description="session strategy: decayed_mean or sequence")
     half_life_s: float = Field(1800.0, gt=0, description="session decay half-life in seconds")
     exclude_seen: bool = Field(True, description="exclude the user's recently seen items")
     exclude_purchased: bool = Field(True, description="exclude the user's purchased items")

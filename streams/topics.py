@@ -31,13 +31,18 @@ class TopicSpec:
     replication_factor: int = 1
 
 
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec]) -> dict[str, int]:
-    """Create missing topics; return ``{name: partitions}`` of all of them (existing ones as they are)."""
+async def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, create: bool = True) -> dict[str, int]:
+    """Create missing topics (unless ``create`` is false: then a missing topic is an error); return
+    ``{name: partitions}`` of all of them, existing ones as they are."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
+        if missing and not create:
+            raise TopicError(
+                f"missing topics {[s.name for s in missing]}: create them or set STREAMREC_CREATE_TOPICS=true"
+            )
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
                 await admin.create_topics(

@@ -25,11 +25,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def topic_specs(s: WorkerSettings) -> list[TopicSpec]:
+    rf = s.replication_factor
     return [
-        TopicSpec(s.events_topic, s.partitions),
-        TopicSpec(s.recommendations_topic, s.partitions),
-        TopicSpec(s.dead_letter_topic, s.partitions),
-        TopicSpec(s.items_topic, s.items_partitions, (("cleanup.policy", "compact"),)),
+        TopicSpec(s.events_topic, s.partitions, replication_factor=rf),
+        TopicSpec(s.recommendations_topic, s.partitions, replication_factor=rf),
+        TopicSpec(s.dead_letter_topic, s.partitions, replication_factor=rf),
+        TopicSpec(s.items_topic, s.items_partitions, (("cleanup.policy", "compact"),), replication_factor=rf),
     ]
 
 
@@ -40,11 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from streamrec.streams.worker import StreamWorker, load_encoder
 
     settings = settings_from_args(WorkerSettings, args)
-    if settings.create_topics:
-        counts = asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings)))
-    else:
-        counts = asyncio.run(ensure_topics(settings.bootstrap, []))
-    partitions = counts.get(settings.events_topic, settings.partitions)
+    counts = asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings), create=settings.create_topics))
+    partitions = counts[settings.events_topic]
     encoder = load_encoder(settings, settings.model_dir or default_model_dir())
     log.info("encoder: %s", encoder)
     worker = StreamWorker(settings, encoder=encoder, partitions=partitions)
