@@ -99,6 +99,17 @@ def exact_topk(data: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def exact_topk_excluding(data: np.ndarray, queries: np.ndarray, excluded: np.ndarray, k: int) -> np.ndarray:
+    out = np.empty((len(queries), k), np.int64)
+    for s in range(0, len(queries), 64):
+        sc = queries[s : s + 64] @ data.T
+        np.put_along_axis(sc, excluded[s : s + 64], -np.inf, 1)
+        top = np.argpartition(-sc, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sc, top, 1), axis=1)
+        out[s : s + 64] = np.take_along_axis(top, order, 1)
+    return out
+
+
 def recall(found: list[list[int]] | np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(map(int, f)) & set(t.tolist())) / len(t) for f, t in zip(found, truth, strict=True)]))
 
@@ -218,38 +229,43 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
     print(f"exact numpy p50 {ex_row['p50_ms']:.2f} ms vs ours (ef {args.ef}) {de_row['p50_ms']:.3f} ms: "
           f"{out['exact_vs_default']['speedup_p50']:.0f}x", flush=True)
 
-    # ---- 50 exclusions: over-fetch vs filter callback vs none
-    ex_sets = [{f"i{j}" for j in row_} for row_ in excl_idx.tolist()]
+    # ---- 50 exclusions: over-fetch vs filter callback vs none; the query's 50 nearest (hard) or 50 random ids
+    rand_idx = np.random.default_rng(9).integers(0, n, (nq, N_EXCL))
+    scenarios = {
+        "nearest": (excl_idx, truth_excl),
+        "random": (rand_idx, exact_topk_excluding(data, queries, rand_idx, K)),
+    }
     filt = HnswIndex.__new__(HnswIndex)  # a second view of the same graph and maps, exclusion="filter"
     filt.__dict__.update(ours.__dict__)
     filt.exclusion = "filter"
     excl_rows = []
-    for ef in args.excl_ef:
-        ours.ef = filt.ef = ef
+    for scenario, (ex_idx, ex_truth) in scenarios.items():
+        ex_sets = [{f"i{j}" for j in row_} for row_ in ex_idx.tolist()]
+        for ef in args.excl_ef:
+            ours.ef = filt.ef = ef
 
-        def f_none(i: int) -> list[int]:
-            return to_int(ours.search(queries[i], K)[0].ids)
+            def f_none(i: int) -> list[int]:
+                return to_int(ours.search(queries[i], K)[0].ids)
 
-        def f_over(i: int) -> list[int]:
-            return to_int(ours.search(queries[i], K, exclude=[ex_sets[i]])[0].ids)
+            def f_over(i: int, ex_sets: list[set[str]] = ex_sets) -> list[int]:
+                return to_int(ours.search(queries[i], K, exclude=[ex_sets[i]])[0].ids)
 
-        def f_filt(i: int) -> list[int]:
-            return to_int(filt.search(queries[i], K, exclude=[ex_sets[i]])[0].ids)
+            def f_filt(i: int, ex_sets: list[set[str]] = ex_sets) -> list[int]:
+                return to_int(filt.search(queries[i], K, exclude=[ex_sets[i]])[0].ids)
 
-        r = interleaved({"no_exclusions": f_none, "overfetch": f_over, "filter_callback": f_filt}, nq, args.rounds)
-        row = {"ef": ef}
-        for e, tr in (("no_exclusions", truth), ("overfetch", truth_excl), ("filter_callback", truth_excl)):
-            row[e] = {**pct(r["lat"][e]), "recall_at_10": recall(r["res"][e], tr)}
-        for e in ("overfetch", "filter_callback"):
-            row[e]["p50_vs_no_exclusions"] = row[e]["p50_ms"] / row["no_exclusions"]["p50_ms"]
-        excl_rows.append(row)
-        print(f"excl ef={ef:4d} none {row['no_exclusions']['p50_ms']:.3f} ms; overfetch "
-              f"{row['overfetch']['p50_ms']:.3f} ms ({row['overfetch']['p50_vs_no_exclusions']:.2f}x, R "
-              f"{row['overfetch']['recall_at_10']:.3f}); filter {row['filter_callback']['p50_ms']:.3f} ms "
-              f"({row['filter_callback']['p50_vs_no_exclusions']:.2f}x, "
-              f"R {row['filter_callback']['recall_at_10']:.3f})",
-              flush=True)
-    out["exclusions_50_nearest"] = excl_rows
+            r = interleaved({"no_exclusions": f_none, "overfetch": f_over, "filter_callback": f_filt}, nq,
+                            args.rounds)
+            row = {"excluded": scenario, "ef": ef}
+            for e, tr in (("no_exclusions", truth), ("overfetch", ex_truth), ("filter_callback", ex_truth)):
+                row[e] = {**pct(r["lat"][e]), "recall_at_10": recall(r["res"][e], tr)}
+            for e in ("overfetch", "filter_callback"):
+                row[e]["p50_vs_no_exclusions"] = row[e]["p50_ms"] / row["no_exclusions"]["p50_ms"]
+            excl_rows.append(row)
+            o, f = row["overfetch"], row["filter_callback"]
+            print(f"excl {scenario:7s} ef={ef:3d} none {row['no_exclusions']['p50_ms']:.3f} ms; overfetch "
+                  f"{o['p50_ms']:.3f} ms ({o['p50_vs_no_exclusions']:.2f}x, R {o['recall_at_10']:.3f}); filter "
+                  f"{f['p50_ms']:.3f} ms ({f['p50_vs_no_exclusions']:.2f}x, R {f['recall_at_10']:.3f})", flush=True)
+    out["exclusions_50"] = excl_rows
     ours.ef = args.ef
 
     # ---- upserts while serving, for two write-lock slicings
@@ -258,10 +274,18 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
     copy_dir = Path(tempfile.mkdtemp(prefix="index-bench-copy-"))
     try:
         ours.save(copy_dir)
-        for chunk, slice_s in args.write_slicing:
+        default_switch = sys.getswitchinterval()
+        configs = [(c, sl, default_switch) for c, sl in args.write_slicing]
+        configs += [(2, 0.001, sw) for sw in args.switch_intervals]
+        for chunk, slice_s, switch in configs:
             fresh, _ = HnswIndex.load(copy_dir, write_chunk=int(chunk), write_slice_s=slice_s)
-            out["upsert_while_serving"].append({"write_chunk": int(chunk), "write_slice_s": slice_s,
-                                                **upsert_while_serving(fresh, data, queries, args)})
+            sys.setswitchinterval(switch)
+            try:
+                row = upsert_while_serving(fresh, data, queries, args)
+            finally:
+                sys.setswitchinterval(default_switch)
+            out["upsert_while_serving"].append(
+                {"write_chunk": int(chunk), "write_slice_s": slice_s, "gil_switch_interval_s": switch, **row})
             del fresh
     finally:
         shutil.rmtree(copy_dir, ignore_errors=True)
@@ -304,7 +328,7 @@ def upsert_while_serving(index: HnswIndex, data: np.ndarray, queries: np.ndarray
     idle = pct(lat)
     lat.clear()
     rng = np.random.default_rng(7)
-    n_new = args.upserts
+    n_new = min(args.upserts, len(data) // 2)
     noise = rng.standard_normal((n_new, data.shape[1])).astype(np.float32)
     fresh = data[rng.integers(0, len(data), n_new)] + 0.3 * noise
     fresh /= np.linalg.norm(fresh, axis=1, keepdims=True)
@@ -330,7 +354,8 @@ def upsert_while_serving(index: HnswIndex, data: np.ndarray, queries: np.ndarray
     res = {"batch": 64, "items": n_new, "insert_items_per_s": n_new / t_ins, "update_items_per_s": n_new / t_upd,
            "delete_items_per_s": n_new / t_del, "search_idle": idle, "search_during_writes": busy,
            "searches_during_writes": len(lat)}
-    print(f"while serving (chunk {index.write_chunk}, slice {index.write_slice_s * 1e3:g} ms): "
+    print(f"while serving (chunk {index.write_chunk}, slice {index.write_slice_s * 1e3:g} ms, "
+          f"GIL switch {sys.getswitchinterval() * 1e3:g} ms): "
           f"insert {res['insert_items_per_s']:.0f}/s update {res['update_items_per_s']:.0f}/s "
           f"delete {res['delete_items_per_s']:.0f}/s; search p50/p99 idle {idle['p50_ms']:.3f}/{idle['p99_ms']:.3f} "
           f"ms, during writes {busy['p50_ms']:.3f}/{busy['p99_ms']:.3f} ms", flush=True)
@@ -454,6 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="interleaving blocks per measurement")
     p.add_argument("--upserts", type=int, default=2048)
     p.add_argument("--serve-s", type=float, default=2.0)
+    p.add_argument("--switch-intervals", type=float, nargs="*", default=[0.0005],
+                   help="extra serving runs (chunk 2, slice 1 ms) with sys.setswitchinterval(S) (default 0.0005)")
     p.add_argument("--write-slicing", type=float, nargs=2, action="append", metavar=("CHUNK", "SLICE_S"),
                    help="write_chunk and write_slice_s pairs to compare (default: 1 0, 2 0.001, 4 0.002, 16 0.01)")
     p.add_argument("--build-threads", type=int, default=2)
@@ -477,8 +504,8 @@ def main(argv: list[str] | None = None) -> int:
         "notes": [
             "1M items not run: FACTS.md measured a ~20 min bulk build on this 2-core machine for hnswlib alone "
             "(plus faiss), beyond this session's budget; use --sizes 1000000 on a bigger machine.",
-            "exclusions = each query's own 50 nearest items (worst case for over-fetch); recall is against the "
-            "exact top-10 of what remains.",
+            "exclusions: 50 ids per query, either its own 50 nearest items (worst case) or 50 random ones; "
+            "recall is against the exact top-10 of what remains.",
             "hnswlib_streamrec = the HnswIndex API (validation, lock, id mapping); hnswlib_raw = knn_query on the "
             "same graph.",
         ],
