@@ -6,6 +6,8 @@ buckets from 50 µs (single stages) to 30 s (lag after a restart).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (
@@ -88,3 +90,26 @@ class WorkerMetrics:
             "streamrec_kafka_assigned_partitions", "Events partitions assigned to this worker.", registry=r
         )
         self.build_info = Info("streamrec_build", "streamrec version and model manifest hash.", registry=r)
+
+    def prime(self, sources: Sequence[str]) -> None:
+        """Create the series whose label values are known up front, at 0, so that dashboards and
+        ``rate()`` show 0 rather than nothing before the first event of a kind."""
+        from streamrec.streams.schemas import DeadLetterReason, EventType
+
+        for clock in ("event_ts", "record_in"):
+            self.end_to_end.labels(clock)
+        for stage in STAGES:
+            self.stage.labels(stage)
+        for kind in EventType:
+            for outcome in ("recommended", "fallback", "duplicate"):
+                self.events.labels(kind.value, outcome)
+        self.events.labels("invalid", "dead_letter")
+        for source in sources:
+            for reason in DeadLetterReason:
+                self.dead_letters.labels(source, reason.value)
+        for fallback in ("no_session_vector", "no_neighbours"):
+            self.fallbacks.labels(fallback)
+        for result in ("hit", "miss"):
+            self.encoder_cache.labels(result)
+        for op in ("upsert", "delete", "unavailable"):
+            self.catalog_updates.labels(op)

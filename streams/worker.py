@@ -108,6 +108,7 @@ class StreamWorker(mode.Service):
         self._lock = DataDirLock(self.state_dir)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry)
+        self.metrics.prime([s.events_topic, s.items_topic])
         self.raw_encoder = encoder
         self.encoder = CachedEncoder(encoder, cache=EmbeddingCache(s.encoder_cache_size)) \
             if s.encoder_cache_size > 0 else encoder
@@ -148,6 +149,7 @@ class StreamWorker(mode.Service):
         self.app.on_before_shutdown.connect(self._on_app_shutdown)  # type: ignore[arg-type]
         self._metrics_server: Any = None
         self._cache_seen = (0, 0)
+        self._catalog_seen: dict[str, int] = {}
 
     # ------------------------------------------------------------------ index
     def _load_index(self) -> tuple[HnswIndex, dict[int, int], dict[str, str]]:
@@ -229,6 +231,12 @@ class StreamWorker(mode.Service):
                 m.encoder_cache.labels("hit").inc(max(0, cs.hits - hits0))
                 m.encoder_cache.labels("miss").inc(max(0, cs.misses - misses0))
                 self._cache_seen = (cs.hits, cs.misses)
+            rs = self.replica.stats
+            for op, total in (("upsert", rs.upserts), ("delete", rs.deletes), ("unavailable", rs.unavailable)):
+                seen = self._catalog_seen.get(op, 0)
+                if total > seen:
+                    m.catalog_updates.labels(op).inc(total - seen)
+                    self._catalog_seen[op] = total
             for partition, lag in self.replica.lag().items():
                 m.lag.labels("catalog", str(partition)).set(lag)
             with contextlib.suppress(Exception):  # the consumer may not be started yet
