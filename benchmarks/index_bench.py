@@ -161,7 +161,7 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
     ours.upsert(ids, data)
     build_ours = time.perf_counter() - t
     mem_ours = rss_bytes() - r0
-    ours.add_threads, ours.write_chunk = 1, 2  # back to the serving defaults
+    ours.add_threads, ours.write_chunk, ours.write_slice_s = 1, 1, 0.0  # back to the serving defaults
     faiss.omp_set_num_threads(args.build_threads)
     r0 = rss_bytes()
     t = time.perf_counter()
@@ -276,7 +276,7 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
         ours.save(copy_dir)
         default_switch = sys.getswitchinterval()
         configs = [(c, sl, default_switch) for c, sl in args.write_slicing]
-        configs += [(2, 0.001, sw) for sw in args.switch_intervals]
+        configs += [(1, 0.0, sw) for sw in args.switch_intervals]
         for chunk, slice_s, switch in configs:
             fresh, _ = HnswIndex.load(copy_dir, write_chunk=int(chunk), write_slice_s=slice_s)
             sys.setswitchinterval(switch)
@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upserts", type=int, default=2048)
     p.add_argument("--serve-s", type=float, default=2.0)
     p.add_argument("--switch-intervals", type=float, nargs="*", default=[0.0005],
-                   help="extra serving runs (chunk 2, slice 1 ms) with sys.setswitchinterval(S) (default 0.0005)")
+                   help="extra serving runs (chunk 1, slice 0) with sys.setswitchinterval(S) (default 0.0005)")
     p.add_argument("--write-slicing", type=float, nargs=2, action="append", metavar=("CHUNK", "SLICE_S"),
                    help="write_chunk and write_slice_s pairs to compare (default: 1 0, 2 0.001, 4 0.002, 16 0.01)")
     p.add_argument("--build-threads", type=int, default=2)
