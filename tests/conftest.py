@@ -60,3 +60,9 @@ def exported_model() -> Path:
 
     given = os.environ.get("STREAMREC_TEST_MODEL_DIR")
     return ensure_exported_model(Path(given) if given else default_model_dir())
+
+
+@pytest.fixture(scope="session")
+def model_dir(exported_model: Path) -> Path:
+    """The encoder and export tests' name for :func:`exported_model`."""
+    return exported_model

@@ -21,8 +21,8 @@ from streamrec.localkafka import LocalKafka, LocalKafkaConfig
 T = TypeVar("T")
 
 __all__ = [
-    "KafkaForTests", "WorkerProcess", "consume", "create_topics", "delete_topics", "free_port", "run_off_loop",
-    "start_broker", "start_worker", "unique_name",
+    "KafkaForTests", "WorkerProcess", "consume", "create_topics", "delete_topics", "free_port", "produce",
+    "run_off_loop", "start_broker", "start_worker", "unique_name",
 ]
 
 
@@ -186,6 +186,20 @@ def start_worker(settings_env: dict[str, str], log_path: Path, metrics_port: int
     finally:
         log_file.close()
     return WorkerProcess(proc, f"http://127.0.0.1:{port}/metrics", log_path)
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+    """Send ``(key, value)`` records in order with an idempotent producer and wait until all are acked."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, key=key, value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
 
 
 async def consume(

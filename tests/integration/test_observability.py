@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from streamrec.testing import KafkaForTests, WorkerProcess, consume, free_port, start_worker, unique_name
+from streamrec.testing import KafkaForTests, WorkerProcess, consume, free_port, produce, start_worker, unique_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -105,15 +104,6 @@ def _wait_query(base: str, expr: str, timeout_s: float = 60.0) -> list[dict[str,
     )
 
 
-async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send(topic, key=key, value=value)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def test_prometheus_scrapes_a_real_worker_and_the_dashboard_matches_it(
@@ -135,7 +125,7 @@ async def test_prometheus_scrapes_a_real_worker_and_the_dashboard_matches_it(
         items = [(f"i{n}".encode(), json.dumps({"item_id": f"i{n}", "title": t}).encode())
                  for n, t in enumerate(["red shoes", "blue shoes", "green tea", "black tea", "camping tent",
                                         "coffee beans", "coffee grinder", "yoga mat", "phone case", "novel"])]
-        await _produce(kafka.bootstrap, names["items"], items)
+        await produce(kafka.bootstrap, names["items"], items)
         worker.wait_until(lambda m: m.get("streamrec_index_items") == len(items), what="catalogue")
 
         _wait_query(base, "streamrec_pipeline_recommendations_total == 0")  # scraped before any event
@@ -147,7 +137,7 @@ async def test_prometheus_scrapes_a_real_worker_and_the_dashboard_matches_it(
             if i % 17 == 0 and len(records) < n_valid + n_bad:
                 records.append((b"u1", b"not json at all"))
         assert len(records) == n_valid + n_bad
-        await _produce(kafka.bootstrap, names["events"], records)
+        await produce(kafka.bootstrap, names["events"], records)
         await consume(kafka.bootstrap, names["recs"], want=n_valid)
 
         # The worker's counters say N and M.

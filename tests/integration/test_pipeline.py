@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from streamrec.streams.deadletter import parse_dead_letter_headers
 from streamrec.streams.schemas import decode_recommendation
-from streamrec.testing import KafkaForTests, WorkerProcess, consume, start_worker, unique_name
+from streamrec.testing import KafkaForTests, WorkerProcess, consume, produce, start_worker, unique_name
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,15 +75,6 @@ def _session_events() -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send(topic, key=key, value=value)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 def _worker_env(kafka: KafkaForTests, model: Path, data: Path, **topics: str) -> dict[str, str]:
@@ -119,7 +110,7 @@ async def test_end_to_end(
     worker = start_worker(_worker_env(kafka, exported_model, tmp_path / "w", **topics), tmp_path / "worker.log")
     workers.append(worker)
     worker.wait_until(lambda m: "streamrec_index_ready" in m, what="metrics")
-    await _produce(kafka.bootstrap, topics["items_topic"], items)
+    await produce(kafka.bootstrap, topics["items_topic"], items)
     worker.wait_until(lambda m: m.get("streamrec_index_items") == len(CATALOGUE) - 1, what="catalogue")
 
     good = _session_events()
@@ -128,7 +119,7 @@ async def test_end_to_end(
         mixed.append(record)
         if i < len(BAD):
             mixed.append(BAD[i][:2])
-    await _produce(kafka.bootstrap, topics["events_topic"], mixed)
+    await produce(kafka.bootstrap, topics["events_topic"], mixed)
 
     recs_raw = await consume(kafka.bootstrap, topics["recommendations_topic"], want=len(good))
     recs = [decode_recommendation(r.value) for r in recs_raw]
@@ -172,13 +163,13 @@ async def test_end_to_end(
     assert dead == len(BAD)
 
     # catalogue changes while serving: a deleted item disappears, a new item becomes recommendable
-    await _produce(kafka.bootstrap, topics["items_topic"], [
+    await produce(kafka.bootstrap, topics["items_topic"], [
         (b"coffee-1", None),
         (b"coffee-9", json.dumps({"item_id": "coffee-9", "title": "Espresso coffee beans, extra dark roast"}).encode()),
     ])
     worker.wait_until(lambda m: m.get("streamrec_index_items") == len(CATALOGUE) - 1, what="catalogue update")
     await asyncio.sleep(0.5)
-    await _produce(kafka.bootstrap, topics["events_topic"], [_event("u9", "search", 0, query="espresso coffee beans")])
+    await produce(kafka.bootstrap, topics["events_topic"], [_event("u9", "search", 0, query="espresso coffee beans")])
     recs_raw = await consume(kafka.bootstrap, topics["recommendations_topic"], want=len(good) + 1)
     (latest,) = [decode_recommendation(r.value) for r in recs_raw if decode_recommendation(r.value).user_id == "u9"]
     ids = [i for i, _ in latest.items]
@@ -200,7 +191,7 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
 ) -> None:
     env = _worker_env(kafka, exported_model, tmp_path / "w", **topics)
     env["STREAMREC_WORKER_NAME"] = "w1"
-    await _produce(kafka.bootstrap, topics["items_topic"],
+    await produce(kafka.bootstrap, topics["items_topic"],
                    [(k.encode(), json.dumps({"item_id": k, "title": t}).encode()) for k, t in CATALOGUE.items()])
     worker = start_worker(env, tmp_path / "worker1.log")
     workers.append(worker)
@@ -255,7 +246,7 @@ async def test_two_workers_share_the_events_partitions(
 ) -> None:
     env = _worker_env(kafka, exported_model, tmp_path / "w", **topics)
     env["STREAMREC_PARTITIONS"] = "4"
-    await _produce(kafka.bootstrap, topics["items_topic"],
+    await produce(kafka.bootstrap, topics["items_topic"],
                    [(k.encode(), json.dumps({"item_id": k, "title": t}).encode()) for k, t in CATALOGUE.items()])
     for name in ("a", "b"):
         w = start_worker({**env, "STREAMREC_WORKER_NAME": name}, tmp_path / f"worker-{name}.log")
@@ -266,7 +257,7 @@ async def test_two_workers_share_the_events_partitions(
         w.wait_until(lambda m: 1 <= m.get("streamrec_kafka_assigned_partitions", 0) <= 3, what="assignment")
     item_ids = sorted(CATALOGUE)
     events = [_event(f"user{i % 40}", "view", i, item_id=item_ids[i % len(item_ids)]) for i in range(400)]
-    await _produce(kafka.bootstrap, topics["events_topic"], events)
+    await produce(kafka.bootstrap, topics["events_topic"], events)
     recs = await consume(kafka.bootstrap, topics["recommendations_topic"], want=len(events), timeout_s=120)
     assert {decode_recommendation(r.value).event_id for r in recs} == {json.loads(v)["event_id"] for _, v in events}
     served = [w.metrics().get("streamrec_pipeline_recommendations_total", 0.0) for w in workers]
