@@ -140,7 +140,11 @@ def to_int(ids: tuple[str, ...]) -> list[int]:
 
 # ------------------------------------------------------------------------------------------ one data set
 def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
-    import faiss  # type: ignore[import-not-found,unused-ignore]
+    faiss: Any
+    try:
+        import faiss
+    except ImportError:  # the peer is optional: pip install faiss-cpu
+        faiss = None
 
     n, dim = data.shape
     nq = len(queries)
@@ -162,15 +166,18 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
     build_ours = time.perf_counter() - t
     mem_ours = rss_bytes() - r0
     ours.add_threads, ours.write_chunk, ours.write_slice_s = 1, 1, 0.0  # back to the serving defaults
-    faiss.omp_set_num_threads(args.build_threads)
-    r0 = rss_bytes()
-    t = time.perf_counter()
-    fx = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
-    fx.hnsw.efConstruction = args.ef_construction
-    fx.add(data)
-    build_faiss = time.perf_counter() - t
-    mem_faiss = rss_bytes() - r0
-    faiss.omp_set_num_threads(1)
+    fx: Any = None
+    build_faiss, mem_faiss = float("nan"), 0
+    if faiss is not None:
+        faiss.omp_set_num_threads(args.build_threads)
+        r0 = rss_bytes()
+        t = time.perf_counter()
+        fx = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+        fx.hnsw.efConstruction = args.ef_construction
+        fx.add(data)
+        build_faiss = time.perf_counter() - t
+        mem_faiss = rss_bytes() - r0
+        faiss.omp_set_num_threads(1)
     exact = ExactIndex(dim, initial_capacity=n)
     t = time.perf_counter()
     exact.upsert(ids, data)
@@ -190,7 +197,8 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
     sweep = []
     for ef in args.ef_sweep:
         ours.ef = ef
-        fx.hnsw.efSearch = ef
+        if fx is not None:
+            fx.hnsw.efSearch = ef
 
         def f_ours(i: int) -> list[int]:
             return to_int(ours.search(queries[i], K)[0].ids)
@@ -201,7 +209,11 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
         def f_faiss(i: int) -> list[int]:
             return fx.search(queries[i : i + 1], K)[1][0].tolist()  # type: ignore[no-any-return]
 
-        r = interleaved({"hnswlib_streamrec": f_ours, "hnswlib_raw": f_raw, "faiss_hnsw": f_faiss}, nq, args.rounds)
+        engines: dict[str, Callable[[int], list[int]]] = {
+            "hnswlib_streamrec": f_ours, "hnswlib_raw": f_raw, "faiss_hnsw": f_faiss}
+        if fx is None:
+            del engines["faiss_hnsw"]
+        r = interleaved(engines, nq, args.rounds)
         row: dict[str, Any] = {"ef": ef}
         for e in r["lat"]:
             row[e] = {**pct(r["lat"][e]), "recall_at_10": recall(r["res"][e], truth)}
@@ -210,7 +222,6 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
                                         f"R {row[e]['recall_at_10']:.3f}" for e in r["lat"]), flush=True)
     out["sweep"] = sweep
     ours.ef = args.ef
-    fx.hnsw.efSearch = args.ef
 
     # ---- exact numpy (fewer queries: it is slow)
     ne = min(nq, args.exact_queries)
@@ -446,6 +457,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4.2), squeeze=False)
     for ax, (name, d) in zip(axes[0], sets.items(), strict=True):
         for eng, style in (("hnswlib_streamrec", "o-"), ("hnswlib_raw", "s--"), ("faiss_hnsw", "^-")):
+            if eng not in d["sweep"][0]:
+                continue
             xs = [r[eng]["p50_ms"] for r in d["sweep"]]
             ys = [r[eng]["recall_at_10"] for r in d["sweep"]]
             ax.plot(xs, ys, style, label=eng)
