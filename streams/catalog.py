@@ -53,7 +53,7 @@ class CatalogStats:
     invalid: int = 0
     batches: int = 0
     snapshots: int = 0
-    last_snapshot_monotonic: float | None = None
+    last_snapshot_wall: float | None = None  # epoch seconds of the newest snapshot (saved or loaded)
     ready: bool = False
     positions: dict[int, int] = field(default_factory=dict)
     end_offsets_at_start: dict[int, int] = field(default_factory=dict)
@@ -244,7 +244,7 @@ class CatalogReplica:
         await loop.run_in_executor(self.pool, lambda: self.index.save(self.snapshot_dir, extra))
         self._dirty = False
         self.stats.snapshots += 1
-        self.stats.last_snapshot_monotonic = time.monotonic()
+        self.stats.last_snapshot_wall = time.time()
         log.info("index snapshot saved: %d items at offsets %s", len(self.index), offsets)
 
     async def stop(self, snapshot: bool = True) -> None:

@@ -127,12 +127,14 @@ class StreamWorker(mode.Service):
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
         self.recommendations = self.app.topic(s.recommendations_topic, key_type=bytes, value_type=bytes)
         self.dead_letter = self.app.topic(s.dead_letter_topic, key_type=bytes, value_type=bytes)
+        snapshot_wall = _mtime(self.state_dir / "index") if start_offsets else None
         self.replica = CatalogReplica(
             bootstrap=s.bootstrap, topic=s.items_topic, index=self.index, encoder=self.encoder, pool=self.pool,
             snapshot_dir=self.state_dir / "index", snapshot_interval_s=s.snapshot_interval_s,
             start_offsets=start_offsets, titles=self.titles, dead_letter=self._catalog_dead_letter,
             snapshot_extra={"model": self.model_name},
         )
+        self.replica.stats.last_snapshot_wall = snapshot_wall
         config = SessionConfig(half_life_s=s.half_life_s, exclude_seen=s.exclude_seen,
                                exclude_purchased=s.exclude_purchased)
         self.hotpath = HotPath(
@@ -223,8 +225,8 @@ class StreamWorker(mode.Service):
             m.index_capacity.set(st.capacity)
             m.index_deleted.set(st.deleted_slots)
             m.index_ready.set(1 if self.replica.ready else 0)
-            last = self.replica.stats.last_snapshot_monotonic
-            m.snapshot_age.set(0 if last is None else time.monotonic() - last)
+            last = self.replica.stats.last_snapshot_wall
+            m.snapshot_age.set(float("nan") if last is None else time.time() - last)
             if isinstance(self.encoder, CachedEncoder):
                 cs = self.encoder.stats
                 hits0, misses0 = self._cache_seen
@@ -249,3 +251,9 @@ class StreamWorker(mode.Service):
                     m.lag.labels("events", str(tp.partition)).set(max(0, end - read - 1))
             await self.sleep(1.0)
 
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
