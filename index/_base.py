@@ -143,18 +143,25 @@ def as_matrix(data: npt.ArrayLike, dim: int, metric: Metric, *, what: str = "vec
         arr = arr.reshape(1, -1)
     if arr.ndim != 2 or arr.shape[1] != dim:
         raise InvalidVectorError(f"{what} must have shape (n, {dim}); got {arr.shape}. Check the encoder's dimension.")
-    if not np.isfinite(arr).all():
-        bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
-        raise InvalidVectorError(f"{what} rows {bad[:10].tolist()} contain NaN or inf; nothing was changed")
     if metric == "cosine" and arr.shape[0]:
-        norms = np.sqrt(np.einsum("ij,ij->i", arr, arr))
-        if (norms < 1e-12).any():
-            zero = np.flatnonzero(norms < 1e-12)
-            raise InvalidVectorError(
-                f"{what} rows {zero[:10].tolist()} have zero norm and no cosine direction; nothing was changed"
-            )
+        norms = np.sqrt(np.einsum("ij,ij->i", arr, arr))  # NaN/inf rows give non-finite norms
+        if not (np.isfinite(norms).all() and norms.min() >= 1e-12):
+            _raise_bad_rows(arr, norms, what)
         arr /= norms[:, None]
+    elif not np.isfinite(arr).all():
+        _raise_bad_rows(arr, None, what)
     return arr
+
+
+def _raise_bad_rows(arr: FloatArray, norms: FloatArray | None, what: str) -> None:
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if bad.size:
+        raise InvalidVectorError(f"{what} rows {bad[:10].tolist()} contain NaN or inf; nothing was changed")
+    assert norms is not None
+    zero = np.flatnonzero(norms < 1e-12)
+    raise InvalidVectorError(
+        f"{what} rows {zero[:10].tolist()} have zero norm and no cosine direction; nothing was changed"
+    )
 
 
 def check_ids(ids: Iterable[str], *, what: str = "ids") -> list[str]:

@@ -21,23 +21,30 @@ class RWLock:
         self._writer = False
         self._writers_waiting = 0
 
+    def acquire_read(self) -> None:
+        with self._cond:
+            if self._writer or self._writers_waiting:
+                self._readers_waiting += 1
+                while self._writer or (self._writers_waiting and not self._read_grants):
+                    self._cond.wait()
+                self._readers_waiting -= 1
+                if self._read_grants:
+                    self._read_grants -= 1
+            self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers and self._writers_waiting:
+                self._cond.notify_all()
+
     @contextmanager
     def read(self) -> Iterator[None]:
-        with self._cond:
-            self._readers_waiting += 1
-            while self._writer or (self._writers_waiting and not self._read_grants):
-                self._cond.wait()
-            self._readers_waiting -= 1
-            if self._read_grants:
-                self._read_grants -= 1
-            self._readers += 1
+        self.acquire_read()
         try:
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+            self.release_read()
 
     @contextmanager
     def write(self) -> Iterator[None]:

@@ -10,7 +10,7 @@ Defaults and why:
   gave recall@10 0.948 / 0.985 / 0.996 / 0.998 at p50 0.150 / 0.176 / 0.218 / 0.257 ms; ef=32 is the
   cheapest with a margin over the 0.97 target on data harder than real text (MovieLens titles encoded by
   MiniLM: see the JSON). Exact numpy (one BLAS thread) took 13.3 ms: 55x slower (76x for raw hnswlib;
-  the API adds ~40 us per single query for validation, the lock and id mapping, so batch queries where
+  the API adds 20-40 us per single query for validation, the lock and id mapping, so batch queries where
   possible). faiss HNSW was level (0.185 ms at 0.997). For ~1M items FACTS.md measured M=32, ef 72-96.
 - ``ef`` is the breadth for k=10 and scales with k (``scaled_ef``); each call passes its own breadth to
   hnswlib as the result count (hnswlib searches with ``max(ef_, k)``; ``ef_`` is pinned to 1), so ``ef``
@@ -358,8 +358,11 @@ class HnswIndex:
         q = as_matrix(queries, self._dim, self._metric, what="queries")
         k = check_k(k)
         excl = check_exclude(exclude, q.shape[0])
-        with self._lock.read():
+        self._lock.acquire_read()
+        try:
             out = self._search_locked(q, k, excl)
+        finally:
+            self._lock.release_read()
         with self._qlock:
             self._qcounts["queries"] += q.shape[0]
         return out

@@ -111,10 +111,14 @@ def test_exclusions_respected_and_exactly_k(make_index: Factory) -> None:
     plain = index.search(q, k=60)
     exclude = [set(h.ids[:50]) | {"not-an-item"} for h in plain]
     hits = index.search(q, k=10, exclude=exclude)
-    for h, ex, p in zip(hits, exclude, plain, strict=True):
+    ranked = index.search(q, k=300)  # k = every item: the full ranking
+    overlap = []
+    for h, ex, r in zip(hits, exclude, ranked, strict=True):
         assert len(h) == 10
         assert not ex & set(h.ids)
-        assert set(h.ids) <= set(p.ids[50:]) | set(index.search(q[:1], k=300)[0].ids)
+        expected = [x for x in r.ids if x not in ex][:10]
+        overlap.append(len(set(h.ids) & set(expected)) / 10)
+    assert np.mean(overlap) >= 0.95
     # mixed: some queries without exclusions
     hits = index.search(q[:2], k=5, exclude=[set(), {"i0"}])
     assert hits[0].ids[0] == "i0" and "i0" not in hits[1].ids
