@@ -1,0 +1,46 @@
+"""A tiny end-to-end benchmark run on the real broker: a worker and the floor answer, figures are sane."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from streamrec.testing import KafkaForTests
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, float | int) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.timeout(180)
+def test_quick_bench_writes_sane_json(kafka: KafkaForTests, exported_model: Path, tmp_path: Path) -> None:
+    from benchmarks.e2e_bench import BenchConfig, main
+
+    config = BenchConfig(
+        bootstrap=kafka.bootstrap, quick=True, rates="50", workers="1", duration_s=3.0, warmup_s=1.0,
+        drain_s=10.0, search_rates="off", grid="off", model_dir=str(exported_model), out=str(tmp_path),
+        command="pytest",
+    )
+    assert main(config=config) == 0
+    result = json.loads((tmp_path / "e2e_latest.json").read_text())
+    assert (tmp_path / "e2e_latest.png").stat().st_size > 0
+    assert {"machine", "versions", "settings", "floor", "sweeps"} <= result.keys()
+    assert result["machine"]["cores"] >= 1 and len(result["machine"]["loadavg_before"]) == 3
+    floor = result["floor"]["steps"]
+    worker = result["sweeps"]["workers_1"]["steps"]
+    for step in (*floor, *worker):
+        assert step["offered_rate"] == 50.0
+        assert step["missing"] == 0 and step["received"] == step["measured"] == 100
+        lat = step["latency_ms"]
+        assert all(_positive(lat[k]) for k in ("p50", "p95", "p99", "p99.9", "max"))
+        assert lat["p50"] <= lat["p99"] <= lat["max"]
+        assert _positive(step["achieved_rate"])
+    stages = worker[0]["stages_ms"]
+    assert {"queue", "decode", "state", "encode", "index"} <= stages.keys()
+    assert _positive(worker[0]["ratio_to_floor"]["p50"])
+    assert result["sweeps"]["workers_1"]["worker_metrics"][0]["recommendations"] >= 100
