@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from streamrec import __version__
-from streamrec.commands import demo, export, kafka, replay, tail, worker
+from streamrec.commands import bench, demo, export, kafka, replay, tail, worker
 from streamrec.errors import StreamrecError
 
-COMMANDS = [kafka, export, worker, replay, tail, demo]
+COMMANDS = [kafka, export, worker, replay, tail, demo, bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
