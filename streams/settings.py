@@ -52,7 +52,7 @@ class WorkerSettings(BaseSettings):
     # --- catalogue replica ---------------------------------------------------------------
     index_m: int = Field(16, ge=4, description="HNSW M")
     index_ef_construction: int = Field(200, ge=8, description="HNSW ef_construction")
-    index_ef: int = Field(64, ge=1, description="HNSW ef at query time (raised for large k/exclusions)")
+    index_ef: int = Field(32, ge=1, description="HNSW ef for k=10 (scaled with k and exclusions; measured default)")
     snapshot_interval_s: float = Field(60.0, gt=0, description="seconds between index snapshots (if changed)")
 
     # --- observability -------------------------------------------------------------------
