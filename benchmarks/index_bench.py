@@ -277,6 +277,7 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
                   f"{o['p50_ms']:.3f} ms ({o['p50_vs_no_exclusions']:.2f}x, R {o['recall_at_10']:.3f}); filter "
                   f"{f['p50_ms']:.3f} ms ({f['p50_vs_no_exclusions']:.2f}x, R {f['recall_at_10']:.3f})", flush=True)
     out["exclusions_50"] = excl_rows
+    out["exclusions_under_gil_contention"] = gil_contention(ours, filt, queries, excl_idx, args)
     ours.ef = args.ef
 
     # ---- upserts while serving, for two write-lock slicings
@@ -315,6 +316,47 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
         shutil.rmtree(tmp, ignore_errors=True)
     out["snapshot"] = {"save_s": t_save, "load_s": t_load, "bytes": size}
     print(f"snapshot: save {t_save:.2f}s load {t_load:.2f}s {size / 2**20:.0f} MiB", flush=True)
+    return out
+
+
+def gil_contention(ours: HnswIndex, filt: HnswIndex, queries: np.ndarray, excl_idx: np.ndarray,
+                   args: argparse.Namespace) -> dict[str, Any]:
+    """Two threads search with 50 exclusions each while a third thread runs pure Python (an event loop,
+    a decoder): over-fetch keeps the whole search inside hnswlib without the GIL; the filter callback needs
+    the GIL for every node it visits."""
+    ex_sets = [{f"i{j}" for j in row_} for row_ in excl_idx.tolist()]
+    out: dict[str, Any] = {"search_threads": 2, "busy_python_threads": 1, "seconds": args.contention_s}
+    for name, index in (("overfetch", ours), ("filter_callback", filt)):
+        stop = threading.Event()
+        lat: list[float] = []
+
+        def busy(stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                sum(range(2000))
+
+        def searcher(offset: int, index: HnswIndex = index, lat: list[float] = lat, stop: threading.Event = stop
+                     ) -> None:
+            i = offset
+            while not stop.is_set():
+                j = i % len(queries)
+                t = time.perf_counter()
+                index.search(queries[j], K, exclude=[ex_sets[j]])
+                lat.append((time.perf_counter() - t) * 1e3)
+                i += 7
+
+        threads = [threading.Thread(target=busy)] + [threading.Thread(target=searcher, args=(o,)) for o in (0, 3)]
+        for th in threads:
+            th.start()
+        time.sleep(args.contention_s)
+        stop.set()
+        for th in threads:
+            th.join()
+        out[name] = {**pct(lat), "queries_per_s": len(lat) / args.contention_s}
+    print(f"50 exclusions, 2 searching threads + 1 busy Python thread: overfetch p50/p99 "
+          f"{out['overfetch']['p50_ms']:.3f}/{out['overfetch']['p99_ms']:.3f} ms "
+          f"({out['overfetch']['queries_per_s']:.0f} q/s); filter callback "
+          f"{out['filter_callback']['p50_ms']:.3f}/{out['filter_callback']['p99_ms']:.3f} ms "
+          f"({out['filter_callback']['queries_per_s']:.0f} q/s)", flush=True)
     return out
 
 
@@ -492,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5, help="interleaving blocks per measurement")
     p.add_argument("--upserts", type=int, default=2048)
     p.add_argument("--serve-s", type=float, default=2.0)
+    p.add_argument("--contention-s", type=float, default=2.0)
     p.add_argument("--switch-intervals", type=float, nargs="*", default=[0.0005],
                    help="extra serving runs (chunk 1, slice 0) with sys.setswitchinterval(S) (default 0.0005)")
     p.add_argument("--write-slicing", type=float, nargs=2, action="append", metavar=("CHUNK", "SLICE_S"),
@@ -503,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.sizes = args.sizes or [10_000]
-        args.queries, args.exact_queries, args.upserts, args.serve_s = 300, 50, 512, 1.0
+        args.queries, args.exact_queries, args.upserts, args.serve_s, args.contention_s = 300, 50, 512, 1.0, 1.0
         args.ef_sweep = [10, 16, 32, 64, 128]
     sizes = args.sizes or [10_000, 100_000]
     args.write_slicing = args.write_slicing or [(1, 0.0), (2, 0.001), (4, 0.002), (16, 0.01)]
