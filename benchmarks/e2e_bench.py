@@ -296,11 +296,10 @@ async def run_bench(c: BenchConfig) -> dict[str, Any]:
     for n in p.workers:
         ph = Phase(f"workers{n}", ml_items, mixed, p.rates, n_workers=n, floor=True)
         result["sweeps"][f"workers_{n}"] = await run_phase(c, p, ph)
-    first = result["sweeps"][f"workers_{p.workers[0]}"] if p.workers else None
     result["floor"] = {
         "what": "bare aiokafka echo process (consume -> produce, acks=all, no linger), same broker, generator "
                 "and consumer; measured just before the worker at each rate",
-        "steps": first["floor_steps"] if first else [],
+        "steps": e2e_report.merged_floor(result["sweeps"]),
         "by_phase": {k: v["floor_steps"] for k, v in result["sweeps"].items()},
     }
     if p.search_rates:
@@ -320,6 +319,7 @@ async def run_bench(c: BenchConfig) -> dict[str, Any]:
         result["synthetic"] = await run_phase(c, p, ph)
     result["machine"]["loadavg_after"] = list(os.getloadavg())
     result["seconds"] = time.time() - started
+    result["targets"] = e2e_report.targets(result)
     result["cdf_rate"] = c.cdf_rate
     return result
 

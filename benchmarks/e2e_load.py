@@ -140,8 +140,8 @@ class StepResult:
     def to_json(self) -> dict[str, Any]:
         d = {k: v for k, v in self.__dict__.items() if k != "latencies"}
         d["saturated"] = self.saturated
-        if self.latencies:  # the latency distribution, for CDF plots: percentiles 0, 1, ..., 100 and 99.9
-            qs = [*range(0, 100), 99.5, 99.9, 100]
+        if self.latencies:  # the latency distribution, for CDF plots
+            qs = [*range(0, 90, 5), *range(90, 100), 99.5, 99.9, 100]
             d["quantiles_ms"] = {"q": qs, "ms": [float(x) for x in np.percentile(self.latencies, qs)]}
         return d
 

@@ -45,6 +45,15 @@ def brief(s: StepResult) -> str:
             f"achieved {s.achieved_rate:6.0f}/s  missing {s.missing}  gen-lag p99 {s.generator_lag_ms['p99']:.1f} ms")
 
 
+def merged_floor(sweeps: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One floor step per rate: from the first sweep that measured it (``phase`` says which)."""
+    by_rate: dict[float, dict[str, Any]] = {}
+    for name, ph in sweeps.items():
+        for f in ph["floor_steps"]:
+            by_rate.setdefault(f["offered_rate"], {**f, "phase": name})
+    return [by_rate[r] for r in sorted(by_rate)]
+
+
 def add_floor_ratios(phase: dict[str, Any], floor_steps: list[dict[str, Any]]) -> None:
     by_rate = {f["offered_rate"]: f for f in floor_steps}
     for s in phase["steps"]:
@@ -142,13 +151,49 @@ def _closest(steps: list[dict[str, Any]], rate: float) -> dict[str, Any] | None:
     return min(ok, key=lambda s: abs(math.log(s["offered_rate"] / rate))) if ok else None
 
 
+def _sustained(steps: list[dict[str, Any]], p99_max_ms: float) -> float:
+    """Highest offered rate answered in full (>= 90 %) with p99 <= ``p99_max_ms`` (0 if none)."""
+    ok = [s["offered_rate"] for s in steps if not s["saturated"] and s["latency_ms"]
+          and s["latency_ms"]["p99"] <= p99_max_ms]
+    return max(ok, default=0.0)
+
+
+def targets(result: dict[str, Any]) -> dict[str, Any]:
+    """The issue's goals (2-core machine, one worker, MovieLens): what this run reached."""
+    one = result.get("sweeps", {}).get("workers_1", {}).get("steps", [])
+    two = result.get("sweeps", {}).get("workers_2", {}).get("steps", [])
+    at500 = next((s for s in one if s["offered_rate"] == 500.0 and s["latency_ms"]), None)
+    out: dict[str, Any] = {
+        "p99_at_500_ms (goal <= 25)": at500["latency_ms"]["p99"] if at500 else None,
+        "p50_over_floor_at_500 (goal <= 3)": at500.get("ratio_to_floor", {}).get("p50") if at500 else None,
+        "one_worker_sustained_rate_p99_le_100ms (goal >= 1500)": _sustained(one, 100.0),
+        "one_worker_sustained_rate": _sustained(one, 1000.0),
+    }
+    if two:
+        r1, r2 = _sustained(one, 1000.0), _sustained(two, 1000.0)
+        out["two_workers_sustained_rate"] = r2
+        out["two_over_one (goal >= 1.7 where cores allow)"] = r2 / r1 if r1 else None
+    return out
+
+
+def compact(x: Any) -> Any:
+    """Floats to 3 decimals, so the committed JSON stays small."""
+    if isinstance(x, float):
+        return round(x, 3)
+    if isinstance(x, dict):
+        return {k: compact(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [compact(v) for v in x]
+    return x
+
+
 def write(result: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     written = []
     for name in (f"e2e_{stamp}", "e2e_latest"):
         j = out / f"{name}.json"
-        j.write_text(json.dumps(result, indent=1, allow_nan=False, default=_finite) + "\n")
+        j.write_text(json.dumps(compact(result), indent=1, allow_nan=False, default=_finite) + "\n")
         png = out / f"{name}.png"
         plot(result, png)
         written += [j, png]
