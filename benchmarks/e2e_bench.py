@@ -312,11 +312,13 @@ async def run_bench(c: BenchConfig) -> dict[str, Any]:
         ph = Phase(f"grid-b{bm}-l{linger:g}", ml_items, mixed, [c.grid_rate], env=env)
         r = await run_phase(c, p, ph)
         result["batch_grid"].append({"batch_max": bm, "batch_linger_ms": linger, **r})
+        e2e_report.add_floor_ratios(r, result["floor"]["steps"])
     if c.synthetic_items:
         ph = Phase("synthetic", e2e_data.synthetic_items(c.synthetic_items),
                    e2e_data.synthetic_events(c.synthetic_items, c.search_mix), p.synthetic_rates,
                    ready_timeout_s=1800.0)
         result["synthetic"] = await run_phase(c, p, ph)
+        e2e_report.add_floor_ratios(result["synthetic"], result["floor"]["steps"])
     result["machine"]["loadavg_after"] = list(os.getloadavg())
     result["seconds"] = time.time() - started
     result["targets"] = e2e_report.targets(result)

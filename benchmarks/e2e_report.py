@@ -118,6 +118,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
                for k, v in result["sweeps"].items()]
     if result.get("search_heavy"):
         series.append(("search-heavy, 1 worker", result["search_heavy"]["steps"], "tab:red"))
+    if result.get("synthetic"):
+        n = result["synthetic"]["catalogue"]["items"]
+        series.append((f"synthetic {n} items, 1 worker", result["synthetic"]["steps"], "tab:purple"))
     for label, steps, colour in series:
         steps = [s for s in steps if s["latency_ms"]]
         if not steps:

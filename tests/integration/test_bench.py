@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -19,14 +20,17 @@ def _positive(x: object) -> bool:
 
 @pytest.mark.timeout(180)
 def test_quick_bench_writes_sane_json(kafka: KafkaForTests, exported_model: Path, tmp_path: Path) -> None:
-    from benchmarks.e2e_bench import BenchConfig, main
+    """Through ``streamrec bench`` (the thin command that finds benchmarks/ in the checkout)."""
+    from streamrec.commands import bench
 
-    config = BenchConfig(
-        bootstrap=kafka.bootstrap, quick=True, rates="50", workers="1", duration_s=3.0, warmup_s=1.0,
-        drain_s=10.0, search_rates="off", grid="off", model_dir=str(exported_model), out=str(tmp_path),
-        command="pytest",
-    )
-    assert main(config=config) == 0
+    parser = argparse.ArgumentParser()
+    bench.register(parser.add_subparsers())
+    args = parser.parse_args([
+        "bench", "--bootstrap", kafka.bootstrap, "--quick", "--rates", "50", "--workers", "1", "--duration-s", "3",
+        "--warmup-s", "1", "--drain-s", "10", "--search-rates", "off", "--grid", "off",
+        "--model-dir", str(exported_model), "--out", str(tmp_path),
+    ])
+    assert args.func(args) == 0  # 1 when a phase got no answers or the floor none
     result = json.loads((tmp_path / "e2e_latest.json").read_text())
     assert (tmp_path / "e2e_latest.png").stat().st_size > 0
     assert {"machine", "versions", "settings", "floor", "sweeps"} <= result.keys()
