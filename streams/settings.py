@@ -39,7 +39,8 @@ class WorkerSettings(BaseSettings):
     # --- recommendations -----------------------------------------------------------------
     k: int = Field(10, ge=1, le=1000, description="items per recommendation")
     strategy: str = Field("decayed_mean", description="session strategy: decayed_mean or sequence")
-    half_life_s: float = Field(1800.0, gt=0, description="session decay half-life in seconds")
+    half_life_s: float = Field(300.0, gt=0, description="session decay half-life in seconds")
+    blend_alpha: float = Field(0.75, ge=0, le=1, description="sequence strategy: weight of the session-text vector")
     exclude_seen: bool = Field(True, description="exclude the user's recently seen items")
     exclude_purchased: bool = Field(True, description="exclude the user's purchased items")
 

@@ -135,7 +135,7 @@ class StreamWorker(mode.Service):
             snapshot_extra={"model": self.model_name},
         )
         self.replica.stats.last_snapshot_wall = snapshot_wall
-        config = SessionConfig(half_life_s=s.half_life_s, exclude_seen=s.exclude_seen,
+        config = SessionConfig(half_life_s=s.half_life_s, blend_alpha=s.blend_alpha, exclude_seen=s.exclude_seen,
                                exclude_purchased=s.exclude_purchased)
         self.hotpath = HotPath(
             table=self.table, recommendations=self.recommendations, dead_letter=self.dead_letter,

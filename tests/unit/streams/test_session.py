@@ -24,7 +24,7 @@ from streamrec.streams.session import (
 )
 
 D = 8
-HL_MS = 1_800_000  # default half-life, ms
+HL_MS = int(SessionConfig().half_life_s * 1000)  # the default half-life, ms
 
 
 def unit(i: int) -> np.ndarray:
@@ -48,8 +48,9 @@ def step(strategy: DecayedMeanStrategy, state: SessionState | None, ev: Event, v
 
 
 def test_decay_factor() -> None:
-    assert decay_factor(HL_MS, 0, 1800.0) == pytest.approx(0.5)
-    assert decay_factor(2 * HL_MS, 0, 1800.0) == pytest.approx(0.25)
+    assert decay_factor(1_800_000, 0, 1800.0) == pytest.approx(0.5)
+    assert decay_factor(2 * 1_800_000, 0, 1800.0) == pytest.approx(0.25)
+    assert decay_factor(HL_MS, 0, HL_MS / 1000) == pytest.approx(0.5)
     assert decay_factor(5, None, 1800.0) == 1.0
     assert decay_factor(0, 10, 1800.0) == 1.0  # out of order: clamped, never grows
 
