@@ -216,13 +216,15 @@ async def run_phase(c: BenchConfig, p: Plan, ph: Phase) -> dict[str, Any]:
             n = int(rate * p.duration_s)
             kw = {"rate": rate, "duration_s": p.duration_s, "warmup_s": p.warmup_s, "drain_s": c.drain_s}
             if ph.floor:
+                cpu = _CpuMeter([echo.pid] if echo is not None else [])
                 fs = await run_step(producer, floor, t["floor-in"], take("f", n), **kw)
-                out["floor_steps"].append(_step_json(fs, None))
+                out["floor_steps"].append({**_step_json(fs, None), "cpu": cpu.done(n)})
                 _say(f"{ph.name}: floor   @{rate:6.0f}/s  {e2e_report.brief(fs)}")
             load = os.getloadavg()[0]
+            cpu = _CpuMeter([w.proc.pid for w in workers])
             ws = await run_step(producer, recs, t["events"], take("w", n), **kw)
             ref = out["floor_steps"][-1] if ph.floor else None
-            out["steps"].append({**_step_json(ws, ref), "loadavg_1m": load})
+            out["steps"].append({**_step_json(ws, ref), "loadavg_1m": load, "cpu": cpu.done(n)})
             _say(f"{ph.name}: worker  @{rate:6.0f}/s  {e2e_report.brief(ws)}")
             if ws.saturated:
                 _say(f"{ph.name}: saturated at {rate:.0f}/s; stopping this sweep")
@@ -243,6 +245,28 @@ async def run_phase(c: BenchConfig, p: Plan, ph: Phase) -> dict[str, Any]:
         failed = any(w.proc.returncode not in (0, None) for w in workers)
         if not failed:
             shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) a live process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _CpuMeter:
+    """CPU used during a step by the server processes (worker(s) or echo) and by this load generator."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids, self.wall = pids, time.monotonic()
+        self.servers = sum(_cpu_s(p) for p in pids)
+        self.own = sum(os.times()[:2])
+
+    def done(self, events: int) -> dict[str, float]:
+        wall = time.monotonic() - self.wall
+        servers = sum(_cpu_s(p) for p in self.pids) - self.servers
+        own = sum(os.times()[:2]) - self.own
+        return {"server_cpu_ms_per_event": 1000 * servers / events, "server_cores_busy": servers / wall,
+                "generator_cpu_ms_per_event": 1000 * own / events, "wall_s": wall}
 
 
 def _start_echo(bootstrap: str, source: str, sink: str, partitions: int) -> subprocess.Popen[str]:

@@ -100,7 +100,14 @@ def table(result: dict[str, Any]) -> str:
         for s in ph["steps"]:
             if s["stages_ms"]:
                 st = ", ".join(f"{k} {v['p50']:.2f}" for k, v in s["stages_ms"].items())
+                if "cpu" in s:
+                    st += (f"; worker CPU {s['cpu']['server_cpu_ms_per_event']:.2f} ms/event "
+                           f"({s['cpu']['server_cores_busy']:.2f} cores busy)")
                 stages.append(f"  {name} @{s['offered_rate']:.0f}/s median ms: {st}")
+    for f in result["floor"]["steps"]:
+        if "cpu" in f:
+            stages.append(f"  floor @{f['offered_rate']:.0f}/s: echo CPU {f['cpu']['server_cpu_ms_per_event']:.3f} "
+                          f"ms/event; generator+consumer {f['cpu']['generator_cpu_ms_per_event']:.3f} ms/event")
     return "\n".join(rows) + "\n\nstage breakdown (worker's latency_ms; outside_stages = e2e - stages):\n" + \
         "\n".join(stages)
 
