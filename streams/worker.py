@@ -31,6 +31,7 @@ from streamrec.errors import ConfigError
 from streamrec.index import HnswIndex, SnapshotError
 from streamrec.streams.batcher import BatcherStopped, EventBatcher
 from streamrec.streams.catalog import CatalogReplica
+from streamrec.streams.deadletter import dead_letter_record
 from streamrec.streams.faust_app import build_faust_app, sessions_table
 from streamrec.streams.hotpath import HotPath
 from streamrec.streams.metrics import WorkerMetrics
@@ -172,8 +173,6 @@ class StreamWorker(mode.Service):
 
     async def _catalog_dead_letter(self, key: bytes | None, value: bytes | None, exc: Any, partition: int,
                                    offset: int) -> None:
-        from streamrec.streams.deadletter import dead_letter_record
-
         rec = dead_letter_record(key, value, exc, self.settings.items_topic, partition, offset,
                                  now_ms=int(time.time() * 1000), worker=self.worker_name)
         await self.dead_letter.send(key=rec.key, value=rec.value, headers=rec.headers)
