@@ -90,6 +90,7 @@ class IndexStats:
     queries_total: int
     search_retries_total: int  # searches re-run with a larger ef/k because too few eligible came back
     exact_fallbacks_total: int  # searches answered by a brute-force scan as a last resort
+    full_scans_total: int = 0  # queries answered by the small-catalogue full scan (HnswIndex full_scan_below)
 
 
 @runtime_checkable

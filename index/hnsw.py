@@ -27,6 +27,15 @@ Defaults and why:
   over-fetch served 184 queries/s at p99 52 ms and the callback 144/s at p99 94 ms (MovieLens: 1,726 vs
   1,019/s; one 10k run went the other way, 622 vs 774/s -- re-measure on a quiet machine). Hence over-fetch
   by default; ``exclusion="filter"`` suits single-threaded use with exclusions far from the queries.
+- **Small catalogues: a full scan** (``full_scan_below``, off by default here; the worker's
+  ``index_full_scan_below`` is 5,000). Up to that many searchable items a search is one matrix product over
+  all of them plus a two-level top-k select -- exact, and exclusions are a mask, not a wider beam.
+  ``python -m benchmarks.scan_bench`` (``scan_latest.json``; same 2-core machine, quiet), session-like
+  queries whose exclusions are their own nearest items, per batch: at 64 queries x 50 exclusions the scan
+  took 0.53 / 0.62 / 0.73 / 0.76 / 1.01x the graph's time at 1k / 2k / 5k / 10k / 20k items (200
+  exclusions: 0.39-0.51x); with no exclusions 0.84-1.78x, and a single query 1.1-2.3x (+0.07 ms) up to
+  10k. A worker's batches carry exclusions, so 5k it is (exact answers too: graph recall 0.990-0.996).
+  The scan matrix is built on the first search after a write (the writes drop it).
 - **Labels.** Every insert gets a *fresh* integer label (a counter never reused, saved in snapshots). Reusing
   a label hnswlib has seen is unsafe twice over: ``replace_deleted`` with a live label leaves an undeletable
   ghost copy, and filling a tombstoned slot erases its *old* label from hnswlib's lookup table, which would
@@ -118,10 +127,14 @@ class HnswIndex:
         write_slice_s: float = 0.0,
         add_threads: int = 1,
         seed: int = 100,
+        full_scan_below: int = 0,
         _graph: hnswlib.Index | None = None,
     ) -> None:
         if dim < 1 or m < 2 or ef_construction < 1 or ef < 1 or initial_capacity < 1 or write_chunk < 1:
             raise ValueError("dim, m (>=2), ef_construction, ef, initial_capacity and write_chunk must be positive")
+        if full_scan_below < 0:
+            raise ValueError("full_scan_below must be >= 0 (0: always search the graph)")
+        self.full_scan_below = full_scan_below
         if exclusion not in ("overfetch", "filter"):
             raise ValueError(f"exclusion must be 'overfetch' or 'filter', got {exclusion!r}")
         self._dim, self._metric = dim, check_metric(metric)
@@ -148,7 +161,10 @@ class HnswIndex:
         self._tombstones = 0
         self._counts = dict.fromkeys(("inserts", "updates", "deletes", "unknown_deletes", "resizes"), 0)
         self._qlock = threading.Lock()
-        self._qcounts = dict.fromkeys(("queries", "retries", "fallbacks"), 0)
+        self._qcounts = dict.fromkeys(("queries", "retries", "fallbacks", "scans"), 0)
+        # full-scan matrix of the searchable items (labels, vectors, row of label), built on demand under the
+        # read lock, dropped by every write (under the write lock)
+        self._scan: tuple[npt.NDArray[np.uint64], FloatArray, dict[int, int]] | None = None
 
     # ----------------------------------------------------------------- properties
     @property
@@ -186,6 +202,7 @@ class HnswIndex:
                 inserts_total=c["inserts"], updates_total=c["updates"], deletes_total=c["deletes"],
                 unknown_deletes_total=c["unknown_deletes"], resizes_total=c["resizes"], queries_total=q["queries"],
                 search_retries_total=q["retries"], exact_fallbacks_total=q["fallbacks"],
+                full_scans_total=q["scans"],
             )
 
     # ----------------------------------------------------------------- writes
@@ -202,6 +219,7 @@ class HnswIndex:
         while pos < len(id_list):
             with self._lock.write():
                 until = time.monotonic() + self.write_slice_s
+                self._scan = None
                 while pos < len(id_list):
                     end = pos + self.write_chunk
                     i, u = self._upsert_locked(id_list[pos:end], vecs[pos:end])
@@ -286,6 +304,7 @@ class HnswIndex:
         id_list = check_ids(ids)
         deleted = unknown = 0
         with self._lock.write():
+            self._scan = None
             for x in id_list:
                 lab = self._label_of.pop(x, None)
                 if lab is not None:
@@ -306,6 +325,7 @@ class HnswIndex:
         id_list = check_ids(ids)
         changed = 0
         with self._lock.write():
+            self._scan = None
             if not available:
                 for x in id_list:
                     lab = self._label_of.pop(x, None)
@@ -378,6 +398,8 @@ class HnswIndex:
         live = len(self._label_of)
         if live == 0:
             return [SearchHits((), np.empty(0, np.float32)) for _ in range(q.shape[0])]
+        if live <= self.full_scan_below:
+            return self._full_scan(q, k, exclude)
         base = min(scaled_ef(self.ef, k), live)
         if exclude is None or not any(exclude):
             try:
@@ -391,6 +413,38 @@ class HnswIndex:
             ex = frozenset(lab for x in exclude[i] if (lab := self._label_of.get(x)) is not None)
             out.append(self._one(q[i], k, ex))
         return out
+
+    def _full_scan(self, q: FloatArray, k: int, exclude: Sequence[Collection[str]] | None) -> list[SearchHits]:
+        """Exact answers by one matrix product over every searchable item (small catalogues: see
+        ``full_scan_below``). Called under the read lock."""
+        scan = self._scan
+        if scan is None:
+            labels = np.fromiter(self._id_of, dtype=np.uint64, count=len(self._id_of))
+            mat = np.ascontiguousarray(self._g.get_items(labels, return_type="numpy"), dtype=np.float32)
+            scan = self._scan = (labels, mat, {lab: r for r, lab in enumerate(labels.tolist())})
+        labels, mat, row_of = scan
+        with self._qlock:
+            self._qcounts["scans"] += q.shape[0]
+        scores = q @ mat.T
+        n = mat.shape[0]
+        want = []
+        for i in range(q.shape[0]):
+            # the scan was built from the same searchable labels (writes drop it): every live label has a row
+            live_of = self._label_of
+            rows = [] if exclude is None else [row_of[lab] for x in exclude[i] if (lab := live_of.get(x)) is not None]
+            if rows:
+                scores[i, rows] = -np.inf
+            want.append(min(k, n - len(rows)))
+        kk = min(k, n)
+        top = _top_columns(scores, kk) if kk < n else np.argsort(-scores, axis=1)
+        top_scores = np.take_along_axis(scores, top, 1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
+        top_labels = labels[np.minimum(top, n - 1)].tolist()  # padding columns sort last: never returned
+        return [
+            SearchHits(tuple(self._id_of[lab] for lab in top_labels[i][:w]), top_scores[i, :w].astype(np.float32))
+            for i, w in enumerate(want)
+        ]
 
     def _one(self, q: FloatArray, k: int, ex: frozenset[int]) -> SearchHits:
         live = len(self._label_of)
@@ -520,3 +574,21 @@ class HnswIndex:
             raise SnapshotError(f"snapshot {snap}: id map and graph disagree on the item count: rebuild the index")
         log.info("loaded hnsw index snapshot %s: %d items", snap, len(idx))
         return idx, dict(meta.get("extra") or {})
+
+
+def _top_columns(scores: FloatArray, kk: int, block: int = 32) -> npt.NDArray[np.intp]:
+    """Column indices of the ``kk`` largest scores of every row (unordered; may include padding columns >= the
+    width, scoring -inf, only when a row has fewer than ``kk`` finite scores). Two-level select: the kk items
+    are inside the kk blocks with the largest maxima (any item outside them has kk larger block maxima above
+    it), so only kk * block candidates per row are partitioned -- 3-4x cheaper than a full ``argpartition``
+    of a 1-5k-wide row."""
+    nq, n = scores.shape
+    if n <= 2 * kk * block:
+        return np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    nb = -(-n // block)
+    padded = scores if nb * block == n else np.pad(scores, ((0, 0), (0, nb * block - n)), constant_values=-np.inf)
+    best = np.argpartition(-padded.reshape(nq, nb, block).max(axis=2), kk - 1, axis=1)[:, :kk]
+    cand = (best[:, :, None] * block + np.arange(block)).reshape(nq, kk * block)
+    sel = np.argpartition(-np.take_along_axis(padded, cand, 1), kk - 1, axis=1)[:, :kk]
+    out: npt.NDArray[np.intp] = np.take_along_axis(cand, sel, 1)
+    return out

@@ -159,7 +159,8 @@ class StreamWorker(mode.Service):
         s = self.settings
         snap = self.state_dir / "index"
         try:
-            index, extra = HnswIndex.load(snap, dim=self.raw_encoder.dim, ef=s.index_ef)
+            index, extra = HnswIndex.load(snap, dim=self.raw_encoder.dim, ef=s.index_ef,
+                                         full_scan_below=s.index_full_scan_below)
             if extra.get("topic") != s.items_topic or extra.get("model") != self.model_name:
                 raise SnapshotError("snapshot was made for another items topic or model")
             offsets = {int(p): int(o) for p, o in extra.get("offsets", {}).items()}
@@ -168,7 +169,8 @@ class StreamWorker(mode.Service):
         except SnapshotError as exc:
             if snap.exists():
                 log.warning("index snapshot in %s not usable (%s): rebuilding from the items topic", snap, exc)
-        index = HnswIndex(self.raw_encoder.dim, m=s.index_m, ef_construction=s.index_ef_construction, ef=s.index_ef)
+        index = HnswIndex(self.raw_encoder.dim, m=s.index_m, ef_construction=s.index_ef_construction, ef=s.index_ef,
+                          full_scan_below=s.index_full_scan_below)
         return index, {}, {}
 
     async def _catalog_dead_letter(self, key: bytes | None, value: bytes | None, exc: Any, partition: int,

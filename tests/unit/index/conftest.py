@@ -16,6 +16,8 @@ IMPLEMENTATIONS: dict[str, Factory] = {
     "exact": lambda dim, **kw: ExactIndex(dim, **kw),
     "hnsw": lambda dim, **kw: HnswIndex(dim, **kw),
     "hnsw-filter": lambda dim, **kw: HnswIndex(dim, exclusion="filter", **kw),
+    # every search answered by the small-catalogue full scan, through the same contract
+    "hnsw-fullscan": lambda dim, **kw: HnswIndex(dim, full_scan_below=1_000_000, **kw),
 }
 
 

@@ -201,3 +201,70 @@ def test_updates_append_until_the_deleted_budget_then_reuse_slots() -> None:
     strict.upsert(ids("s", 50), vecs[:50])
     strict.upsert(ids("s", 50), vecs[50:100])
     assert strict.stats().deleted_slots == 0 and strict._g.get_current_count() == 50
+
+
+def test_full_scan_below_the_threshold_is_exact_and_follows_every_write() -> None:
+    vecs = clustered(400, 32, spread=0.5, seed=3)
+    scan, exact = HnswIndex(32, full_scan_below=300), ExactIndex(32)
+    apply((scan, exact), "upsert", ids("s", 250), vecs[:250])
+    q = vecs[300:340]
+    near = [set(h.ids[:20]) for h in exact.search(q, 20)]
+
+    def same() -> None:
+        for a, b in zip(scan.search(q, 10, exclude=near), exact.search(q, 10, exclude=near), strict=True):
+            assert a.ids == b.ids
+            assert np.allclose(a.scores, b.scores, atol=1e-5)
+
+    same()
+    assert scan.stats().full_scans_total == 40
+    apply((scan, exact), "upsert", ["s0", "s1"], vecs[340:342])  # changed vectors
+    same()
+    (top,) = scan.search(vecs[340], 1)
+    assert top.ids == ("s0",)
+    apply((scan, exact), "delete", ["s0", "s5", "unknown"])
+    same()
+    apply((scan, exact), "set_available", ["s1"], False)
+    same()
+    assert "s1" not in {x for h in scan.search(vecs[341:342], 50) for x in h.ids}
+    apply((scan, exact), "set_available", ["s1"], True)
+    same()
+    # exactly the eligible items when fewer than k remain
+    (few,) = scan.search(q[0], 300, exclude=[set(scan.ids()[:240])])
+    assert len(few) == len(scan) - 240
+    # above the threshold the graph answers (and the scan counter stops)
+    apply((scan, exact), "upsert", ids("t", 100), vecs[250:350])
+    before = scan.stats().full_scans_total
+    assert recall(scan, exact, q, exclude=near) >= 0.95
+    assert scan.stats().full_scans_total == before
+
+
+def test_full_scan_setting_survives_load(tmp_path: Path) -> None:
+    index = HnswIndex(16, full_scan_below=10)
+    index.upsert(ids("g", 8), clustered(8, 16))
+    index.save(tmp_path)
+    loaded, _ = HnswIndex.load(tmp_path, full_scan_below=10)
+    loaded.search(clustered(3, 16, seed=9), 5)
+    assert loaded.stats().full_scans_total == 3
+    with pytest.raises(ValueError, match="full_scan_below"):
+        HnswIndex(16, full_scan_below=-1)
+
+
+@pytest.mark.parametrize("width", [5, 10, 300, 641, 1682, 5000])
+@pytest.mark.parametrize("kk", [1, 10, 37])
+def test_two_level_top_columns_selects_the_largest(width: int, kk: int) -> None:
+    from streamrec.index.hnsw import _top_columns
+
+    rng = np.random.default_rng(width * kk)
+    scores = rng.standard_normal((7, width)).astype(np.float32)
+    scores[rng.random((7, width)) < 0.3] = -np.inf  # excluded items
+    scores[0, :] = -np.inf
+    scores[0, : min(3, width)] = [1.0, 2.0, 3.0][: min(3, width)]  # fewer finite scores than kk
+    if kk >= width:
+        return
+    top = _top_columns(scores, kk)
+    assert top.shape == (7, kk)
+    padded = np.pad(scores, ((0, 0), (0, 64)), constant_values=-np.inf)
+    got = np.sort(np.take_along_axis(padded, top, 1), axis=1)
+    want = np.sort(scores, axis=1)[:, -kk:]
+    assert np.array_equal(got, want)
+    assert all(len(set(row)) == kk for row in top.tolist())  # no column twice
