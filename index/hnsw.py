@@ -27,14 +27,15 @@ Defaults and why:
   over-fetch served 184 queries/s at p99 52 ms and the callback 144/s at p99 94 ms (MovieLens: 1,726 vs
   1,019/s; one 10k run went the other way, 622 vs 774/s -- re-measure on a quiet machine). Hence over-fetch
   by default; ``exclusion="filter"`` suits single-threaded use with exclusions far from the queries.
-- **Small catalogues: a full scan** (``full_scan_below``, off by default here; the worker's
-  ``index_full_scan_below`` is 5,000). Up to that many searchable items a search is one matrix product over
-  all of them plus a two-level top-k select -- exact, and exclusions are a mask, not a wider beam.
+- **Small catalogues: an optional full scan** (``full_scan_below``, off by default, here and in the
+  worker's ``index_full_scan_below``; the README has the end-to-end A/B that kept it off). Up to that
+  many searchable items a search is one matrix product over all of them plus a two-level top-k select --
+  exact, and exclusions are a mask, not a wider beam.
   ``python -m benchmarks.scan_bench`` (``scan_latest.json``; same 2-core machine, quiet), session-like
   queries whose exclusions are their own nearest items, per batch: at 64 queries x 50 exclusions the scan
   took 0.53 / 0.62 / 0.73 / 0.76 / 1.01x the graph's time at 1k / 2k / 5k / 10k / 20k items (200
   exclusions: 0.39-0.51x); with no exclusions 0.84-1.78x, and a single query 1.1-2.3x (+0.07 ms) up to
-  10k. A worker's batches carry exclusions, so 5k it is (exact answers too: graph recall 0.990-0.996).
+  10k (graph recall 0.990-0.996; the scan is exact).
   The scan matrix is built on the first search after a write (the writes drop it).
 - **Labels.** Every insert gets a *fresh* integer label (a counter never reused, saved in snapshots). Reusing
   a label hnswlib has seen is unsafe twice over: ``replace_deleted`` with a live label leaves an undeletable

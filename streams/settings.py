@@ -55,7 +55,7 @@ class WorkerSettings(BaseSettings):
     index_ef_construction: int = Field(200, ge=8, description="HNSW ef_construction")
     index_ef: int = Field(32, ge=1, description="HNSW ef for k=10 (scaled with k and exclusions; measured default)")
     index_full_scan_below: int = Field(
-        5000, ge=0, description="catalogues up to this many items are searched by an exact full scan (0: never)"
+        0, ge=0, description="catalogues up to this many items are searched by an exact full scan (0: never)"
     )
     snapshot_interval_s: float = Field(60.0, gt=0, description="seconds between index snapshots (if changed)")
 
