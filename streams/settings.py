@@ -48,6 +48,9 @@ class WorkerSettings(BaseSettings):
     batch_max: int = Field(64, ge=1, description="max events per micro-batch")
     batch_linger_ms: float = Field(2.0, ge=0, description="max wait to fill a micro-batch, ms")
     pool_threads: int = Field(2, ge=1, description="threads for inference and index calls")
+    gil_switch_interval_ms: float = Field(
+        5.0, gt=0, le=100, description="Python's thread switch interval (sys.setswitchinterval), ms"
+    )
     queue_max: int = Field(1024, ge=1, description="events buffered between consumer and batcher (backpressure)")
 
     # --- catalogue replica ---------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
 
 from streamrec.config import add_settings_arguments, settings_from_args
 from streamrec.streams.settings import WorkerSettings
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from streamrec.streams.worker import StreamWorker, load_encoder
 
     settings = settings_from_args(WorkerSettings, args)
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     counts = asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings), create=settings.create_topics))
     partitions = counts[settings.events_topic]
     encoder = load_encoder(settings, settings.model_dir or default_model_dir())
