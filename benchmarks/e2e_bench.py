@@ -137,6 +137,8 @@ def _worker_summary(metrics: dict[str, float]) -> dict[str, float | None]:
         "encoder_cache_hit_ratio": hits / lookups if lookups else None,
         "mean_batch_events": total("streamrec_pipeline_batch_size_events_sum") / batches if batches else 0.0,
         "encoder_calls": total("streamrec_encoder_inference_seconds_count"),
+        **{f"gc_gen{g}_pauses": total(f'streamrec_python_gc_pause_seconds_count{{generation="{g}"}}') for g in "012"},
+        **{f"gc_gen{g}_pause_s": total(f'streamrec_python_gc_pause_seconds_sum{{generation="{g}"}}') for g in "012"},
     }
 
 

@@ -6,7 +6,10 @@ buckets from 50 µs (single stages) to 30 s (lag after a restart).
 
 from __future__ import annotations
 
+import gc
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -89,6 +92,11 @@ class WorkerMetrics:
         self.assigned = Gauge(
             "streamrec_kafka_assigned_partitions", "Events partitions assigned to this worker.", registry=r
         )
+        self.gc_pause = Histogram(
+            "streamrec_python_gc_pause_seconds",
+            "Stop-the-world pauses of Python's cyclic garbage collector, by generation (every thread waits).",
+            ["generation"], buckets=LATENCY_BUCKETS, registry=r,
+        )
         self.build_info = Info("streamrec_build", "streamrec version and model manifest hash.", registry=r)
 
     def prime(self, sources: Sequence[str]) -> None:
@@ -113,3 +121,30 @@ class WorkerMetrics:
             self.encoder_cache.labels(result)
         for op in ("upsert", "delete", "unavailable"):
             self.catalog_updates.labels(op)
+        for generation in ("0", "1", "2"):
+            self.gc_pause.labels(generation)
+
+
+class GcPauseTimer:
+    """Times every collection of Python's cyclic GC into ``histogram{generation}`` (``gc.callbacks``; the
+    callbacks run with the GIL held, in the thread that triggered the collection)."""
+
+    def __init__(self, histogram: Histogram) -> None:
+        self._children = {g: histogram.labels(str(g)) for g in (0, 1, 2)}
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            child = self._children.get(int(info.get("generation", 2)))
+            if child is not None:
+                child.observe(time.perf_counter() - self._started)
+
+    def install(self) -> None:
+        if self._callback not in gc.callbacks:
+            gc.callbacks.append(self._callback)
+
+    def remove(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)

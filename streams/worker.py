@@ -34,7 +34,7 @@ from streamrec.streams.catalog import CatalogReplica
 from streamrec.streams.deadletter import dead_letter_record
 from streamrec.streams.faust_app import build_faust_app, sessions_table
 from streamrec.streams.hotpath import HotPath
-from streamrec.streams.metrics import WorkerMetrics
+from streamrec.streams.metrics import GcPauseTimer, WorkerMetrics
 from streamrec.streams.popularity import RecentPopularity
 from streamrec.streams.session import SessionConfig, make_strategy
 from streamrec.streams.settings import WorkerSettings
@@ -110,6 +110,7 @@ class StreamWorker(mode.Service):
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics = WorkerMetrics(self.registry)
         self.metrics.prime([s.events_topic, s.items_topic])
+        self._gc_timer = GcPauseTimer(self.metrics.gc_pause)
         self.raw_encoder = encoder
         self.encoder = CachedEncoder(encoder, cache=EmbeddingCache(s.encoder_cache_size)) \
             if s.encoder_cache_size > 0 else encoder
@@ -193,6 +194,7 @@ class StreamWorker(mode.Service):
     # ------------------------------------------------------------------ lifecycle
     async def on_start(self) -> None:
         s = self.settings
+        self._gc_timer.install()
         if s.metrics_port:
             self._metrics_server, _ = start_http_server(s.metrics_port, addr=s.metrics_host, registry=self.registry)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, s.metrics_port)
@@ -212,6 +214,7 @@ class StreamWorker(mode.Service):
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+        self._gc_timer.remove()
         self._lock.release()
 
     async def _refresh_gauges(self) -> None:
