@@ -11,8 +11,10 @@ For a batch of Faust events (in arrival order):
    session updates in event order (a user's later event sees the earlier one), one batched index
    search with per-event exclusions, the popularity fallback where no session vector exists;
 4. **state write + publish** (on the loop): the final state of each user to the table, one
-   recommendation per valid event; then the events are acked. Faust flushes the producer before it
-   commits acked offsets, so an offset is committed only after the output it caused was produced.
+   recommendation per valid event, straight into the app's Kafka producer (see :class:`Output`); each
+   event is acked when the broker has acknowledged its output (acks=all). Faust commits an offset
+   only once every earlier event of the partition is acked, so an offset is committed only after the
+   output it caused was produced; a failed delivery stops the worker instead of being skipped.
 
 Every recommendation carries ``latency_ms`` with the stage breakdown; batch stages are charged to
 every event of the batch, ``queue`` is the event's own wait between the consumer and the batch.
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -64,6 +67,36 @@ class _BatchResult:
     texts_encoded: int
 
 
+class DeliveryFailed(RuntimeError):
+    """A recommendation or dead letter was not acknowledged by Kafka: the worker stops (its event was never
+    acked, so it is processed again after the restart)."""
+
+
+class Output:
+    """One output topic, produced to through the app's Kafka producer directly.
+
+    Faust's ``Topic.send`` awaits ``app.maybe_start_producer()`` twice per message, and that wrapper yields to
+    the event loop three times per call, so aiokafka's sender woke up between the messages of a batch and sent
+    them in separate produce requests. Appending a whole batch without yielding lets them leave in one request
+    per broker. Delivery is still awaited -- by the caller, through the returned future.
+    """
+
+    def __init__(self, app: Any, topic: str) -> None:
+        self.app = app
+        self.topic = topic
+        self._started = False
+
+    async def send(self, key: bytes | None, value: bytes | None,
+                   headers: Sequence[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        if not self._started:  # normally started with the app already; this is the once-only check
+            await self.app.maybe_start_producer()
+            self._started = True
+        fut: asyncio.Future[Any] = await self.app.producer.send(
+            self.topic, key, value, partition=None, timestamp=None, headers=list(headers) if headers else None,
+        )
+        return fut
+
+
 class HotPath:
     """Processes micro-batches of events; owned by the worker, driven by the EventBatcher."""
 
@@ -71,8 +104,8 @@ class HotPath:
         self,
         *,
         table: Any,
-        recommendations: Any,
-        dead_letter: Any,
+        recommendations: Output,
+        dead_letter: Output,
         encoder: TextEncoder,
         index: VectorIndex,
         titles: dict[str, str],
@@ -103,11 +136,15 @@ class HotPath:
         self.monotonic = monotonic
         self._dim = encoder.dim
         self._filler = _unit(np.random.default_rng(7).standard_normal(self._dim))
+        self._delivery_error: BaseException | None = None
 
     # ------------------------------------------------------------------ the batch
     async def process(self, events: list[EventT[Any]]) -> None:
+        if self._delivery_error is not None:
+            raise DeliveryFailed(f"an output was not delivered: {self._delivery_error!r}") from self._delivery_error
         m = self.metrics
         start_mono = self.monotonic()
+        delivered: list[tuple[EventT[Any], asyncio.Future[Any]]] = []
         m.batch_size.observe(len(events))
 
         valid: list[tuple[EventT[Any], Event]] = []
@@ -119,7 +156,7 @@ class HotPath:
                     partition=msg.partition, offset=msg.offset, key=msg.key,
                 )))
             except InvalidMessage as exc:
-                await self._send_dead_letter(ev, exc)
+                delivered.append((ev, await self._send_dead_letter(ev, exc)))
         decode_s = self.monotonic() - start_mono
 
         t = self.monotonic()
@@ -158,7 +195,7 @@ class HotPath:
                 event_ts=e.ts_ms, emitted_ts=now_ms, latency_ms={"queue": round(queue_ms, 3), **_rounded(stages)},
                 strategy=self.strategy.name, fallback=outcome.fallback is not None,
             )
-            await self.recommendations.send(key=e.user_id.encode(), value=rec.to_json_bytes())
+            delivered.append((ev, await self.recommendations.send(e.user_id.encode(), rec.to_json_bytes())))
         publish_s = self.monotonic() - t
 
         done_mono = self.monotonic()
@@ -177,8 +214,20 @@ class HotPath:
         for stage, seconds in (("decode", decode_s / max(1, len(events))), ("state", state_s),
                                ("encode", result.encode_s), ("index", result.index_s), ("publish", publish_s)):
             m.stage.labels(stage).observe(seconds)
-        for ev in events:
+        for ev, fut in delivered:
+            fut.add_done_callback(partial(self._ack_when_delivered, ev))
+
+    def _ack_when_delivered(self, ev: EventT[Any], fut: asyncio.Future[Any]) -> None:
+        """Ack ``ev`` once its output is acknowledged; a failed delivery leaves it un-acked and stops the
+        worker at the next batch (runs on the loop, as a done-callback)."""
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if exc is None:
             ev.ack()
+            return
+        if self._delivery_error is None:
+            log.error("output of %s[%s]@%s was not delivered: %r", ev.message.topic, ev.message.partition,
+                      ev.message.offset, exc)
+            self._delivery_error = exc
 
     # ------------------------------------------------------------------ helpers on the loop
     def _read_state(self, ev: EventT[Any], user_id: str) -> SessionState | None:
@@ -194,7 +243,7 @@ class HotPath:
             self.metrics.dead_letters.labels("sessions", "corrupt_state").inc()
             return None
 
-    async def _send_dead_letter(self, ev: EventT[Any], exc: InvalidMessage) -> None:
+    async def _send_dead_letter(self, ev: EventT[Any], exc: InvalidMessage) -> asyncio.Future[Any]:
         msg = ev.message
         rec = dead_letter_record(
             msg.key, msg.value, exc, msg.topic, msg.partition, msg.offset,
@@ -202,9 +251,10 @@ class HotPath:
             source_ts_ms=None if msg.timestamp is None else int(msg.timestamp * 1000),
             worker=self.worker_name,
         )
-        await self.dead_letter.send(key=rec.key, value=rec.value, headers=rec.headers)
+        fut = await self.dead_letter.send(rec.key, rec.value, rec.headers)
         self.metrics.dead_letters.labels(msg.topic, exc.reason.value).inc()
         self.metrics.events.labels("invalid", "dead_letter").inc()
+        return fut
 
     # ------------------------------------------------------------------ the pool's part
     def _compute(self, events: Sequence[Event], states: dict[str, SessionState | None]) -> _BatchResult:

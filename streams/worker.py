@@ -33,7 +33,7 @@ from streamrec.streams.batcher import BatcherStopped, EventBatcher
 from streamrec.streams.catalog import CatalogReplica
 from streamrec.streams.deadletter import dead_letter_record
 from streamrec.streams.faust_app import build_faust_app, sessions_table
-from streamrec.streams.hotpath import HotPath
+from streamrec.streams.hotpath import HotPath, Output
 from streamrec.streams.metrics import GcPauseTimer, WorkerMetrics
 from streamrec.streams.popularity import RecentPopularity
 from streamrec.streams.session import SessionConfig, make_strategy
@@ -127,8 +127,8 @@ class StreamWorker(mode.Service):
         )
         self.table = sessions_table(self.app, partitions)
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
-        self.recommendations = self.app.topic(s.recommendations_topic, key_type=bytes, value_type=bytes)
-        self.dead_letter = self.app.topic(s.dead_letter_topic, key_type=bytes, value_type=bytes)
+        self.recommendations = Output(self.app, s.recommendations_topic)
+        self.dead_letter = Output(self.app, s.dead_letter_topic)
         snapshot_wall = _mtime(self.state_dir / "index") if start_offsets else None
         self.replica = CatalogReplica(
             bootstrap=s.bootstrap, topic=s.items_topic, index=self.index, encoder=self.encoder, pool=self.pool,
@@ -178,7 +178,7 @@ class StreamWorker(mode.Service):
                                    offset: int) -> None:
         rec = dead_letter_record(key, value, exc, self.settings.items_topic, partition, offset,
                                  now_ms=int(time.time() * 1000), worker=self.worker_name)
-        await self.dead_letter.send(key=rec.key, value=rec.value, headers=rec.headers)
+        await (await self.dead_letter.send(rec.key, rec.value, rec.headers))  # delivered before it moves on
         self.metrics.dead_letters.labels(self.settings.items_topic, exc.reason.value).inc()
 
     # ------------------------------------------------------------------ the agent
@@ -205,6 +205,10 @@ class StreamWorker(mode.Service):
     async def _on_app_shutdown(self, app: Any, *args: Any, **kwargs: Any) -> None:
         log.info("draining the hot path before Faust commits and stops")
         await self.batcher.stop(drain=True)
+        # wait for the outputs in flight, then let their ack callbacks run, so the final commit includes them
+        with contextlib.suppress(Exception):
+            await self.app.producer.flush()
+        await asyncio.sleep(0)
 
     async def on_stop(self) -> None:
         with contextlib.suppress(Exception):
