@@ -27,8 +27,8 @@ Defaults and why:
   over-fetch served 184 queries/s at p99 52 ms and the callback 144/s at p99 94 ms (MovieLens: 1,726 vs
   1,019/s; one 10k run went the other way, 622 vs 774/s -- re-measure on a quiet machine). Hence over-fetch
   by default; ``exclusion="filter"`` suits single-threaded use with exclusions far from the queries.
-- **Small catalogues: an optional full scan** (``full_scan_below``, off by default, here and in the
-  worker's ``index_full_scan_below``; the README has the end-to-end A/B that kept it off). Up to that
+- **Small catalogues: a full scan** (``full_scan_below``: off by default here, 5,000 in the worker's
+  ``index_full_scan_below``; the README has the end-to-end A/B behind that). Up to that
   many searchable items a search is one matrix product over all of them plus a two-level top-k select --
   exact, and exclusions are a mask, not a wider beam.
   ``python -m benchmarks.scan_bench`` (``scan_latest.json``; same 2-core machine, quiet), session-like

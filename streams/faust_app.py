@@ -45,6 +45,7 @@ def build_faust_app(
     data_dir: Path,
     partitions: int,
     commit_interval_s: float = 1.0,
+    producer_linger_ms: int = 0,
 ) -> faust.App:
     brokers = [f"kafka://{hostport.strip()}" for hostport in bootstrap.split(",") if hostport.strip()]
     return faust.App(
@@ -58,7 +59,7 @@ def build_faust_app(
         topic_partitions=partitions,
         topic_allow_declare=True,
         producer_acks=-1,
-        producer_linger=0.0,
+        producer_linger=producer_linger_ms / 1000,
         broker_commit_interval=commit_interval_s,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",

@@ -48,6 +48,9 @@ class WorkerSettings(BaseSettings):
     batch_max: int = Field(64, ge=1, description="max events per micro-batch")
     batch_linger_ms: float = Field(2.0, ge=0, description="max wait to fill a micro-batch, ms")
     pool_threads: int = Field(2, ge=1, description="threads for inference and index calls")
+    producer_linger_ms: int = Field(
+        0, ge=0, le=1000, description="Kafka producer linger: wait this long to fill a produce request, whole ms"
+    )
     gil_switch_interval_ms: float = Field(
         5.0, gt=0, le=100, description="Python's thread switch interval (sys.setswitchinterval), ms"
     )
@@ -58,7 +61,7 @@ class WorkerSettings(BaseSettings):
     index_ef_construction: int = Field(200, ge=8, description="HNSW ef_construction")
     index_ef: int = Field(32, ge=1, description="HNSW ef for k=10 (scaled with k and exclusions; measured default)")
     index_full_scan_below: int = Field(
-        0, ge=0, description="catalogues up to this many items are searched by an exact full scan (0: never)"
+        5000, ge=0, description="catalogues up to this many items are searched by an exact full scan (0: never)"
     )
     snapshot_interval_s: float = Field(60.0, gt=0, description="seconds between index snapshots (if changed)")
 

@@ -123,7 +123,8 @@ class StreamWorker(mode.Service):
         self.titles: dict[str, str] = titles
         self.pool = ThreadPoolExecutor(max_workers=s.pool_threads, thread_name_prefix="streamrec-pool")
         self.app = build_faust_app(
-            app_id=s.app_id, bootstrap=s.bootstrap, data_dir=self.state_dir / "faust", partitions=partitions
+            app_id=s.app_id, bootstrap=s.bootstrap, data_dir=self.state_dir / "faust", partitions=partitions,
+            producer_linger_ms=s.producer_linger_ms,
         )
         self.table = sessions_table(self.app, partitions)
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
