@@ -54,6 +54,9 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+MACHINE_NOTE = "shared 2-core machine; another job (ONNX export/benchmarks) ran CPU-heavy work at the same time"
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor()
     try:
@@ -64,7 +67,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "loadavg_before": os.getloadavg(),
-            "note": "shared 2-core machine; another job (ONNX export/benchmarks) ran CPU-heavy work at the same time"}
+            "note": MACHINE_NOTE}
 
 
 def versions() -> dict[str, str]:
@@ -515,7 +518,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_title(f"{name} (n={d['n']:,}, M={result['params']['m']})", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("streamrec item index: recall vs latency (shared 2-core machine, under neighbour load)", fontsize=10)
+    fig.suptitle(f"streamrec item index: recall vs latency ({result['machine']['note'][:60]})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -542,8 +545,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build-threads", type=int, default=2)
     p.add_argument("--no-movielens", action="store_true")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--note", default=None, help="what else ran on the machine (recorded in the JSON)")
     p.add_argument("--skip-update-strategies", action="store_true")
     args = p.parse_args(argv)
+    if args.note is not None:
+        global MACHINE_NOTE
+        MACHINE_NOTE = args.note
     if args.quick:
         args.sizes = args.sizes or [10_000]
         args.queries, args.exact_queries, args.upserts, args.serve_s, args.contention_s = 300, 50, 512, 1.0, 1.0
