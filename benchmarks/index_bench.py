@@ -57,7 +57,7 @@ def rss_bytes() -> int:
 MACHINE_NOTE = "shared 2-core machine; another job (ONNX export/benchmarks) ran CPU-heavy work at the same time"
 
 
-def machine() -> dict[str, Any]:
+def machine(note: str = MACHINE_NOTE) -> dict[str, Any]:
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -67,7 +67,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "loadavg_before": os.getloadavg(),
-            "note": MACHINE_NOTE}
+            "note": note}
 
 
 def versions() -> dict[str, str]:
@@ -548,9 +548,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--note", default=None, help="what else ran on the machine (recorded in the JSON)")
     p.add_argument("--skip-update-strategies", action="store_true")
     args = p.parse_args(argv)
-    if args.note is not None:
-        global MACHINE_NOTE
-        MACHINE_NOTE = args.note
     if args.quick:
         args.sizes = args.sizes or [10_000]
         args.queries, args.exact_queries, args.upserts, args.serve_s, args.contention_s = 300, 50, 512, 1.0, 1.0
@@ -561,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "benchmark": "index", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.index_bench " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine(), "versions": versions(),
+        "machine": machine(args.note or MACHINE_NOTE), "versions": versions(),
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "datasets": {},
         "notes": [

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "scan", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "command": "python -m benchmarks.scan_bench " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": {**machine(), "note": args.note or "2-core machine, nothing else running"},
+        "machine": machine(args.note or "2-core machine, nothing else running"),
         "versions": versions(),
         "settings": {"ef": args.ef, "k": K, "dim": DIM, "rounds": args.rounds,
                      "queries": "mean of 5 items of one neighbourhood; exclusions: that neighbourhood's nearest"},

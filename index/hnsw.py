@@ -36,8 +36,8 @@ Defaults and why:
   ``python -m benchmarks.scan_bench`` (``scan_latest.json``; same 2-core machine, quiet), session-like
   queries whose exclusions are their own nearest items, per batch: at 64 queries x 50 exclusions the scan
   took 0.53 / 0.62 / 0.73 / 0.76 / 1.01x the graph's time at 1k / 2k / 5k / 10k / 20k items (200
-  exclusions: 0.39-0.51x); with no exclusions 0.84-1.78x, and a single query 1.1-2.3x (+0.07 ms) up to
-  10k (graph recall 0.990-0.996; the scan is exact).
+  exclusions: 0.39-0.51x); with no exclusions 0.84-1.78x; a single query 0.8-2.0x (at most +0.07 ms) up
+  to 5k (graph recall 0.990-0.996; the scan is exact).
   The scan matrix is built on the first search after a write (the writes drop it).
 - **Labels.** Every insert gets a *fresh* integer label (a counter never reused, saved in snapshots). Reusing
   a label hnswlib has seen is unsafe twice over: ``replace_deleted`` with a live label leaves an undeletable
@@ -431,9 +431,8 @@ class HnswIndex:
         scores = q @ mat.T
         n = mat.shape[0]
         want = []
+        live_of = self._label_of  # the scan was built from these labels (writes drop it): each has a row
         for i in range(q.shape[0]):
-            # the scan was built from the same searchable labels (writes drop it): every live label has a row
-            live_of = self._label_of
             rows = [] if exclude is None else [row_of[lab] for x in exclude[i] if (lab := live_of.get(x)) is not None]
             if rows:
                 scores[i, rows] = -np.inf
