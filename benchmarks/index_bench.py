@@ -562,8 +562,8 @@ def main(argv: list[str] | None = None) -> int:
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "datasets": {},
         "notes": [
-            "1M items not run: FACTS.md measured a ~20 min bulk build on this 2-core machine for hnswlib alone "
-            "(plus faiss), beyond this session's budget; use --sizes 1000000 on a bigger machine.",
+            "1M items not in the default sizes: a bulk build takes ~20 min on a 2-core machine for hnswlib alone "
+            "(plus faiss); run --sizes 1000000 for it.",
             "exclusions: 50 ids per query, either its own 50 nearest items (worst case) or 50 random ones; "
             "recall is against the exact top-10 of what remains.",
             "hnswlib_streamrec = the HnswIndex API (validation, lock, id mapping); hnswlib_raw = knn_query on the "
