@@ -56,7 +56,15 @@ from benchmarks.strategy_core import (
 from streamrec.encoders import CachedEncoder, TextEncoder
 from streamrec.index import HnswIndex
 from streamrec.streams.catalog import item_text
-from streamrec.streams.movielens import Movie, Rating, load_movies, load_ratings, rating_to_type, replay_events
+from streamrec.streams.movielens import (
+    Movie,
+    Rating,
+    load_movies,
+    load_ratings,
+    movie_item,
+    rating_to_type,
+    replay_events,
+)
 from streamrec.streams.schemas import Event, EventType
 from streamrec.streams.session import SessionConfig, make_strategy
 
@@ -303,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(users)} users, {len(events)} events, {len(points)} evaluated points", flush=True)
 
     model = OnnxTextEncoder(default_model_dir(), OnnxEncoderConfig(provider="cpu", intra_op_threads=1))
-    items = [m.to_item() for m in movies]
+    items = [movie_item(m) for m in movies]
     t = time.perf_counter()
     vectors = model.encode([item_text(it) for it in items])
     catalogue_encode_s = time.perf_counter() - t

@@ -111,14 +111,14 @@ def _ensure_model(model_dir: Path, source: Path | None) -> None:
 async def _send_catalogue(bootstrap: str, topic: str) -> int:
     from aiokafka import AIOKafkaProducer
 
-    from streamrec.streams.movielens import load_movies
+    from streamrec.streams.movielens import load_movies, movie_item
 
     movies = load_movies()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
         for movie in movies:
-            item = movie.to_item()
+            item = movie_item(movie)
             await producer.send(topic, key=item.item_id.encode(), value=item.to_json_bytes())
         await producer.flush()
     finally:
