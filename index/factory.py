@@ -42,14 +42,21 @@ class IndexConfig:
 
 
 def _new_hnsw(config: IndexConfig, dim: int) -> VectorIndex:
-    return HnswIndex(dim, metric=config.metric, m=config.m, ef_construction=config.ef_construction, ef=config.ef,
-                     full_scan_below=config.full_scan_below)
+    return HnswIndex(
+        dim,
+        metric=config.metric,
+        m=config.m,
+        ef_construction=config.ef_construction,
+        ef=config.ef,
+        full_scan_below=config.full_scan_below,
+    )
 
 
 def _load_hnsw(config: IndexConfig, directory: Path, dim: int) -> tuple[VectorIndex, dict[str, Any]]:
     # graph-shape parameters (m, ef_construction) come from the snapshot; run-time ones from the config
-    return HnswIndex.load(directory, dim=dim, metric=config.metric, ef=config.ef,
-                          full_scan_below=config.full_scan_below)
+    return HnswIndex.load(
+        directory, dim=dim, metric=config.metric, ef=config.ef, full_scan_below=config.full_scan_below
+    )
 
 
 def _new_exact(config: IndexConfig, dim: int) -> VectorIndex:

@@ -14,20 +14,39 @@ from streamrec.testing import KafkaForTests, WorkerProcess, consume, produce, st
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CATALOGUE = {f"item-{i}": title for i, title in enumerate([
-    "Red running shoes", "Trail running shoes", "Espresso coffee beans", "Burr coffee grinder",
-    "Two-person tent", "Down sleeping bag", "Cookbook of pasta recipes", "Science fiction novel",
-    "Green tea leaves", "Non-slip yoga mat", "Wireless earbuds", "USB-C charger",
-])}
+CATALOGUE = {
+    f"item-{i}": title
+    for i, title in enumerate(
+        [
+            "Red running shoes",
+            "Trail running shoes",
+            "Espresso coffee beans",
+            "Burr coffee grinder",
+            "Two-person tent",
+            "Down sleeping bag",
+            "Cookbook of pasta recipes",
+            "Science fiction novel",
+            "Green tea leaves",
+            "Non-slip yoga mat",
+            "Wireless earbuds",
+            "USB-C charger",
+        ]
+    )
+}
 UPSERTS = 'streamrec_index_updates_total{op="upsert"}'
 
 
 def _env(kafka: KafkaForTests, model: Path, data: Path, topics: dict[str, str], **extra: str) -> dict[str, str]:
     return {
-        "STREAMREC_BOOTSTRAP": kafka.bootstrap, "STREAMREC_MODEL_DIR": str(model), "STREAMREC_DATA_DIR": str(data),
-        "STREAMREC_WORKER_NAME": "w1", "STREAMREC_K": "3", "STREAMREC_PARTITIONS": "1",
+        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
+        "STREAMREC_MODEL_DIR": str(model),
+        "STREAMREC_DATA_DIR": str(data),
+        "STREAMREC_WORKER_NAME": "w1",
+        "STREAMREC_K": "3",
+        "STREAMREC_PARTITIONS": "1",
         "STREAMREC_SNAPSHOT_INTERVAL_S": "3600",  # only the shutdown snapshot
-        **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()}, **extra,
+        **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()},
+        **extra,
     }
 
 
@@ -37,8 +56,13 @@ def _item(item_id: str, title: str) -> tuple[bytes, bytes]:
 
 @pytest.fixture
 def topics() -> dict[str, str]:
-    return {"app_id": unique_name("app"), "events_topic": unique_name("events"), "items_topic": unique_name("items"),
-            "recommendations_topic": unique_name("recs"), "dead_letter_topic": unique_name("dlq")}
+    return {
+        "app_id": unique_name("app"),
+        "events_topic": unique_name("events"),
+        "items_topic": unique_name("items"),
+        "recommendations_topic": unique_name("recs"),
+        "dead_letter_topic": unique_name("dlq"),
+    }
 
 
 @pytest.fixture
@@ -71,11 +95,16 @@ async def test_restart_resumes_from_the_shutdown_snapshot(
     log = (tmp_path / "worker2.log").read_text()
     assert f"index snapshot loaded: {len(CATALOGUE)} items" in log
     # the restored titles serve events: a view of a restored item recommends its neighbours, not a fallback
-    await produce(kafka.bootstrap, topics["events_topic"], [
-        (b"u1", json.dumps({"user_id": "u1", "type": "view", "item_id": "item-2", "event_id": "e1"}).encode()),
-    ])
-    (rec,) = [decode_recommendation(r.value) for r in await consume(
-        kafka.bootstrap, topics["recommendations_topic"], want=1)]
+    await produce(
+        kafka.bootstrap,
+        topics["events_topic"],
+        [
+            (b"u1", json.dumps({"user_id": "u1", "type": "view", "item_id": "item-2", "event_id": "e1"}).encode()),
+        ],
+    )
+    (rec,) = [
+        decode_recommendation(r.value) for r in await consume(kafka.bootstrap, topics["recommendations_topic"], want=1)
+    ]
     assert not rec.fallback and "item-3" in [i for i, _ in rec.items]  # coffee beans -> coffee grinder
     assert second.stop() == 0
 
@@ -89,11 +118,19 @@ async def test_the_exact_index_kind_serves_the_same_pipeline(
     workers.append(worker)
     worker.wait_ready()
     worker.wait_until(lambda m: m.get("streamrec_index_items") == len(CATALOGUE), what="catalogue")
-    await produce(kafka.bootstrap, topics["events_topic"], [
-        (b"u1", json.dumps({"user_id": "u1", "type": "search", "query": "running shoes", "event_id": "e1"}).encode()),
-    ])
-    (rec,) = [decode_recommendation(r.value) for r in await consume(
-        kafka.bootstrap, topics["recommendations_topic"], want=1)]
+    await produce(
+        kafka.bootstrap,
+        topics["events_topic"],
+        [
+            (
+                b"u1",
+                json.dumps({"user_id": "u1", "type": "search", "query": "running shoes", "event_id": "e1"}).encode(),
+            ),
+        ],
+    )
+    (rec,) = [
+        decode_recommendation(r.value) for r in await consume(kafka.bootstrap, topics["recommendations_topic"], want=1)
+    ]
     assert not rec.fallback and {i for i, _ in rec.items[:2]} == {"item-0", "item-1"}
     assert worker.stop() == 0
     assert "index snapshot saved" in (tmp_path / "worker.log").read_text()

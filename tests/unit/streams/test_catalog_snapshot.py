@@ -23,11 +23,18 @@ class _NoEncoder:
         raise AssertionError("restoring a snapshot must not encode anything")
 
 
-def _replica(tmp_path: Path, pool: ThreadPoolExecutor, *, model: str = "m@1", topic: str = "items",
-             kind: str = "hnsw") -> CatalogReplica:
+def _replica(
+    tmp_path: Path, pool: ThreadPoolExecutor, *, model: str = "m@1", topic: str = "items", kind: str = "hnsw"
+) -> CatalogReplica:
     return CatalogReplica(
-        bootstrap="127.0.0.1:1", topic=topic, index_config=IndexConfig(kind=kind), dim=DIM,  # type: ignore[arg-type]
-        model=model, encoder=_NoEncoder(), pool=pool, snapshot_dir=tmp_path / "index",
+        bootstrap="127.0.0.1:1",
+        topic=topic,
+        index_config=IndexConfig(kind=kind),
+        dim=DIM,  # type: ignore[arg-type]
+        model=model,
+        encoder=_NoEncoder(),
+        pool=pool,
+        snapshot_dir=tmp_path / "index",
     )
 
 

@@ -32,7 +32,12 @@ def test_strategy_literal_names_every_registered_strategy() -> None:
 def test_session_defaults_come_from_session_config() -> None:
     s, c = WorkerSettings(), SessionConfig()
     assert (s.strategy, s.half_life_s, s.blend_alpha, s.exclude_seen, s.exclude_purchased) == (
-        DEFAULT_STRATEGY, c.half_life_s, c.blend_alpha, c.exclude_seen, c.exclude_purchased)
+        DEFAULT_STRATEGY,
+        c.half_life_s,
+        c.blend_alpha,
+        c.exclude_seen,
+        c.exclude_purchased,
+    )
 
 
 @pytest.mark.parametrize(
