@@ -13,7 +13,9 @@ Per offered rate, first the floor (events -> echo process -> output topic), then
 ``warmup_s`` seconds of every step are excluded. The sweep stops after the first rate where p99 > 1 s,
 answers are missing after the drain, or fewer than 90 % of the offered events/s are answered.
 
-Writes ``benchmarks/results/e2e_<time>.json`` + ``.png`` and ``e2e_latest.*``.
+Writes ``e2e_<time>.json`` + ``.png`` into the output folder
+(``--out``; default ``~/.cache/streamrec/bench``, outside git: the committed reference runs in
+``benchmarks/results/`` are chosen by hand, see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from streamrec.streams.movielens import ReplayEvent
 from streamrec.streams.schemas import ItemRecord
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"  # outside git
 
 
 @dataclass(frozen=True)
@@ -369,7 +371,7 @@ def main(argv: Sequence[str] | None = None, config: BenchConfig | None = None) -
             sys.argv[1:] if argv is None else argv)
         config = BenchConfig(**given)
     result = asyncio.run(run_bench(config))
-    out = Path(config.out) if config.out else RESULTS
+    out = Path(config.out).expanduser() if config.out else DEFAULT_OUT
     paths = e2e_report.write(result, out)
     print(e2e_report.table(result))
     _say(f"wrote {', '.join(str(x) for x in paths)} in {result['seconds']:.0f} s")

@@ -15,7 +15,7 @@ import dataclasses
 import random
 from collections.abc import Iterator
 
-from streamrec.streams.movielens import ReplayEvent, load_movies, load_ratings, replay_events
+from streamrec.streams.movielens import ReplayEvent, load_movies, load_ratings, movie_item, replay_events
 from streamrec.streams.schemas import EventType, ItemRecord
 
 _BRANDS = ["Nordwave", "Acme", "Kestrel", "Luma", "Orbis", "Tandem", "Vireo", "Halden", "Pinecrest", "Solano",
@@ -56,7 +56,7 @@ def synthetic_item(i: int) -> ItemRecord:
 
 
 def movielens_items() -> list[ItemRecord]:
-    return [m.to_item() for m in load_movies()]
+    return [movie_item(m) for m in load_movies()]
 
 
 def synthetic_items(n: int) -> Iterator[ItemRecord]:

@@ -201,12 +201,11 @@ def write(result: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     written = []
-    for name in (f"e2e_{stamp}", "e2e_latest"):
-        j = out / f"{name}.json"
-        j.write_text(json.dumps(compact(result), indent=1, allow_nan=False, default=_finite) + "\n")
-        png = out / f"{name}.png"
-        plot(result, png)
-        written += [j, png]
+    j = out / f"e2e_{stamp}.json"
+    j.write_text(json.dumps(compact(result), indent=1, allow_nan=False, default=_finite) + "\n")
+    png = out / f"e2e_{stamp}.png"
+    plot(result, png)
+    written += [j, png]
     return written
 
 

@@ -13,7 +13,9 @@ Speed: batch-1 latency p50/p99; throughput at batch 8/32/128 (texts per second).
 Research variants (built here from model_fp32.onnx): per-tensor vs per-channel weights, sensitive MatMuls
 kept in float, SmoothQuant-style outlier migration, static QDQ; the Pareto front (speed vs cosine) is reported.
 
-Writes benchmarks/results/encoder_<timestamp>.json and .png (and encoder_latest.*).
+Writes encoder_<timestamp>.json and .png into the output folder
+(`--out`; default `~/.cache/streamrec/bench`, outside git: the committed reference runs in
+`benchmarks/results/` are chosen by hand, see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 Encode = Callable[[Sequence[str]], npt.NDArray[np.float32]]
-RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"  # outside git
 
 
 def cpu_model() -> str:
@@ -141,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for torch and ORT alike")
     p.add_argument("--quick", action="store_true", help="fewer texts/rounds and research variants")
     p.add_argument("--no-research", action="store_true", help="only the exported variants")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -262,10 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for stem in (f"encoder_{stamp}", "encoder_latest"):
-        (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"encoder_{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(info, front, args.out / f"encoder_{stamp}.png", machine, args.threads)
-    shutil.copy2(args.out / f"encoder_{stamp}.png", args.out / "encoder_latest.png")
     print_table(info, front)
     print(f"wrote {args.out}/encoder_{stamp}.json and .png")
     return 0

@@ -10,7 +10,9 @@ hnswlib's filter callback, upsert throughput while a thread keeps searching (and
 save/load time; at 10k also update-in-place vs delete+reinsert. Latencies are measured with rounds
 interleaved between engines so a noisy neighbour hits them alike: trust ratios over absolute times.
 
-Writes ``benchmarks/results/index_<time>.json`` + ``.png`` (recall vs p50 latency) and ``index_latest.*``.
+Writes ``index_<time>.json`` + ``.png`` (recall vs p50 latency) into the output folder (``--out``; default
+``~/.cache/streamrec/bench``, outside git: the committed reference runs in ``benchmarks/results/`` are
+chosen by hand, see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ if __package__ in (None, ""):  # run as a script: make `streamrec` importable fr
 
 from streamrec.index import ExactIndex, HnswIndex
 
-RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"  # outside git
 K = 10
 N_EXCL = 50
 ML100K_ITEMS = Path(".venv/lib/python3.11/site-packages/recbole/dataset_example/ml-100k/ml-100k.item")
@@ -544,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="write_chunk and write_slice_s pairs to compare (default: 1 0, 2 0.001, 4 0.002, 16 0.01)")
     p.add_argument("--build-threads", type=int, default=2)
     p.add_argument("--no-movielens", action="store_true")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     p.add_argument("--note", default=None, help="what else ran on the machine (recorded in the JSON)")
     p.add_argument("--skip-update-strategies", action="store_true")
     args = p.parse_args(argv)
@@ -562,8 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "datasets": {},
         "notes": [
-            "1M items not run: FACTS.md measured a ~20 min bulk build on this 2-core machine for hnswlib alone "
-            "(plus faiss), beyond this session's budget; use --sizes 1000000 on a bigger machine.",
+            "1M items not in the default sizes: a bulk build takes ~20 min on a 2-core machine for hnswlib alone "
+            "(plus faiss); run --sizes 1000000 for it.",
             "exclusions: 50 ids per query, either its own 50 nearest items (worst case) or 50 random ones; "
             "recall is against the exact top-10 of what remains.",
             "hnswlib_streamrec = the HnswIndex API (validation, lock, id mapping); hnswlib_raw = knn_query on the "
@@ -587,10 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     result["seconds"] = time.time() - started
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for name in (f"index_{stamp}", "index_latest"):
-        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        plot(result, args.out / f"{name}.png")
-    print(f"\nwrote {args.out}/index_{stamp}.json and .png (and index_latest.*) in {result['seconds']:.0f}s")
+    (args.out / f"index_{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out / f"index_{stamp}.png")
+    print(f"\nwrote {args.out}/index_{stamp}.json and .png in {result['seconds']:.0f}s")
     return 0
 
 

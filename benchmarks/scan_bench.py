@@ -11,7 +11,9 @@ exclusions. This benchmark times both paths of the same :class:`HnswIndex` (``fu
 above N), interleaved in rounds, per catalogue size N, batch size and exclusion count, plus the graph's
 recall@10 against the exact answer. The worker's default ``index_full_scan_below`` comes from here.
 
-Writes ``benchmarks/results/scan_<time>.json`` + ``.png`` and ``scan_latest.*``.
+Writes ``scan_<time>.json`` + ``.png`` into the output folder (``--out``; default
+``~/.cache/streamrec/bench``, outside git: the committed reference runs in ``benchmarks/results/`` are
+chosen by hand, see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ if __package__ in (None, ""):
 from benchmarks.index_bench import clustered, machine, versions
 from streamrec.index import HnswIndex
 
-RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"  # outside git
 DIM, K = 384, 10
 
 
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--ef", type=int, default=32)
     ap.add_argument("--note", default="")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: %(default)s)")
     args = ap.parse_args(argv)
     args.batches = [int(x) for x in args.batches.split(",")]
     args.exclusions = [int(x) for x in args.exclusions.split(",")]
@@ -133,12 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                      "queries": "mean of 5 items of one neighbourhood; exclusions: that neighbourhood's nearest"},
         "rows": rows, "seconds": round(time.time() - started, 1),
     }
-    out = Path(args.out)
+    out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(started))
-    for name in (f"scan_{stamp}", "scan_latest"):
-        (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-        plot(result, out / f"{name}.png")
+    (out / f"scan_{stamp}.json").write_text(json.dumps(result, indent=1) + "\n")
+    plot(result, out / f"scan_{stamp}.png")
     print(f"wrote {out}/scan_{stamp}.json/.png in {result['seconds']:.0f} s")
     return 0
 

@@ -13,7 +13,9 @@ user's next item (hit rate@10, MRR@10) and next 5 items (recall@10, NDCG@10). Co
 and random. Cost per event = plan + encode + apply + search, measured on a cold embedding cache per strategy
 (variants reuse the sequence run's embeddings: same texts, so the same encoder work; only their quality is new).
 
-Writes ``benchmarks/results/strategy_<time>.json`` + ``.png`` (quality vs cost) and ``strategy_latest.*``.
+Writes ``strategy_<time>.json`` + ``.png`` (quality vs cost) into the output folder (``--out``; default
+``~/.cache/streamrec/bench``, outside git: the committed reference runs in ``benchmarks/results/`` are
+chosen by hand, see benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -56,11 +58,19 @@ from benchmarks.strategy_core import (
 from streamrec.encoders import CachedEncoder, TextEncoder
 from streamrec.index import HnswIndex
 from streamrec.streams.catalog import item_text
-from streamrec.streams.movielens import Movie, Rating, load_movies, load_ratings, rating_to_type, replay_events
+from streamrec.streams.movielens import (
+    Movie,
+    Rating,
+    load_movies,
+    load_ratings,
+    movie_item,
+    rating_to_type,
+    replay_events,
+)
 from streamrec.streams.schemas import Event, EventType
 from streamrec.streams.session import SessionConfig, make_strategy
 
-RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"  # outside git
 WORKER_CACHE = 50_000  # STREAMREC_ENCODER_CACHE_SIZE default
 DAY = 86_400.0
 
@@ -283,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--search-fraction", type=float, default=0.0, help="ratings preceded by a synthetic search")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="40 users, <= 60 ratings each, fewer variants")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     args = p.parse_args(argv)
     if args.quick:
         args.users, args.max_events = 40, 60
@@ -303,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(users)} users, {len(events)} events, {len(points)} evaluated points", flush=True)
 
     model = OnnxTextEncoder(default_model_dir(), OnnxEncoderConfig(provider="cpu", intra_op_threads=1))
-    items = [m.to_item() for m in movies]
+    items = [movie_item(m) for m in movies]
     t = time.perf_counter()
     vectors = model.encode([item_text(it) for it in items])
     catalogue_encode_s = time.perf_counter() - t
@@ -362,9 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     title = (f"MovieLens-100K next-item eval: {len(users)} users, {len(points)} points, K={args.k}, "
              f"{model.name} on CPU (1 thread), batch {args.batch}")
-    for name in (f"strategy_{stamp}", "strategy_latest"):
-        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-        plot(rows, args.out / f"{name}.png", title)
+    (args.out / f"strategy_{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(rows, args.out / f"strategy_{stamp}.png", title)
 
     print()
     print(table(rows))
@@ -373,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name:<44} HR {d['hit']['mean']:+.4f} [{d['hit']['lo95']:+.4f}, {d['hit']['hi95']:+.4f}]  "
               f"NDCG {d['ndcg']['mean']:+.4f} [{d['ndcg']['lo95']:+.4f}, {d['ndcg']['hi95']:+.4f}]")
     print(f"\ngaps between a user's events (MovieLens time): {result['sample']['gaps']}")
-    print(f"wrote {args.out}/strategy_{stamp}.json and .png (and strategy_latest.*) in {result['seconds']:.0f}s, "
+    print(f"wrote {args.out}/strategy_{stamp}.json and .png in {result['seconds']:.0f}s, "
           f"{result['cpu_seconds']:.0f} CPU s; load {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
     return 0
 

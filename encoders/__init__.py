@@ -1,11 +1,11 @@
-"""Text → unit vectors, fast: the ONNX Runtime encoder, its micro-batcher and embedding cache.
+"""Text → unit vectors, fast: the ONNX Runtime encoder and its embedding cache.
 
 Imports no torch, transformers modelling code, Kafka or metrics library: counters are plain attributes
-(``OnnxTextEncoder.stats``, ``MicroBatcher.stats``, ``CachedEncoder.stats``) for the streams layer to export.
+(``OnnxTextEncoder.stats``, ``CachedEncoder.stats``) for the streams layer to export. Batching is the
+caller's: the worker's hot path and catalogue replica hand each micro-batch's texts to one ``encode`` call.
 """
 
 from streamrec.encoders._base import TextEncoder
-from streamrec.encoders.batching import BatcherStats, MicroBatcher
 from streamrec.encoders.cache import CachedEncoder, CacheStats, EmbeddingCache
 from streamrec.encoders.errors import EncoderError, ModelIntegrityError, ProviderUnavailableError
 from streamrec.encoders.manifest import Manifest, Variant, load_manifest
@@ -14,14 +14,12 @@ from streamrec.encoders.providers import PROVIDER_ORDER, ProviderChoice, plan_ca
 
 __all__ = [
     "PROVIDER_ORDER",
-    "BatcherStats",
     "CacheStats",
     "CachedEncoder",
     "EmbeddingCache",
     "EncoderError",
     "EncoderStats",
     "Manifest",
-    "MicroBatcher",
     "ModelIntegrityError",
     "OnnxEncoderConfig",
     "OnnxTextEncoder",

@@ -2,7 +2,7 @@
 
 Three kinds of text the encoder sees in production, built without network access:
 
-* MovieLens-100k titles and genres (read from the copy RecBole ships, when installed),
+* MovieLens-100k titles and genres (the copy RecBole ships, when installed; parsed by ``streamrec.movielens``),
 * product-like titles generated from a fixed vocabulary with a seeded RNG,
 * search-query-like short strings generated the same way.
 
@@ -12,13 +12,14 @@ validation scores are measured on text the quantizer never saw.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
+
+from streamrec.movielens import MovieLensError, load_movies
 
 __all__ = ["TextCorpus", "build_corpus", "movielens_texts", "product_texts", "query_texts"]
 
@@ -50,23 +51,18 @@ class TextCorpus:
     validation: tuple[str, ...]
 
 
-def movielens_texts(path: Path | None = None) -> list[str]:
-    """``"Title (genres)"`` strings from RecBole's copy of MovieLens-100k; [] when it is not installed."""
-    if path is None:
-        spec = importlib.util.find_spec("recbole")
-        if spec is None or not spec.submodule_search_locations:
-            return []
-        path = Path(next(iter(spec.submodule_search_locations))) / "dataset_example" / "ml-100k" / "ml-100k.item"
-    if not path.is_file():
+def movielens_texts(folder: Path | None = None) -> list[str]:
+    """``"Title (year) - genres"`` strings (the file's own title) from RecBole's copy of MovieLens-100k, read by
+    :mod:`streamrec.movielens` (``folder``: an ml-100k folder; default: recbole's); [] when it is not there."""
+    try:
+        movies = load_movies(folder)
+    except MovieLensError:
         return []
     out: list[str] = []
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        next(fh, None)
-        for line in fh:
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) >= 4 and parts[1]:
-                genres = ", ".join(parts[3].split())
-                out.append(f"{parts[1]} ({parts[2]}) - {genres}" if parts[2] else f"{parts[1]} - {genres}")
+    for m in movies:
+        if m.raw_title:
+            genres = ", ".join(m.genres)
+            out.append(f"{m.raw_title} ({m.year}) - {genres}" if m.year else f"{m.raw_title} - {genres}")
     return out
 
 
@@ -104,7 +100,8 @@ def _split(texts: Sequence[str], seed: int) -> tuple[list[str], list[str]]:
 
 
 def build_corpus(n_per_kind: int = 400, seed: int = 2024, movielens: Path | None = None) -> TextCorpus:
-    """Up to ``n_per_kind`` texts of each kind per split, calibration and validation disjoint."""
+    """Up to ``n_per_kind`` texts of each kind per split, calibration and validation disjoint. ``movielens``: an
+    ml-100k folder (default: recbole's)."""
     kinds = [movielens_texts(movielens), product_texts(4 * n_per_kind, seed), query_texts(4 * n_per_kind, seed + 1)]
     if not kinds[0]:
         logger.info("MovieLens titles not found (RecBole not installed): using generated text only")

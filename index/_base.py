@@ -106,7 +106,11 @@ class VectorIndex(Protocol):
 
     def __len__(self) -> int: ...  # live items, available or not
 
-    def __contains__(self, item_id: object) -> bool: ...
+    def __contains__(self, item_id: object) -> bool: ...  # live, available or not
+
+    def is_available(self, item_id: str) -> bool: ...  # live and available: search may return it
+
+    def ids(self) -> list[str]: ...  # every live item id, available or not (a consistent copy)
 
     def upsert(self, ids: Sequence[str], vectors: npt.ArrayLike) -> UpsertResult: ...
 

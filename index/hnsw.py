@@ -1,57 +1,35 @@
 """The live HNSW catalogue: hnswlib behind string ids, a read/write lock, availability and atomic snapshots.
 
-Figures below: ``python -m benchmarks.index_bench`` (``benchmarks/results/index_20261122-081925.json``),
-clustered 384-d unit vectors, on a shared 2-core AMD EPYC while another job ran CPU-heavy work (bulk builds
-took 2-6x longer than on a quiet box): absolute times are inflated and noisy; ratios are measured side by
-side (interleaved) in one run. Three full runs were made; the numbers quoted are from that one. A later run
-on the quiet machine (``index_20261129-190848`` = ``index_latest``, in the README) confirmed the choices:
-100k, ef 32: recall 0.996 at p50 0.186 ms through the API (raw hnswlib 0.150 ms), exact numpy 55x slower.
+The decisions below were measured with ``python -m benchmarks.index_bench`` and ``benchmarks.scan_bench``;
+the figures behind each, run by run, are in ``benchmarks/README.md`` ("The item index: why HnswIndex is built
+this way").
 
-Defaults and why:
-
-- **M=16, ef_construction=200, ef=32.** At 100k, single query k=10 through this API: ef 16 / 24 / 32 / 48
-  gave recall@10 0.939 / 0.982 / 0.996 / 0.998 (identical in all three runs) at p50 0.16 / 0.21 / 0.28 /
-  0.33 ms. ef=32 is the cheapest with a margin over the 0.97 target on data harder than real text (the
-  MovieLens titles encoded by MiniLM: 0.987 at ef 32). Exact numpy (one BLAS thread) was 55-139x slower
-  than this API at ef 32 (139x in the committed run, 202x for raw hnswlib); the API adds 20-40 us per
-  single query (validation, lock, id mapping), so batch queries where possible. faiss HNSW was level (0.234
-  ms at 0.997 vs hnswlib's raw 0.217 ms at 0.996). For ~1M items FACTS.md measured M=32, ef 72-96.
+- **M=16, ef_construction=200, ef=32**: the cheapest ef with a margin over recall@10 0.97 at 100k items on
+  data harder than real text (0.996; MovieLens titles 0.987); exact numpy is 55-139x slower. A catalogue of
+  ~1M items wants M=32 and ef 72-96.
 - ``ef`` is the breadth for k=10 and scales with k (``scaled_ef``); each call passes its own breadth to
   hnswlib as the result count (hnswlib searches with ``max(ef_, k)``; ``ef_`` is pinned to 1), so ``ef``
   can change at run time and differs per query without shared state.
 - **Exclusions: over-fetch + post-filter** (``exclusion="overfetch"``), the beam widened by the number of
-  excluded live ids, which gives the same recall as hnswlib's filter callback (that keeps excluded items
-  out of its beam). Which is cheaper alone on a core depends on where the excluded items lie. At 100k,
-  ef 32, 50 exclusions: the query's 50 nearest items (just-seen items around a session vector): over-fetch
-  2.67x a plain query, callback 3.01x (recall 0.667 vs 0.664: ranks 51-60 of hard data); 50 random items:
-  over-fetch 2.45x, callback 1.43x. But the callback is Python run for every visited node, so it takes the
-  GIL throughout: with two threads searching beside one busy Python thread (a worker's situation),
-  over-fetch served 184 queries/s at p99 52 ms and the callback 144/s at p99 94 ms (MovieLens: 1,726 vs
-  1,019/s; one 10k run went the other way, 622 vs 774/s -- re-measure on a quiet machine). Hence over-fetch
-  by default; ``exclusion="filter"`` suits single-threaded use with exclusions far from the queries.
+  excluded live ids: the same recall as hnswlib's filter callback, and the callback is Python run for every
+  visited node, so it holds the GIL throughout -- beside a busy Python thread (a worker's situation)
+  over-fetch served more queries at a lower p99. ``exclusion="filter"`` suits single-threaded use with
+  exclusions far from the queries.
 - **Small catalogues: a full scan** (``full_scan_below``: off by default here, 5,000 in the worker's
-  ``index_full_scan_below``; the README has the end-to-end A/B behind that). Up to that
-  many searchable items a search is one matrix product over all of them plus a two-level top-k select --
-  exact, and exclusions are a mask, not a wider beam.
-  ``python -m benchmarks.scan_bench`` (``scan_latest.json``; same 2-core machine, quiet), session-like
-  queries whose exclusions are their own nearest items, per batch: at 64 queries x 50 exclusions the scan
-  took 0.53 / 0.62 / 0.73 / 0.76 / 1.01x the graph's time at 1k / 2k / 5k / 10k / 20k items (200
-  exclusions: 0.39-0.51x); with no exclusions 0.84-1.78x; a single query 0.8-2.0x (at most +0.07 ms) up
-  to 5k (graph recall 0.990-0.996; the scan is exact).
-  The scan matrix is built on the first search after a write (the writes drop it).
+  ``index_full_scan_below``). Up to that many searchable items a search is one matrix product over all of
+  them plus a two-level top-k select -- exact, and exclusions are a mask, not a wider beam; with session-like
+  exclusions it was faster than the graph up to ~10k items. The scan matrix is built on the first search
+  after a write (the writes drop it).
 - **Labels.** Every insert gets a *fresh* integer label (a counter never reused, saved in snapshots). Reusing
   a label hnswlib has seen is unsafe twice over: ``replace_deleted`` with a live label leaves an undeletable
   ghost copy, and filling a tombstoned slot erases its *old* label from hnswlib's lookup table, which would
   unlink a live item that had been given that label again.
 - **Updates and deleted slots.** hnswlib writes into an existing slot (in-place update, or an insert with
-  ``replace_deleted``) by repairing the slot's neighbourhood: changing 3,000 of 10k vectors, 1 thread, in
-  place ran 63 items/s and delete + replace 122/s, against 558/s for tombstone + append (plain appends:
-  742/s; in a quieter run 245 / 200 / 1,436 / 2,040), all at recall@10 0.999-1.0 afterwards: tombstone +
-  append was 4.6-12x faster than a slot rewrite across the three runs. So an update is tombstone + append
-  with a fresh label while tombstones stay under ``max_deleted_fraction`` (10%) of the graph, in place
-  beyond; inserts append while under that budget and fill tombstoned slots beyond it or when the graph
-  is full; the graph doubles (``resize_index``) only when neither fits. A catalogue with churn therefore
-  stops growing, and tombstones (FACTS.md: +19% latency at 10%) stay bounded.
+  ``replace_deleted``) by repairing the slot's neighbourhood, 4.6-12x slower than tombstone + append. So an
+  update is tombstone + append with a fresh label while tombstones stay under ``max_deleted_fraction`` (10%)
+  of the graph, in place beyond; inserts append while under that budget and fill tombstoned slots beyond it
+  or when the graph is full; the graph doubles (``resize_index``) only when neither fits. A catalogue with
+  churn therefore stops growing, and tombstones (each 10% of them costs hnswlib ~20% latency) stay bounded.
 - **Availability.** ``set_available(ids, False)`` tombstones the item (searches skip it at no cost, unlike a
   filter) and parks its vector in Python, so ``get`` still works and ``set_available(ids, True)`` restores it
   (``unmark_deleted``, or a fresh insert if its slot was reused). ``delete`` forgets the item. Upserting an
@@ -62,11 +40,8 @@ Defaults and why:
   ``knn_query`` (without the lock the stress test aborted or segfaulted in 2 of 5 runs), so writes, resizes
   and saves take the write lock and searches the read lock (phase-fair: see ``_rwlock``); searches release
   the GIL in hnswlib and run in parallel. Writes hold the lock for ``write_chunk`` items, for at least one
-  chunk and until ``write_slice_s`` has passed. At 100k, a thread searching non-stop beside a thread
-  upserting non-stop saw p50/p99 1.35/2.7 ms with 1 item per hold (the default; second run, quieter), vs
-  2.6/10.2 ms with 2 items / 1 ms, 5.0/9.6 ms with 4 / 2 ms and 1.1/47 ms with 16 / 10 ms (idle: 0.19/0.39
-  ms), at 478-662 inserts/s; the committed, noisier run and the 10k and MovieLens sets kept that order of
-  p99s. A GIL switch interval of 0.5 ms instead of 5 ms gave no consistent gain.
+  chunk and until ``write_slice_s`` has passed; the default (1 item per hold) gave searches beside a
+  non-stop writer the lowest p99.
 """
 
 from __future__ import annotations

@@ -20,12 +20,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from streamrec.errors import StreamrecError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-class BatcherStopped(RuntimeError):
+class BatcherStopped(StreamrecError):
     """``put`` after ``stop``."""
 
 

@@ -4,9 +4,12 @@ It reads ALL partitions of ``items`` with its own consumer (no consumer group: e
 every item), encodes titles (+ category, tags, description) in batches, and upserts / deletes in
 the index -- encoder and index calls run in the worker's bounded thread pool, never on the loop.
 
-Snapshots: every ``snapshot_interval_s`` (when something changed) and at shutdown, the index is
-saved atomically together with the ``items`` offsets it reflects. On start the replica loads the
-snapshot and resumes from those offsets; with no usable snapshot it rebuilds from the beginning.
+Snapshots: the replica owns them end to end. Every ``snapshot_interval_s`` (when something changed)
+and at shutdown, the index is saved atomically together with what it reflects (:class:`SnapshotInfo`:
+the ``items`` topic and offsets, the model label, the item titles). On construction the replica loads
+its snapshot -- if it was made for the same topic and model -- and resumes from those offsets; with no
+usable snapshot it builds an empty index (through :func:`~streamrec.index.new_index`, the kind the
+settings name) and rebuilds from the beginning.
 
 Readiness: the replica records the ``items`` end offsets at start-up and becomes ready once it has
 consumed up to them; the worker serves no recommendation before that (``wait_ready``).
@@ -27,8 +30,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamrec.encoders import TextEncoder
-from streamrec.index import VectorIndex
+from streamrec.index import IndexConfig, SnapshotError, VectorIndex, load_index, new_index
 from streamrec.streams.schemas import InvalidMessage, ItemDeletion, ItemRecord, decode_item
+from streamrec.streams.topics import TopicError
 
 log = logging.getLogger(__name__)
 
@@ -59,46 +63,90 @@ class CatalogStats:
     end_offsets_at_start: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """What an index snapshot reflects, saved as its ``extra`` dict: written and read only here."""
+
+    topic: str
+    model: str
+    offsets: dict[int, int]  # partition -> next offset to read
+    titles: dict[str, str]  # item id -> title
+
+    def to_extra(self) -> dict[str, Any]:
+        return {"topic": self.topic, "model": self.model, "offsets": {str(p): o for p, o in self.offsets.items()},
+                "titles": dict(self.titles)}
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> SnapshotInfo:
+        try:
+            return cls(
+                topic=str(extra["topic"]), model=str(extra["model"]),
+                offsets={int(p): int(o) for p, o in extra["offsets"].items()},
+                titles={str(k): str(v) for k, v in extra["titles"].items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SnapshotError(f"snapshot without usable replica info ({exc!r})") from None
+
+
 DeadLetterSink = Callable[[bytes | None, bytes | None, InvalidMessage, int, int], Awaitable[None]]
 
 
 class CatalogReplica:
-    """Consume ``items`` into ``index``; call ``start()`` ... ``stop()`` (which snapshots)."""
+    """Consume ``items`` into its index; call ``start()`` ... ``stop()`` (which snapshots).
+
+    Construction restores ``index``, ``titles`` and the start offsets from the snapshot in ``snapshot_dir``
+    (made for the same ``topic`` and ``model``), or builds an empty index of ``index_config.kind``.
+    """
 
     def __init__(
         self,
         *,
         bootstrap: str,
         topic: str,
-        index: VectorIndex,
+        index_config: IndexConfig,
+        dim: int,
+        model: str,
         encoder: TextEncoder,
         pool: Executor,
         snapshot_dir: Path,
         snapshot_interval_s: float = 60.0,
-        start_offsets: dict[int, int] | None = None,
         dead_letter: DeadLetterSink | None = None,
-        titles: dict[str, str] | None = None,
         batch_max: int = 256,
-        snapshot_extra: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
-        self.index = index
+        self.model = model
         self.encoder = encoder
         self.pool = pool
         self.snapshot_dir = snapshot_dir
         self.snapshot_interval_s = snapshot_interval_s
-        self.start_offsets = dict(start_offsets or {})
         self.dead_letter = dead_letter
-        self.titles = titles if titles is not None else {}
         self.batch_max = batch_max
-        self.snapshot_extra = dict(snapshot_extra or {})
         self.stats = CatalogStats()
+        self.index: VectorIndex
+        self.titles: dict[str, str]
+        self.start_offsets: dict[int, int]
+        self.index, self.titles, self.start_offsets = self._restore(index_config, dim)
         self._ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._dirty = False
         self._error: BaseException | None = None
+
+    def _restore(self, config: IndexConfig, dim: int) -> tuple[VectorIndex, dict[str, str], dict[int, int]]:
+        try:
+            index, extra = load_index(config, self.snapshot_dir, dim)
+            info = SnapshotInfo.from_extra(extra)
+            if info.topic != self.topic or info.model != self.model:
+                raise SnapshotError(f"snapshot was made for topic {info.topic!r} and model {info.model!r}")
+        except SnapshotError as exc:
+            if self.snapshot_dir.exists():
+                log.warning("index snapshot in %s not usable (%s): rebuilding from the items topic",
+                            self.snapshot_dir, exc)
+            return new_index(config, dim), {}, {}
+        log.info("index snapshot loaded: %d items, resuming %s at %s", len(index), self.topic, info.offsets)
+        self.stats.last_snapshot_wall = _mtime(self.snapshot_dir)
+        return index, dict(info.titles), dict(info.offsets)
 
     @property
     def ready(self) -> bool:
@@ -135,7 +183,7 @@ class CatalogReplica:
                 return sorted(parts)
             await consumer._client.force_metadata_update()  # aiokafka: no public call for this
             await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {self.topic!r} has no partitions (does it exist?)")
+        raise TopicError(f"topic {self.topic!r} has no partitions: create it (or let the worker create topics)")
 
     def _check_ready(self) -> None:
         if self._ready.is_set():
@@ -238,8 +286,8 @@ class CatalogReplica:
 
     async def snapshot(self) -> None:
         """Save the index with the offsets it reflects (atomic; runs in the pool)."""
-        offsets = {str(p): o for p, o in self.stats.positions.items()}
-        extra = {**self.snapshot_extra, "topic": self.topic, "offsets": offsets, "titles": dict(self.titles)}
+        offsets = dict(self.stats.positions)
+        extra = SnapshotInfo(self.topic, self.model, offsets, dict(self.titles)).to_extra()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.pool, lambda: self.index.save(self.snapshot_dir, extra))
         self._dirty = False
@@ -258,3 +306,10 @@ class CatalogReplica:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None

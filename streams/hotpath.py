@@ -36,6 +36,7 @@ import numpy.typing as npt
 from faust.types import EventT
 
 from streamrec.encoders import TextEncoder
+from streamrec.errors import StreamrecError
 from streamrec.index import SearchHits, UnknownItemError, VectorIndex
 from streamrec.streams.deadletter import dead_letter_record
 from streamrec.streams.faust_app import set_current_event
@@ -67,7 +68,7 @@ class _BatchResult:
     texts_encoded: int
 
 
-class DeliveryFailed(RuntimeError):
+class DeliveryFailed(StreamrecError):
     """A recommendation or dead letter was not acknowledged by Kafka: the worker stops (its event was never
     acked, so it is processed again after the restart)."""
 
@@ -332,8 +333,7 @@ class HotPath:
 
     def _fallback(self, exclude: set[str], now_s: float) -> list[tuple[str, float]]:
         """Recently popular available items; topped up from the catalogue when popularity is thin."""
-        eligible = getattr(self.index, "is_available", None)
-        items = self.popularity.top(self.k, now_s, exclude=exclude, eligible=eligible)
+        items = self.popularity.top(self.k, now_s, exclude=exclude, eligible=self.index.is_available)
         if len(items) < self.k:
             taken = exclude | {i for i, _ in items}
             (extra,) = self.index.search(self._filler[None, :], self.k, exclude=[taken])

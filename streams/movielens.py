@@ -1,14 +1,8 @@
 """MovieLens-100K as a catalogue and an event stream (for ``streamrec replay``). No Kafka here.
 
-Data: the copy packaged with ``recbole`` (``recbole/dataset_example/ml-100k/ml-100k.item`` and
-``.inter``: 1,682 movies, 100,000 ratings by 943 users, tab-separated with typed headers such as
-``item_id:token``). It is found with ``importlib.util.find_spec("recbole")`` WITHOUT importing
-recbole (which imports torch). F. Maxwell Harper and Joseph A. Konstan, "The MovieLens Datasets:
-History and Context", ACM TiiS 5(4), 2015.
-
-Items: key and ``item_id`` = the MovieLens id; ``title`` = "<title> (<year>)" with a trailing
-article moved to the front ("Usual Suspects, The" -> "The Usual Suspects (1995)"); ``category`` =
-the genres joined with ", "; ``tags`` = the decade (e.g. "1990s").
+The files are parsed by :mod:`streamrec.movielens` (re-exported here); this module turns movies into
+``items`` records (:func:`movie_item`: key and ``item_id`` = the MovieLens id, ``title``, ``category`` =
+the genres, ``tags`` = the decade) and ratings into events.
 
 Events, one per rating, in timestamp order (ties: user id, then item id), keyed by user id. The
 rating decides the event type:
@@ -32,15 +26,24 @@ the wall clock when it is sent (set by the replay, so end-to-end latency can be 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from streamrec.errors import StreamrecError
+from streamrec.movielens import (
+    N_ITEMS,
+    N_RATINGS,
+    N_USERS,
+    Movie,
+    MovieLensError,
+    Rating,
+    find_ml100k,
+    load_movies,
+    load_ratings,
+    movie_titles,
+)
 from streamrec.streams.schemas import EventType, ItemRecord
 
 __all__ = [
@@ -54,104 +57,17 @@ __all__ = [
     "find_ml100k",
     "load_movies",
     "load_ratings",
+    "movie_item",
     "movie_titles",
     "rating_to_type",
     "replay_events",
     "schedule_offsets_s",
 ]
 
-N_ITEMS, N_RATINGS, N_USERS = 1_682, 100_000, 943
 
-
-class MovieLensError(StreamrecError):
-    """The MovieLens-100K files cannot be found or read."""
-
-
-@dataclass(frozen=True, slots=True)
-class Movie:
-    item_id: str
-    title: str  # display title with the year: "Toy Story (1995)"
-    year: str
-    genres: tuple[str, ...]
-
-    def to_item(self) -> ItemRecord:
-        tags = (f"{self.year[:3]}0s",) if len(self.year) == 4 and self.year.isdigit() else ()
-        return ItemRecord(self.item_id, self.title, category=", ".join(self.genres) or None, tags=tags)
-
-
-@dataclass(frozen=True, slots=True)
-class Rating:
-    user_id: str
-    item_id: str
-    rating: float
-    ts_s: int
-
-
-def find_ml100k() -> Path:
-    """The ml-100k folder inside the installed recbole package (recbole is not imported)."""
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or not spec.submodule_search_locations:
-        raise MovieLensError("the 'recbole' package is not installed: pip install recbole (its data is used as is)")
-    for location in spec.submodule_search_locations:
-        folder = Path(location) / "dataset_example" / "ml-100k"
-        if (folder / "ml-100k.item").is_file() and (folder / "ml-100k.inter").is_file():
-            return folder
-    where = list(spec.submodule_search_locations)
-    raise MovieLensError(f"recbole is installed but has no dataset_example/ml-100k in {where}")
-
-
-def _rows(path: Path) -> tuple[list[str], Iterator[list[str]]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MovieLensError(f"cannot read {path}: {exc}") from None
-    if not lines:
-        raise MovieLensError(f"{path} is empty")
-    header = [h.split(":", 1)[0] for h in lines[0].split("\t")]
-    return header, (line.split("\t") for line in lines[1:] if line)
-
-
-_ARTICLE = re.compile(r"^(?P<rest>.*), (?P<article>The|A|An)$")
-
-
-def _display_title(raw: str, year: str) -> str:
-    m = _ARTICLE.match(raw.strip())
-    title = f"{m['article']} {m['rest']}" if m else raw.strip()
-    return f"{title} ({year})" if year else title
-
-
-def load_movies(folder: Path | None = None) -> list[Movie]:
-    """All movies, in file order (ids "1".."1682")."""
-    path = (folder or find_ml100k()) / "ml-100k.item"
-    header, rows = _rows(path)
-    try:
-        i_id, i_title, i_year, i_class = (header.index(c) for c in ("item_id", "movie_title", "release_year", "class"))
-    except ValueError:
-        raise MovieLensError(f"{path}: unexpected header {header}") from None
-    movies = []
-    for row in rows:
-        year = row[i_year].strip() if len(row) > i_year else ""
-        genres = tuple(row[i_class].split()) if len(row) > i_class else ()
-        movies.append(Movie(row[i_id], _display_title(row[i_title], year), year, genres))
-    return movies
-
-
-def movie_titles(folder: Path | None = None) -> dict[str, str]:
-    """``{item_id: display title}``."""
-    return {m.item_id: m.title for m in load_movies(folder)}
-
-
-def load_ratings(folder: Path | None = None) -> list[Rating]:
-    """All ratings in timestamp order (ties: user id, then item id, numerically)."""
-    path = (folder or find_ml100k()) / "ml-100k.inter"
-    header, rows = _rows(path)
-    try:
-        i_u, i_i, i_r, i_t = (header.index(c) for c in ("user_id", "item_id", "rating", "timestamp"))
-        ratings = [Rating(r[i_u], r[i_i], float(r[i_r]), int(float(r[i_t]))) for r in rows]
-    except (ValueError, IndexError) as exc:
-        raise MovieLensError(f"{path}: cannot parse ({exc})") from None
-    ratings.sort(key=lambda r: (r.ts_s, int(r.user_id), int(r.item_id)))
-    return ratings
+def movie_item(movie: Movie) -> ItemRecord:
+    """The ``items`` record of a movie."""
+    return ItemRecord(movie.item_id, movie.title, category=movie.category, tags=movie.tags)
 
 
 def rating_to_type(rating: float) -> EventType:

@@ -57,13 +57,13 @@ A record with a ``null`` value (a tombstone) deletes the item named by its key.
 | `model`      | string                         | encoder name + manifest hash                            |
 | `event_ts`   | epoch ms                       | the event's `ts`                                        |
 | `emitted_ts` | epoch ms                       | when the worker produced this message                   |
-| `latency_ms` | object: stage -> ms            | per-stage breakdown (e.g. `queue`, `encode`, `search`)  |
+| `latency_ms` | object: stage -> ms            | per-stage breakdown: `queue` `decode` `state` `encode` `index` |
 | `strategy`   | string or null                 | the session strategy that produced the query vector     |
 | `fallback`   | boolean                        | true: no usable session vector, items are the fallback  |
 
 ```json
 {"user_id": "u42", "event_id": "e-1", "items": [{"item_id": "sku-9", "score": 0.83}], "model": "minilm-int8@3f2a",
- "event_ts": 1763800000000, "emitted_ts": 1763800000012, "latency_ms": {"encode": 2.1, "search": 0.2},
+ "event_ts": 1763800000000, "emitted_ts": 1763800000012, "latency_ms": {"encode": 2.1, "index": 0.2},
  "strategy": "decayed_mean", "fallback": false}
 ```
 

@@ -52,7 +52,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -61,6 +61,7 @@ from streamrec.errors import ConfigError, StreamrecError
 from streamrec.streams.schemas import Event, EventType
 
 __all__ = [
+    "DEFAULT_STRATEGY",
     "STRATEGIES",
     "DecayedMeanStrategy",
     "SequenceStrategy",
@@ -70,6 +71,7 @@ __all__ = [
     "SessionStateError",
     "SessionStrategy",
     "SessionUpdate",
+    "StrategyName",
     "Vector",
     "decay_factor",
     "exclusions",
@@ -464,6 +466,9 @@ class SequenceStrategy(DecayedMeanStrategy):
         out.flags.writeable = False
         return out
 
+
+StrategyName = Literal["decayed_mean", "sequence"]  # the keys of STRATEGIES (a test checks they agree)
+DEFAULT_STRATEGY: StrategyName = "decayed_mean"  # measured: README, 'Choosing the strategy'
 
 STRATEGIES: Mapping[str, type[DecayedMeanStrategy]] = {
     "decayed_mean": DecayedMeanStrategy,

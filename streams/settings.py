@@ -10,6 +10,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamrec.encoders.providers import ProviderName
+from streamrec.index import IndexKind
+from streamrec.streams.session import DEFAULT_STRATEGY, SessionConfig, StrategyName
+
+_SESSION = SessionConfig()  # the session defaults live in SessionConfig; the settings only expose them
+
 
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
@@ -32,17 +38,19 @@ class WorkerSettings(BaseSettings):
 
     # --- model ---------------------------------------------------------------------------
     model_dir: Path | None = Field(None, description="exported model dir (default: ~/.cache/streamrec/models/...)")
-    provider: str = Field("auto", description="ONNX Runtime provider: auto, tensorrt, cuda or cpu")
+    provider: ProviderName = Field("auto", description="ONNX Runtime provider: auto, tensorrt, cuda or cpu")
     encoder_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads")
     encoder_cache_size: int = Field(50_000, ge=0, description="embedding cache entries (0: off)")
 
     # --- recommendations -----------------------------------------------------------------
     k: int = Field(10, ge=1, le=1000, description="items per recommendation")
-    strategy: str = Field("decayed_mean", description="session strategy: decayed_mean or sequence")
-    half_life_s: float = Field(300.0, gt=0, description="session decay half-life in seconds")
-    blend_alpha: float = Field(0.75, ge=0, le=1, description="sequence strategy: weight of the session-text vector")
-    exclude_seen: bool = Field(True, description="exclude the user's recently seen items")
-    exclude_purchased: bool = Field(True, description="exclude the user's purchased items")
+    strategy: StrategyName = Field(DEFAULT_STRATEGY, description="session strategy: decayed_mean or sequence")
+    half_life_s: float = Field(_SESSION.half_life_s, gt=0, description="session decay half-life in seconds")
+    blend_alpha: float = Field(
+        _SESSION.blend_alpha, ge=0, le=1, description="sequence strategy: weight of the session-text vector"
+    )
+    exclude_seen: bool = Field(_SESSION.exclude_seen, description="exclude the user's recently seen items")
+    exclude_purchased: bool = Field(_SESSION.exclude_purchased, description="exclude the user's purchased items")
 
     # --- hot path ------------------------------------------------------------------------
     batch_max: int = Field(64, ge=1, description="max events per micro-batch")
@@ -57,6 +65,7 @@ class WorkerSettings(BaseSettings):
     queue_max: int = Field(1024, ge=1, description="events buffered between consumer and batcher (backpressure)")
 
     # --- catalogue replica ---------------------------------------------------------------
+    index_kind: IndexKind = Field("hnsw", description="item index: hnsw (hnswlib graph) or exact (brute force)")
     index_m: int = Field(16, ge=4, description="HNSW M")
     index_ef_construction: int = Field(200, ge=8, description="HNSW ef_construction")
     index_ef: int = Field(32, ge=1, description="HNSW ef for k=10 (scaled with k and exclusions; measured default)")

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 import streamrec
 from streamrec.encoders import CachedEncoder, EmbeddingCache, OnnxEncoderConfig, OnnxTextEncoder
 from streamrec.errors import ConfigError
-from streamrec.index import HnswIndex, SnapshotError
+from streamrec.index import IndexConfig
 from streamrec.streams.batcher import BatcherStopped, EventBatcher
 from streamrec.streams.catalog import CatalogReplica
 from streamrec.streams.deadletter import dead_letter_record
@@ -75,14 +75,17 @@ def load_encoder(settings: WorkerSettings, model_dir: Path) -> OnnxTextEncoder:
         raise ConfigError(
             f"no exported model in {model_dir}: run `streamrec export` first (or set STREAMREC_MODEL_DIR)"
         )
-    provider = settings.provider
-    if provider not in ("auto", "tensorrt", "cuda", "cpu"):
-        raise ConfigError(f"unknown provider {provider!r}: auto | tensorrt | cuda | cpu")
     return OnnxTextEncoder(
         model_dir,
-        OnnxEncoderConfig(provider=provider, intra_op_threads=settings.encoder_threads,  # type: ignore[arg-type]
+        OnnxEncoderConfig(provider=settings.provider, intra_op_threads=settings.encoder_threads,
                           engine_cache_dir=settings.data_dir / "trt-engines"),
     )
+
+
+def index_config(settings: WorkerSettings) -> IndexConfig:
+    """The item index the settings ask for (built or loaded by the catalogue replica)."""
+    return IndexConfig(kind=settings.index_kind, m=settings.index_m, ef_construction=settings.index_ef_construction,
+                       ef=settings.index_ef, full_scan_below=settings.index_full_scan_below)
 
 
 def model_label(encoder: OnnxTextEncoder) -> str:
@@ -119,9 +122,14 @@ class StreamWorker(mode.Service):
             {"provider": encoder.provider, "variant": encoder.variant.name, "model": self.model_name}
         )
         self.metrics.build_info.info({"version": streamrec.__version__, "model": self.model_name})
-        self.index, start_offsets, titles = self._load_index()
-        self.titles: dict[str, str] = titles
         self.pool = ThreadPoolExecutor(max_workers=s.pool_threads, thread_name_prefix="streamrec-pool")
+        self.replica = CatalogReplica(
+            bootstrap=s.bootstrap, topic=s.items_topic, index_config=index_config(s), dim=encoder.dim,
+            model=self.model_name, encoder=self.encoder, pool=self.pool, snapshot_dir=self.state_dir / "index",
+            snapshot_interval_s=s.snapshot_interval_s, dead_letter=self._catalog_dead_letter,
+        )
+        self.index = self.replica.index
+        self.titles = self.replica.titles
         self.app = build_faust_app(
             app_id=s.app_id, bootstrap=s.bootstrap, data_dir=self.state_dir / "faust", partitions=partitions,
             producer_linger_ms=s.producer_linger_ms,
@@ -130,14 +138,6 @@ class StreamWorker(mode.Service):
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
         self.recommendations = Output(self.app, s.recommendations_topic)
         self.dead_letter = Output(self.app, s.dead_letter_topic)
-        snapshot_wall = _mtime(self.state_dir / "index") if start_offsets else None
-        self.replica = CatalogReplica(
-            bootstrap=s.bootstrap, topic=s.items_topic, index=self.index, encoder=self.encoder, pool=self.pool,
-            snapshot_dir=self.state_dir / "index", snapshot_interval_s=s.snapshot_interval_s,
-            start_offsets=start_offsets, titles=self.titles, dead_letter=self._catalog_dead_letter,
-            snapshot_extra={"model": self.model_name},
-        )
-        self.replica.stats.last_snapshot_wall = snapshot_wall
         config = SessionConfig(half_life_s=s.half_life_s, blend_alpha=s.blend_alpha, exclude_seen=s.exclude_seen,
                                exclude_purchased=s.exclude_purchased)
         self.hotpath = HotPath(
@@ -156,25 +156,7 @@ class StreamWorker(mode.Service):
         self._cache_seen = (0, 0)
         self._catalog_seen: dict[str, int] = {}
 
-    # ------------------------------------------------------------------ index
-    def _load_index(self) -> tuple[HnswIndex, dict[int, int], dict[str, str]]:
-        s = self.settings
-        snap = self.state_dir / "index"
-        try:
-            index, extra = HnswIndex.load(snap, dim=self.raw_encoder.dim, ef=s.index_ef,
-                                         full_scan_below=s.index_full_scan_below)
-            if extra.get("topic") != s.items_topic or extra.get("model") != self.model_name:
-                raise SnapshotError("snapshot was made for another items topic or model")
-            offsets = {int(p): int(o) for p, o in extra.get("offsets", {}).items()}
-            log.info("index snapshot loaded: %d items, resuming %s at %s", len(index), s.items_topic, offsets)
-            return index, offsets, {str(k): str(v) for k, v in extra.get("titles", {}).items()}
-        except SnapshotError as exc:
-            if snap.exists():
-                log.warning("index snapshot in %s not usable (%s): rebuilding from the items topic", snap, exc)
-        index = HnswIndex(self.raw_encoder.dim, m=s.index_m, ef_construction=s.index_ef_construction, ef=s.index_ef,
-                          full_scan_below=s.index_full_scan_below)
-        return index, {}, {}
-
+    # ------------------------------------------------------------------ catalogue dead letters
     async def _catalog_dead_letter(self, key: bytes | None, value: bytes | None, exc: Any, partition: int,
                                    offset: int) -> None:
         rec = dead_letter_record(key, value, exc, self.settings.items_topic, partition, offset,
@@ -260,9 +242,3 @@ class StreamWorker(mode.Service):
                     m.lag.labels("events", str(tp.partition)).set(max(0, end - read - 1))
             await self.sleep(1.0)
 
-
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None

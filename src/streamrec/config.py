@@ -55,6 +55,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[BaseSettin
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                 help=help_text,
             )
+        elif typing.get_origin(field.annotation) is typing.Literal:
+            choices = [str(c) for c in typing.get_args(field.annotation)]
+            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=choices, help=help_text)
         else:
             group.add_argument(
                 flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=help_text

@@ -31,8 +31,10 @@ def test_quick_bench_writes_sane_json(kafka: KafkaForTests, exported_model: Path
         "--model-dir", str(exported_model), "--out", str(tmp_path),
     ])
     assert args.func(args) == 0  # 1 when a phase got no answers or the floor none
-    result = json.loads((tmp_path / "e2e_latest.json").read_text())
-    assert (tmp_path / "e2e_latest.png").stat().st_size > 0
+    (written,) = tmp_path.glob("e2e_*.json")  # one run, one JSON + PNG; no *_latest copies
+    assert sorted(p.name for p in tmp_path.iterdir()) == [written.name, written.with_suffix(".png").name]
+    result = json.loads(written.read_text())
+    assert written.with_suffix(".png").stat().st_size > 0
     assert {"machine", "versions", "settings", "floor", "sweeps"} <= result.keys()
     assert result["machine"]["cores"] >= 1 and len(result["machine"]["loadavg_before"]) == 3
     floor = result["floor"]["steps"]

@@ -42,7 +42,7 @@ class BenchSettings(BaseSettings):
     batch_max: int = Field(64, ge=1, description="worker STREAMREC_BATCH_MAX for the sweeps")
     batch_linger_ms: float = Field(2.0, ge=0, description="worker STREAMREC_BATCH_LINGER_MS for the sweeps")
     model_dir: str = Field("", description="exported model ('' = the user cache)")
-    out: str = Field("", description="output folder ('' = benchmarks/results)")
+    out: str = Field("", description="output folder ('' = ~/.cache/streamrec/bench)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

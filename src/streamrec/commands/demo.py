@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamrec.config import add_settings_arguments, settings_from_args
 from streamrec.errors import StreamrecError
+from streamrec.streams.session import DEFAULT_STRATEGY, StrategyName
 
 
 class DemoSettings(BaseSettings):
@@ -33,7 +34,7 @@ class DemoSettings(BaseSettings):
     events: int = Field(3000, ge=1, description="MovieLens events to replay")
     rate: float = Field(200.0, gt=0, description="events per second (open-loop schedule)")
     users: int = Field(0, ge=0, description="only the N lowest user ids (0: all)")
-    strategy: str = Field("decayed_mean", description="session strategy: decayed_mean | sequence")
+    strategy: StrategyName = Field(DEFAULT_STRATEGY, description="session strategy: decayed_mean | sequence")
     sample: int = Field(5, ge=0, description="recommendations to print with titles")
     keep_kafka: bool = Field(False, description="leave a broker the demo started running")
     timeout_s: float = Field(300.0, gt=0, description="give up waiting for recommendations after this")
@@ -110,14 +111,14 @@ def _ensure_model(model_dir: Path, source: Path | None) -> None:
 async def _send_catalogue(bootstrap: str, topic: str) -> int:
     from aiokafka import AIOKafkaProducer
 
-    from streamrec.streams.movielens import load_movies
+    from streamrec.streams.movielens import load_movies, movie_item
 
     movies = load_movies()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
         for movie in movies:
-            item = movie.to_item()
+            item = movie_item(movie)
             await producer.send(topic, key=item.item_id.encode(), value=item.to_json_bytes())
         await producer.flush()
     finally:

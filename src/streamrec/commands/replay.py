@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamrec.config import add_settings_arguments, settings_from_args
 from streamrec.errors import ConfigError
-from streamrec.streams.movielens import load_movies, load_ratings, replay_events, schedule_offsets_s
+from streamrec.streams.movielens import load_movies, load_ratings, movie_item, replay_events, schedule_offsets_s
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ async def replay(settings: ReplaySettings) -> ReplayStats:
         started = time.monotonic()
         if settings.send_items:
             for movie in movies:
-                item = movie.to_item()
+                item = movie_item(movie)
                 value = item.to_json_bytes()
                 pending.append(await producer.send(settings.items_topic, value, key=item.item_id.encode()))
                 await settle(10_000)

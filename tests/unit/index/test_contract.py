@@ -161,6 +161,23 @@ def test_availability(make_index: Factory) -> None:
     assert "i7" not in index and index.stats().unavailable == 0
 
 
+def test_ids_and_is_available_follow_writes(make_index: Factory) -> None:
+    index, vecs = filled(make_index, 30)
+    assert sorted(index.ids()) == sorted(ids("i", 30))
+    assert index.is_available("i3") and not index.is_available("nope")
+    index.set_available(["i3"], False)
+    assert not index.is_available("i3") and "i3" in index.ids(), "unavailable items are still live"
+    index.delete(["i4"])
+    assert "i4" not in index.ids() and not index.is_available("i4")
+    index.upsert(["new"], vecs[:1])
+    assert index.is_available("new") and len(index.ids()) == len(index) == 30
+    copy = index.ids()
+    index.delete(["new"])
+    assert "new" in copy, "ids() returns a copy, not a live view"
+    index.set_available(["i3"], True)
+    assert index.is_available("i3")
+
+
 def test_capacity_grows(make_index: Factory) -> None:
     index = make_index(DIM, initial_capacity=4)
     vecs = clustered(300, DIM)
@@ -234,7 +251,8 @@ def test_snapshot_round_trip(make_index: Factory, tmp_path: Path) -> None:
     assert snap.parent == tmp_path / "snap"
     loaded, extra = load_like(index, tmp_path / "snap", dim=DIM, metric="cosine")
     assert extra == {"offsets": {"0": 17, "1": 4}}
-    assert len(loaded) == 118 and "i0" not in loaded and not loaded.is_available("i2")  # type: ignore[attr-defined]
+    assert len(loaded) == 118 and "i0" not in loaded and not loaded.is_available("i2")
+    assert sorted(loaded.ids()) == sorted(index.ids())
     after = loaded.search(vecs[:30], k=10, exclude=[{"i5"}] * 30)
     assert [h.ids for h in after] == [h.ids for h in before]
     np.testing.assert_allclose(loaded.get(["i2", "i3"]), index.get(["i2", "i3"]), atol=1e-6)

@@ -21,6 +21,7 @@ from streamrec.streams.movielens import (
     find_ml100k,
     load_movies,
     load_ratings,
+    movie_item,
     rating_to_type,
     replay_events,
     schedule_offsets_s,
@@ -52,12 +53,12 @@ def test_movies(movies: list[Movie]) -> None:
     assert len(movies) == N_ITEMS == len({m.item_id for m in movies})
     toy = movies[0]
     assert (toy.item_id, toy.title, toy.genres) == ("1", "Toy Story (1995)", ("Animation", "Children's", "Comedy"))
-    assert toy.to_item() == ItemRecord("1", "Toy Story (1995)", category="Animation, Children's, Comedy",
+    assert movie_item(toy) == ItemRecord("1", "Toy Story (1995)", category="Animation, Children's, Comedy",
                                        tags=("1990s",))
     by_id = {m.item_id: m for m in movies}
     assert by_id["12"].title == "The Usual Suspects (1995)"  # "Usual Suspects, The"
     for m in movies:
-        assert decode_item(m.item_id.encode(), m.to_item().to_json_bytes()) == m.to_item()
+        assert decode_item(m.item_id.encode(), movie_item(m).to_json_bytes()) == movie_item(m)
 
 
 def test_ratings(ratings: list[Rating]) -> None:
@@ -128,3 +129,18 @@ def test_tail_formatting() -> None:
     out = io.StringIO()
     print(LatencySummary().describe(), file=out)
     assert out.getvalue().startswith("0 recommendations")
+
+
+def test_one_loader_shared_by_the_export_without_streams() -> None:
+    """streamrec.movielens is the one parser; the export's calibration corpus reads it and imports no streams."""
+    code = (
+        "import sys; from streamrec.export.corpus import movielens_texts; t = movielens_texts(); "
+        "print(len(t), any(m.startswith('streamrec.streams') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(N_ITEMS), "False"]
+    from streamrec.export.corpus import movielens_texts
+
+    texts = movielens_texts()
+    assert texts[0] == "Toy Story (1995) - Animation, Children's, Comedy"
+    assert "Usual Suspects, The (1995) - Crime, Thriller" in texts  # the file's own title

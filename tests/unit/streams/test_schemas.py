@@ -230,11 +230,11 @@ def test_recommendation_json() -> None:
     import numpy as np
 
     rec = Recommendation("u1", "e1", (("i1", float(np.float32(0.5))), ("i2", 0.25)), "minilm@abc", 10, 12,
-                         {"encode": 1.23456, "search": 0.1}, "decayed_mean", False)
+                         {"encode": 1.23456, "index": 0.1}, "decayed_mean", False)
     doc = json.loads(rec.to_json_bytes())
     assert doc == {"user_id": "u1", "event_id": "e1", "items": [{"item_id": "i1", "score": 0.5},
                    {"item_id": "i2", "score": 0.25}], "model": "minilm@abc", "event_ts": 10, "emitted_ts": 12,
-                   "latency_ms": {"encode": 1.235, "search": 0.1}, "strategy": "decayed_mean", "fallback": False}
+                   "latency_ms": {"encode": 1.235, "index": 0.1}, "strategy": "decayed_mean", "fallback": False}
     back = decode_recommendation(rec.to_json_bytes())
     assert back.items == rec.items and back.user_id == "u1" and back.latency_ms["encode"] == 1.235
     assert reason_of(decode_recommendation, b'{"user_id": "u"}') is R.MISSING_FIELD
