@@ -65,6 +65,10 @@ class WorkerSettings(BaseSettings):
     )
     snapshot_interval_s: float = Field(60.0, gt=0, description="seconds between index snapshots (if changed)")
 
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="a stop (SIGTERM, or a failed component) that takes longer ends the process"
+    )
+
     # --- observability -------------------------------------------------------------------
     metrics_host: str = Field("127.0.0.1", description="address the /metrics server binds to")
     metrics_port: int = Field(9464, ge=0, description="port of the /metrics server (0: off)")
