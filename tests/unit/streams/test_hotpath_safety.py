@@ -116,7 +116,8 @@ def pool() -> Any:
 async def test_an_unexpected_exception_is_isolated_to_its_record(pool: ThreadPoolExecutor) -> None:
     hp, recs, dlq, metrics = make_hotpath(pool, encoder=FakeEncoder(poison="boom"))
     records: list[tuple[bytes | None, bytes | None]] = [valid("u1", 0), valid("u2", 1)]
-    records.append((b"u3", json.dumps({"user_id": "u3", "type": "search", "query": "boom", "event_id": "bad"}).encode()))
+    poison = {"user_id": "u3", "type": "search", "query": "boom", "event_id": "bad"}
+    records.append((b"u3", json.dumps(poison).encode()))
     records += [valid("u1", 2), valid("u4", 3)]
     events = await run_batch(hp, records)
     assert all(e.acks == 1 for e in events)
