@@ -65,6 +65,12 @@ class WorkerSettings(BaseSettings):
     )
     snapshot_interval_s: float = Field(60.0, gt=0, description="seconds between index snapshots (if changed)")
 
+    static_membership: bool = Field(
+        True, description="static consumer-group membership (id app_id:worker_name): a restart rejoins at once"
+    )
+    session_timeout_s: float = Field(
+        10.0, ge=6, le=90, description="consumer-group session timeout: a dead worker's partitions move after it"
+    )
     shutdown_timeout_s: float = Field(
         30.0, gt=0, description="a stop (SIGTERM, or a failed component) that takes longer ends the process"
     )

@@ -128,6 +128,8 @@ class StreamWorker(mode.Service):
         self.app = build_faust_app(
             app_id=s.app_id, bootstrap=s.bootstrap, data_dir=self.state_dir / "faust", partitions=partitions,
             producer_linger_ms=s.producer_linger_ms,
+            group_instance_id=f"{s.app_id}:{self.worker_name}" if s.static_membership else None,
+            session_timeout_s=s.session_timeout_s,
         )
         self.table = sessions_table(self.app, partitions)
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
