@@ -86,20 +86,24 @@ class Recorder:
         return min((at for _, at in self.got if at > t), default=None)
 
 
-async def produce_paced(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float) -> None:
+async def produce_paced(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], rate: float) -> dict[str, int]:
+    """Send open loop at ``rate``; returns the partition of each event (by event id)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
     await producer.start()
     loop = asyncio.get_running_loop()
     t0 = loop.time()
+    futures = []
     try:
         for i, (key, value) in enumerate(records):
             await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
-            await producer.send(topic, key=key, value=value)
+            futures.append(await producer.send(topic, key=key, value=value))
         await producer.flush()
+        metas = await asyncio.gather(*futures)
     finally:
         await producer.stop()
+    return {json.loads(v)["event_id"]: m.partition for (_, v), m in zip(records, metas, strict=True)}
 
 
 async def until(pred: Any, timeout_s: float = 300.0, step_s: float = 0.05) -> bool:
@@ -170,16 +174,22 @@ async def run_scenario(args: argparse.Namespace, scenario: str, model: Path, wor
             t_all = await wait_metric(survivor, lambda m: m.get("streamrec_kafka_assigned_partitions") == partitions)
             result |= {"kill_to_takeover_s": round(t_all - t_kill, 2)}
             t_ref = t_kill
-        await producer
+        partition_of = await producer
         want = {json.loads(v)["event_id"] for _, v in evs}
         await until(lambda: want <= {e for e, _ in recorder.got}, step_s=0.2)
         got_ids = [e for e, _ in recorder.got]
         last_new = max(at for _, at in recorder.got)
         result |= {"events": len(want), "lost": len(want - set(got_ids)),
                    "duplicates": len(got_ids) - len(set(got_ids)), "to_last_answer_s": round(last_new - t_ref, 2)}
-        if scenario == "takeover":
-            first2 = recorder.first_after(t_all)
-            result["takeover_to_first_recommendation_s"] = None if first2 is None else round(first2 - t_all, 2)
+        # per events partition: the first answer after the kill (a partition the victim owned stays silent
+        # until its new owner -- the restarted worker or the survivor -- serves it)
+        first_by_partition: dict[int, float] = {}
+        for event_id, at in recorder.got:
+            p = partition_of.get(event_id)
+            if p is not None and at > t_kill + 0.2:
+                first_by_partition[p] = min(at, first_by_partition.get(p, at))
+        result["kill_to_first_answer_by_partition_s"] = {
+            str(p): round(at - t_kill, 2) for p, at in sorted(first_by_partition.items())}
         return result
     finally:
         rec_task.cancel()
