@@ -6,7 +6,8 @@ data dir and app id, and a survivor taking over a SIGKILLed peer's partitions.
 
 For each run: seconds from the restart (or the kill) to the first recommendation produced by the new owner,
 to readiness, and to the last event answered; events lost (must be 0) and answered twice (at-least-once).
-Writes ``benchmarks/results/recovery_<time>.json`` (machine, CPU flags, load, versions, parameters, runs).
+Writes ``recovery_<time>.{json,png}`` (machine, CPU flags, load, parameters, runs) into ``--out`` (default
+``~/.cache/streamrec/bench``); the reference run the README cites is ``benchmarks/results/recovery.{json,png}``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from streamrec.testing import WorkerProcess, start_worker, unique_name
 
-RESULTS = Path(__file__).parent / "results"
+DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"
 NOUNS = ["shoes", "teapot", "tent", "novel", "charger", "mug", "jacket", "lamp", "backpack", "headphones"]
 ADJECTIVES = ["red", "light", "ceramic", "wireless", "vintage", "compact", "waterproof", "organic", "smart", "large"]
 
@@ -212,6 +213,7 @@ def main() -> None:
     p.add_argument("--restart-delay-s", type=float, default=1.0)
     p.add_argument("--snapshot-interval-s", type=float, default=60.0)
     p.add_argument("--note", default="")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON and PNG")
     args = p.parse_args()
     from streamrec.commands.export import default_model_dir
 
@@ -224,12 +226,39 @@ def main() -> None:
             print(json.dumps(r))
             runs.append(r)
     info["loadavg_after"] = list(os.getloadavg())
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"recovery_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"recovery_{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"machine": info, "params": {k: str(v) for k, v in vars(args).items()},
                                "runs": runs}, indent=2) + "\n")
-    print(f"wrote {out}")
+    plot(runs, out.with_suffix(".png"), info)
+    print(f"wrote {out} and {out.with_suffix('.png').name}")
 
+
+def plot(runs: list[dict[str, Any]], path: Path, info: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars: list[tuple[str, float]] = []
+    for r in runs:
+        if r["scenario"] == "restart":
+            bars += [("restart -> ready", r["restart_to_ready_s"]),
+                     ("restart -> first recommendation", r["restart_to_first_recommendation_s"])]
+        else:
+            by_partition = r["kill_to_first_answer_by_partition_s"]
+            bars += [(f"kill -> partition {p} answered", s) for p, s in by_partition.items()]
+    fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * len(bars)))
+    ax.barh([b[0] for b in bars], [b[1] for b in bars], color="tab:blue")
+    for y, (_, v) in enumerate(bars):
+        ax.text(v, y, f" {v:.1f} s", va="center")
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds")
+    ax.set_title(f"recovery after SIGKILL ({info['cpu']}, {info['cores']} cores, load {info['loadavg_before'][0]:.1f})",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 if __name__ == "__main__":
     main()

@@ -4,8 +4,9 @@
 
 Starts a worker with a 400-item catalogue, produces a backlog of ``--events`` events at once, and while the
 worker works through it fires ``--waves`` waves of ``--concurrent`` simultaneous scrapes (timeout 5 s each);
-then the same against the idle worker. Prints and writes (``benchmarks/results/scrape_<time>.json``) the
-success count and latency percentiles of each phase, with the machine, CPU flags and load.
+then the same against the idle worker. Prints and writes ``scrape_<time>.{json,png}`` into ``--out`` (default
+``~/.cache/streamrec/bench``): the success count and latency percentiles of each phase, with the machine, CPU
+flags and load. The README cites ``benchmarks/results/scrape.{json,png}``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.recovery_bench import RESULTS, catalogue, events, machine, wait_metric
+from benchmarks.recovery_bench import DEFAULT_OUT, catalogue, events, machine, wait_metric
 from streamrec.testing import produce, start_worker, unique_name
 
 
@@ -82,6 +83,7 @@ def main() -> None:
     p.add_argument("--concurrent", type=int, default=200)
     p.add_argument("--waves", type=int, default=3)
     p.add_argument("--note", default="")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the JSON and PNG")
     args = p.parse_args()
     from streamrec.commands.export import default_model_dir
 
@@ -90,12 +92,33 @@ def main() -> None:
         result = asyncio.run(run(args, args.model_dir or default_model_dir(), Path(tmp)))
     info["loadavg_after"] = list(os.getloadavg())
     print(json.dumps(result))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"scrape_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"scrape_{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps({"machine": info, "params": {k: str(v) for k, v in vars(args).items()},
                                "result": result}, indent=2) + "\n")
-    print(f"wrote {out}")
+    plot(result, out.with_suffix(".png"), info)
+    print(f"wrote {out} and {out.with_suffix('.png').name}")
 
+
+def plot(result: dict[str, Any], path: Path, info: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    phases = list(result)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.bar(phases, [100 * result[p]["ok"] / result[p]["scrapes"] for p in phases], color="tab:green")
+    left.set_ylabel("% of scrapes answered (5 s timeout)")
+    left.set_ylim(0, 105)
+    for q, color in (("p50_ms", "tab:blue"), ("p99_ms", "tab:orange"), ("max_ms", "tab:red")):
+        right.plot(phases, [result[p][q] or 0 for p in phases], "o-", color=color, label=q)
+    right.set_ylabel("scrape latency, ms")
+    right.legend()
+    fig.suptitle(f"/metrics: {info['note']} ({info['cpu']}, load {info['loadavg_before'][0]:.1f})", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 if __name__ == "__main__":
     main()
