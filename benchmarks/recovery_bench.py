@@ -40,14 +40,30 @@ def machine(note: str) -> dict[str, Any]:
             elif line.startswith("flags") and not flags:
                 have = set(line.split(":", 1)[1].split())
                 flags = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni") if f in have)
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_flags": flags, "cores": os.cpu_count(),
-            "loadavg_before": list(os.getloadavg()), "note": note}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_flags": flags,
+        "cores": os.cpu_count(),
+        "loadavg_before": list(os.getloadavg()),
+        "note": note,
+    }
 
 
 def catalogue(n: int) -> list[tuple[bytes, bytes]]:
     rnd = random.Random(0)
-    return [(f"sku-{i}".encode(), json.dumps({"item_id": f"sku-{i}", "title": f"{rnd.choice(ADJECTIVES)} "
-             f"{rnd.choice(ADJECTIVES)} {rnd.choice(NOUNS)} model {i}"}).encode()) for i in range(n)]
+    return [
+        (
+            f"sku-{i}".encode(),
+            json.dumps(
+                {
+                    "item_id": f"sku-{i}",
+                    "title": f"{rnd.choice(ADJECTIVES)} {rnd.choice(ADJECTIVES)} {rnd.choice(NOUNS)} model {i}",
+                }
+            ).encode(),
+        )
+        for i in range(n)
+    ]
 
 
 def events(n: int, items: int, users: int) -> list[tuple[bytes, bytes]]:
@@ -55,8 +71,12 @@ def events(n: int, items: int, users: int) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(n):
         user = f"user{rnd.randrange(users)}"
-        doc = {"user_id": user, "type": rnd.choice(["view", "view", "click", "add_to_cart"]),
-               "item_id": f"sku-{rnd.randrange(items)}", "event_id": f"e{i}"}
+        doc = {
+            "user_id": user,
+            "type": rnd.choice(["view", "view", "click", "add_to_cart"]),
+            "item_id": f"sku-{rnd.randrange(items)}",
+            "event_id": f"e{i}",
+        }
         out.append((user.encode(), json.dumps(doc).encode()))
     return out
 
@@ -71,8 +91,13 @@ class Recorder:
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=self.bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
         await consumer.start()
         try:
             while True:
@@ -130,14 +155,22 @@ async def wait_metric(worker: WorkerProcess, pred: Any, timeout_s: float = 300) 
 async def run_scenario(args: argparse.Namespace, scenario: str, model: Path, work: Path) -> dict[str, Any]:
     from streamrec.testing import produce
 
-    topics = {"app_id": unique_name("rec-app"), "events_topic": unique_name("rec-events"),
-              "items_topic": unique_name("rec-items"), "recommendations_topic": unique_name("rec-recs"),
-              "dead_letter_topic": unique_name("rec-dlq")}
+    topics = {
+        "app_id": unique_name("rec-app"),
+        "events_topic": unique_name("rec-events"),
+        "items_topic": unique_name("rec-items"),
+        "recommendations_topic": unique_name("rec-recs"),
+        "dead_letter_topic": unique_name("rec-dlq"),
+    }
     partitions = 1 if scenario == "restart" else 4
-    env = {"STREAMREC_BOOTSTRAP": args.bootstrap, "STREAMREC_MODEL_DIR": str(model),
-           "STREAMREC_DATA_DIR": str(work / scenario), "STREAMREC_PARTITIONS": str(partitions),
-           "STREAMREC_SNAPSHOT_INTERVAL_S": str(args.snapshot_interval_s),
-           **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()}}
+    env = {
+        "STREAMREC_BOOTSTRAP": args.bootstrap,
+        "STREAMREC_MODEL_DIR": str(model),
+        "STREAMREC_DATA_DIR": str(work / scenario),
+        "STREAMREC_PARTITIONS": str(partitions),
+        "STREAMREC_SNAPSHOT_INTERVAL_S": str(args.snapshot_interval_s),
+        **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()},
+    }
     names = ["w1"] if scenario == "restart" else ["a", "b"]
     workers = {n: start_worker({**env, "STREAMREC_WORKER_NAME": n}, work / f"{scenario}-{n}-1.log") for n in names}
     recorder = Recorder(args.bootstrap, topics["recommendations_topic"])
@@ -161,14 +194,17 @@ async def run_scenario(args: argparse.Namespace, scenario: str, model: Path, wor
         if scenario == "restart":
             await asyncio.sleep(args.restart_delay_s)
             t_restart = time.time()
-            workers[victim] = start_worker({**env, "STREAMREC_WORKER_NAME": victim},
-                                           work / f"{scenario}-{victim}-2.log")
+            workers[victim] = start_worker(
+                {**env, "STREAMREC_WORKER_NAME": victim}, work / f"{scenario}-{victim}-2.log"
+            )
             t_ready = await wait_metric(workers[victim], lambda m: m.get("streamrec_index_ready") == 1.0)
             await until(lambda: recorder.first_after(t_restart) is not None)
             first = recorder.first_after(t_restart)
             assert first is not None
-            result |= {"restart_to_ready_s": round(t_ready - t_restart, 2),
-                       "restart_to_first_recommendation_s": round(first - t_restart, 2)}
+            result |= {
+                "restart_to_ready_s": round(t_ready - t_restart, 2),
+                "restart_to_first_recommendation_s": round(first - t_restart, 2),
+            }
             t_ref = t_restart
         else:
             survivor = workers[names[1]]
@@ -180,8 +216,12 @@ async def run_scenario(args: argparse.Namespace, scenario: str, model: Path, wor
         await until(lambda: want <= {e for e, _ in recorder.got}, step_s=0.2)
         got_ids = [e for e, _ in recorder.got]
         last_new = max(at for _, at in recorder.got)
-        result |= {"events": len(want), "lost": len(want - set(got_ids)),
-                   "duplicates": len(got_ids) - len(set(got_ids)), "to_last_answer_s": round(last_new - t_ref, 2)}
+        result |= {
+            "events": len(want),
+            "lost": len(want - set(got_ids)),
+            "duplicates": len(got_ids) - len(set(got_ids)),
+            "to_last_answer_s": round(last_new - t_ref, 2),
+        }
         # per events partition: the first answer after the kill (a partition the victim owned stays silent
         # until its new owner -- the restarted worker or the survivor -- serves it)
         first_by_partition: dict[int, float] = {}
@@ -190,7 +230,8 @@ async def run_scenario(args: argparse.Namespace, scenario: str, model: Path, wor
             if p is not None and at > t_kill + 0.2:
                 first_by_partition[p] = min(at, first_by_partition.get(p, at))
         result["kill_to_first_answer_by_partition_s"] = {
-            str(p): round(at - t_kill, 2) for p, at in sorted(first_by_partition.items())}
+            str(p): round(at - t_kill, 2) for p, at in sorted(first_by_partition.items())
+        }
         return result
     finally:
         rec_task.cancel()
@@ -221,15 +262,17 @@ def main() -> None:
     info = machine(args.note)
     runs = []
     with tempfile.TemporaryDirectory(prefix="streamrec-recovery-") as tmp:
-        for scenario in (["restart", "takeover"] if args.scenario == "both" else [args.scenario]):
+        for scenario in ["restart", "takeover"] if args.scenario == "both" else [args.scenario]:
             r = asyncio.run(run_scenario(args, scenario, model, Path(tmp)))
             print(json.dumps(r))
             runs.append(r)
     info["loadavg_after"] = list(os.getloadavg())
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"recovery_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"machine": info, "params": {k: str(v) for k, v in vars(args).items()},
-                               "runs": runs}, indent=2) + "\n")
+    out.write_text(
+        json.dumps({"machine": info, "params": {k: str(v) for k, v in vars(args).items()}, "runs": runs}, indent=2)
+        + "\n"
+    )
     plot(runs, out.with_suffix(".png"), info)
     print(f"wrote {out} and {out.with_suffix('.png').name}")
 
@@ -243,8 +286,10 @@ def plot(runs: list[dict[str, Any]], path: Path, info: dict[str, Any]) -> None:
     bars: list[tuple[str, float]] = []
     for r in runs:
         if r["scenario"] == "restart":
-            bars += [("restart -> ready", r["restart_to_ready_s"]),
-                     ("restart -> first recommendation", r["restart_to_first_recommendation_s"])]
+            bars += [
+                ("restart -> ready", r["restart_to_ready_s"]),
+                ("restart -> first recommendation", r["restart_to_first_recommendation_s"]),
+            ]
         else:
             by_partition = r["kill_to_first_answer_by_partition_s"]
             bars += [(f"kill -> partition {p} answered", s) for p, s in by_partition.items()]
@@ -254,11 +299,14 @@ def plot(runs: list[dict[str, Any]], path: Path, info: dict[str, Any]) -> None:
         ax.text(v, y, f" {v:.1f} s", va="center")
     ax.invert_yaxis()
     ax.set_xlabel("seconds")
-    ax.set_title(f"recovery after SIGKILL ({info['cpu']}, {info['cores']} cores, load {info['loadavg_before'][0]:.1f})",
-                 fontsize=9)
+    ax.set_title(
+        f"recovery after SIGKILL ({info['cpu']}, {info['cores']} cores, load {info['loadavg_before'][0]:.1f})",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
 
 if __name__ == "__main__":
     main()

@@ -46,17 +46,30 @@ def waves(url: str, n_waves: int, concurrent: int) -> dict[str, Any]:
     def pct(q: float) -> float | None:
         return round(ok[min(len(ok) - 1, int(q * len(ok)))] * 1000, 1) if ok else None
 
-    return {"scrapes": len(lat), "ok": len(ok), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
-            "max_ms": round(ok[-1] * 1000, 1) if ok else None}
+    return {
+        "scrapes": len(lat),
+        "ok": len(ok),
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "max_ms": round(ok[-1] * 1000, 1) if ok else None,
+    }
 
 
 async def run(args: argparse.Namespace, model: Path, work: Path) -> dict[str, Any]:
-    topics = {"app_id": unique_name("scr-app"), "events_topic": unique_name("scr-events"),
-              "items_topic": unique_name("scr-items"), "recommendations_topic": unique_name("scr-recs"),
-              "dead_letter_topic": unique_name("scr-dlq")}
-    env = {"STREAMREC_BOOTSTRAP": args.bootstrap, "STREAMREC_MODEL_DIR": str(model),
-           "STREAMREC_DATA_DIR": str(work), "STREAMREC_PARTITIONS": "1",
-           **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()}}
+    topics = {
+        "app_id": unique_name("scr-app"),
+        "events_topic": unique_name("scr-events"),
+        "items_topic": unique_name("scr-items"),
+        "recommendations_topic": unique_name("scr-recs"),
+        "dead_letter_topic": unique_name("scr-dlq"),
+    }
+    env = {
+        "STREAMREC_BOOTSTRAP": args.bootstrap,
+        "STREAMREC_MODEL_DIR": str(model),
+        "STREAMREC_DATA_DIR": str(work),
+        "STREAMREC_PARTITIONS": "1",
+        **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()},
+    }
     worker = start_worker(env, work / "worker.log")
     try:
         await wait_metric(worker, lambda m: "streamrec_index_ready" in m)
@@ -94,8 +107,10 @@ def main() -> None:
     print(json.dumps(result))
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"scrape_{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.write_text(json.dumps({"machine": info, "params": {k: str(v) for k, v in vars(args).items()},
-                               "result": result}, indent=2) + "\n")
+    out.write_text(
+        json.dumps({"machine": info, "params": {k: str(v) for k, v in vars(args).items()}, "result": result}, indent=2)
+        + "\n"
+    )
     plot(result, out.with_suffix(".png"), info)
     print(f"wrote {out} and {out.with_suffix('.png').name}")
 
@@ -119,6 +134,7 @@ def plot(result: dict[str, Any], path: Path, info: dict[str, Any]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
 
 if __name__ == "__main__":
     main()

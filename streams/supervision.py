@@ -50,15 +50,22 @@ class ShutdownWatchdog:
                 return
             self._armed.set()
             self._thread = threading.Thread(
-                target=self._countdown, args=(timeout_s, exit_code, why), name="streamrec-shutdown-watchdog",
+                target=self._countdown,
+                args=(timeout_s, exit_code, why),
+                name="streamrec-shutdown-watchdog",
                 daemon=True,
             )
             self._thread.start()
 
     def _countdown(self, timeout_s: float, exit_code: int, why: str) -> None:
         time.sleep(timeout_s)
-        log.critical("%s, and the worker has not stopped after %.0f s: exiting now with code %d "
-                     "(events not yet acked are processed again after the restart)", why, timeout_s, exit_code)
+        log.critical(
+            "%s, and the worker has not stopped after %.0f s: exiting now with code %d "
+            "(events not yet acked are processed again after the restart)",
+            why,
+            timeout_s,
+            exit_code,
+        )
         logging.shutdown()
         self._exit(exit_code)
 
@@ -149,8 +156,9 @@ class HealthServer:
         return Handler
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.5},
-                                        name="streamrec-metrics", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.5}, name="streamrec-metrics", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

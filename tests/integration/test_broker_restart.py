@@ -36,8 +36,15 @@ def _free_port_pair() -> int:
 
 
 def _events(prefix: str, n: int) -> list[tuple[bytes, bytes]]:
-    return [(f"u{i % 5}".encode(), json.dumps({"user_id": f"u{i % 5}", "type": "view", "item_id": f"sku-{i % 8}",
-                                               "event_id": f"{prefix}-{i}"}).encode()) for i in range(n)]
+    return [
+        (
+            f"u{i % 5}".encode(),
+            json.dumps(
+                {"user_id": f"u{i % 5}", "type": "view", "item_id": f"sku-{i % 8}", "event_id": f"{prefix}-{i}"}
+            ).encode(),
+        )
+        for i in range(n)
+    ]
 
 
 async def test_the_worker_survives_a_broker_restart_and_loses_nothing(exported_model: Path, tmp_path: Path) -> None:
@@ -45,16 +52,32 @@ async def test_the_worker_survives_a_broker_restart_and_loses_nothing(exported_m
     broker = LocalKafka(LocalKafkaConfig(port=port, home=tmp_path / "kafka"))
     broker.up()
     bootstrap = broker.config.bootstrap
-    topics = {"app_id": unique_name("app"), "events_topic": "events", "items_topic": "items",
-              "recommendations_topic": "recs", "dead_letter_topic": "dlq"}
-    env = {"STREAMREC_BOOTSTRAP": bootstrap, "STREAMREC_MODEL_DIR": str(exported_model),
-           "STREAMREC_DATA_DIR": str(tmp_path / "w"), "STREAMREC_K": "3", "STREAMREC_PARTITIONS": "2",
-           **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()}}
+    topics = {
+        "app_id": unique_name("app"),
+        "events_topic": "events",
+        "items_topic": "items",
+        "recommendations_topic": "recs",
+        "dead_letter_topic": "dlq",
+    }
+    env = {
+        "STREAMREC_BOOTSTRAP": bootstrap,
+        "STREAMREC_MODEL_DIR": str(exported_model),
+        "STREAMREC_DATA_DIR": str(tmp_path / "w"),
+        "STREAMREC_K": "3",
+        "STREAMREC_PARTITIONS": "2",
+        **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()},
+    }
     worker = start_worker(env, tmp_path / "worker.log")
     try:
         worker.wait_until(lambda m: "streamrec_index_ready" in m, what="metrics")
-        await produce(bootstrap, "items", [(f"sku-{i}".encode(), json.dumps(
-            {"item_id": f"sku-{i}", "title": f"product number {i}"}).encode()) for i in range(8)])
+        await produce(
+            bootstrap,
+            "items",
+            [
+                (f"sku-{i}".encode(), json.dumps({"item_id": f"sku-{i}", "title": f"product number {i}"}).encode())
+                for i in range(8)
+            ],
+        )
         worker.wait_ready()
         before = _events("before", 60)
         await produce(bootstrap, "events", before)

@@ -20,10 +20,23 @@ from streamrec.testing import KafkaForTests, WorkerProcess, consume, produce, st
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CATALOGUE = {f"sku-{i}": t for i, t in enumerate([
-    "Red running shoes", "Trail running shoes", "Espresso coffee beans", "Ceramic teapot with infuser",
-    "Green tea leaves", "Two-person tent", "Down sleeping bag", "Yoga mat", "Science fiction novel", "USB-C charger",
-])}
+CATALOGUE = {
+    f"sku-{i}": t
+    for i, t in enumerate(
+        [
+            "Red running shoes",
+            "Trail running shoes",
+            "Espresso coffee beans",
+            "Ceramic teapot with infuser",
+            "Green tea leaves",
+            "Two-person tent",
+            "Down sleeping bag",
+            "Yoga mat",
+            "Science fiction novel",
+            "USB-C charger",
+        ]
+    )
+}
 NOW_MS = int(time.time() * 1000)
 DEEP = b"[" * 10_000 + b"]" * 10_000
 
@@ -36,8 +49,11 @@ BAD_ITEMS: list[tuple[bytes, bytes, str]] = [
 BAD_EVENTS: list[tuple[bytes | None, bytes, str]] = [
     (b"u1", DEEP, "invalid_json"),
     (None, b'{"user_id": "u\\udc00", "type": "view", "item_id": "sku-1"}', "invalid_value"),
-    ("u\udc00".encode("utf-8", "surrogatepass"), b'{"user_id": "u\\udc00", "type": "view", "item_id": "sku-1"}',
-     "undecodable"),
+    (
+        "u\udc00".encode("utf-8", "surrogatepass"),
+        b'{"user_id": "u\\udc00", "type": "view", "item_id": "sku-1"}',
+        "undecodable",
+    ),
     (b"u1", b'{"user_id": "u1", "type": "view", "item_id": "x\\udc00"}', "invalid_value"),
     (b"u1", b'{"user_id": "u1", "type": "search", "query": "tea \\ud800"}', "invalid_value"),
     (b"u1", b'{"user_id": "u1", "type": "view", "item_id": "new-1", "title": "Mug \\udfff"}', "invalid_value"),
@@ -54,8 +70,10 @@ def _event(user: str, n: int, **fields: Any) -> tuple[bytes, bytes]:
 # Valid events the worker must answer, among them the future timestamps (clamped) and, right after them,
 # events that need the popularity fallback (an item the catalogue does not know).
 FUTURE = [
-    _event("f1", 0, ts=NOW_MS + 30 * 86_400_000), _event("f1", 1, ts=4_102_444_800_000),
-    _event("f2", 2, ts="2100-01-01T00:00:00Z"), _event("f3", 3, item_id="not-in-catalogue"),
+    _event("f1", 0, ts=NOW_MS + 30 * 86_400_000),
+    _event("f1", 1, ts=4_102_444_800_000),
+    _event("f2", 2, ts="2100-01-01T00:00:00Z"),
+    _event("f3", 3, item_id="not-in-catalogue"),
     _event("f1", 4, item_id="not-in-catalogue-either"),
 ]
 
@@ -72,13 +90,20 @@ async def test_every_poison_record_is_dead_lettered_and_the_worker_goes_on(
     kafka: KafkaForTests, exported_model: Path, tmp_path: Path
 ) -> None:
     topics = {
-        "app_id": unique_name("app"), "events_topic": unique_name("events"), "items_topic": unique_name("items"),
-        "recommendations_topic": unique_name("recs"), "dead_letter_topic": unique_name("dlq"),
+        "app_id": unique_name("app"),
+        "events_topic": unique_name("events"),
+        "items_topic": unique_name("items"),
+        "recommendations_topic": unique_name("recs"),
+        "dead_letter_topic": unique_name("dlq"),
     }
     env = {
-        "STREAMREC_BOOTSTRAP": kafka.bootstrap, "STREAMREC_MODEL_DIR": str(exported_model),
-        "STREAMREC_DATA_DIR": str(tmp_path / "w"), "STREAMREC_K": "5", "STREAMREC_PARTITIONS": "1",
-        "STREAMREC_ITEMS_PARTITIONS": "1", "STREAMREC_SHUTDOWN_TIMEOUT_S": "20",
+        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
+        "STREAMREC_MODEL_DIR": str(exported_model),
+        "STREAMREC_DATA_DIR": str(tmp_path / "w"),
+        "STREAMREC_K": "5",
+        "STREAMREC_PARTITIONS": "1",
+        "STREAMREC_ITEMS_PARTITIONS": "1",
+        "STREAMREC_SHUTDOWN_TIMEOUT_S": "20",
         **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()},
     }
     worker: WorkerProcess = start_worker(env, tmp_path / "worker.log")
@@ -111,8 +136,9 @@ async def test_every_poison_record_is_dead_lettered_and_the_worker_goes_on(
             assert abs(by_id[event_id].event_ts - NOW_MS) < 600_000, by_id[event_id]
         assert by_id["f3-3"].fallback and len(by_id["f3-3"].items) == 5  # the fallback after them still works
 
-        dlq = await consume(kafka.bootstrap, topics["dead_letter_topic"], want=len(BAD_EVENTS) + len(BAD_ITEMS),
-                            timeout_s=60)
+        dlq = await consume(
+            kafka.bootstrap, topics["dead_letter_topic"], want=len(BAD_EVENTS) + len(BAD_ITEMS), timeout_s=60
+        )
         got: dict[str, list[tuple[bytes | None, bytes | None, Any]]] = {}
         for r in dlq:
             info = parse_dead_letter_headers(r.headers)

@@ -14,8 +14,18 @@ from streamrec.testing import KafkaForTests, consume, produce, start_worker, uni
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TITLES = ["Red running shoes", "Espresso coffee beans", "Ceramic teapot", "Two-person tent", "Yoga mat",
-          "Sleeping bag", "Science fiction novel", "USB-C charger", "Green tea", "Leather office shoes"]
+TITLES = [
+    "Red running shoes",
+    "Espresso coffee beans",
+    "Ceramic teapot",
+    "Two-person tent",
+    "Yoga mat",
+    "Sleeping bag",
+    "Science fiction novel",
+    "USB-C charger",
+    "Green tea",
+    "Leather office shoes",
+]
 
 
 @pytest.mark.parametrize("corruption", ["offset_in_metadata", "graph_bit"])
@@ -23,17 +33,25 @@ async def test_a_corrupt_snapshot_is_refused_and_rebuilt(
     kafka: KafkaForTests, exported_model: Path, tmp_path: Path, corruption: str
 ) -> None:
     topics = {
-        "app_id": unique_name("app"), "events_topic": unique_name("events"), "items_topic": unique_name("items"),
-        "recommendations_topic": unique_name("recs"), "dead_letter_topic": unique_name("dlq"),
+        "app_id": unique_name("app"),
+        "events_topic": unique_name("events"),
+        "items_topic": unique_name("items"),
+        "recommendations_topic": unique_name("recs"),
+        "dead_letter_topic": unique_name("dlq"),
     }
     env = {
-        "STREAMREC_BOOTSTRAP": kafka.bootstrap, "STREAMREC_MODEL_DIR": str(exported_model),
-        "STREAMREC_DATA_DIR": str(tmp_path / "w"), "STREAMREC_WORKER_NAME": "w1", "STREAMREC_K": "3",
-        "STREAMREC_PARTITIONS": "1", "STREAMREC_ITEMS_PARTITIONS": "1",
+        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
+        "STREAMREC_MODEL_DIR": str(exported_model),
+        "STREAMREC_DATA_DIR": str(tmp_path / "w"),
+        "STREAMREC_WORKER_NAME": "w1",
+        "STREAMREC_K": "3",
+        "STREAMREC_PARTITIONS": "1",
+        "STREAMREC_ITEMS_PARTITIONS": "1",
         **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()},
     }
-    items = [(f"sku-{i}".encode(), json.dumps({"item_id": f"sku-{i}", "title": t}).encode())
-             for i, t in enumerate(TITLES)]
+    items = [
+        (f"sku-{i}".encode(), json.dumps({"item_id": f"sku-{i}", "title": t}).encode()) for i, t in enumerate(TITLES)
+    ]
     worker = start_worker(env, tmp_path / "worker1.log")
     try:
         worker.wait_until(lambda m: "streamrec_index_ready" in m, what="metrics")
@@ -64,8 +82,10 @@ async def test_a_corrupt_snapshot_is_refused_and_rebuilt(
         assert "checksum mismatch" in log
         search = json.dumps({"user_id": "u1", "type": "search", "query": "running shoes", "event_id": "s1"})
         await produce(kafka.bootstrap, topics["events_topic"], [(b"u1", search.encode())])
-        (rec,) = [decode_recommendation(r.value) for r in
-                  await consume(kafka.bootstrap, topics["recommendations_topic"], want=1)]
+        (rec,) = [
+            decode_recommendation(r.value)
+            for r in await consume(kafka.bootstrap, topics["recommendations_topic"], want=1)
+        ]
         assert rec.items[0][0] in ("sku-0", "sku-9")  # the shoes: the first item is back in the index
     finally:
         assert worker.stop() == 0

@@ -67,26 +67,43 @@ class FakeOutput:
 
 class FakeEvent:
     def __init__(self, offset: int, key: bytes | None, value: bytes | None) -> None:
-        self.message = SimpleNamespace(topic="events", partition=0, offset=offset, key=key, value=value,
-                                       timestamp=NOW_S - 1, time_in=None)
+        self.message = SimpleNamespace(
+            topic="events", partition=0, offset=offset, key=key, value=value, timestamp=NOW_S - 1, time_in=None
+        )
         self.acks = 0
 
     def ack(self) -> None:
         self.acks += 1
 
 
-def make_hotpath(pool: ThreadPoolExecutor, *, encoder: FakeEncoder | None = None, recs: FakeOutput | None = None,
-                 max_consecutive_errors: int = 100) -> tuple[HotPath, FakeOutput, FakeOutput, WorkerMetrics]:
+def make_hotpath(
+    pool: ThreadPoolExecutor,
+    *,
+    encoder: FakeEncoder | None = None,
+    recs: FakeOutput | None = None,
+    max_consecutive_errors: int = 100,
+) -> tuple[HotPath, FakeOutput, FakeOutput, WorkerMetrics]:
     index = ExactIndex(DIM)
     index.upsert(ITEMS, np.stack([_vec(i) for i in ITEMS]))
     recs = recs or FakeOutput()
     dlq = FakeOutput()
     metrics = WorkerMetrics(CollectorRegistry())
     hp = HotPath(
-        table={}, recommendations=recs, dead_letter=dlq, encoder=encoder or FakeEncoder(),  # type: ignore[arg-type]
-        index=index, titles={i: f"title of {i}" for i in ITEMS}, strategy=make_strategy("decayed_mean"),
-        popularity=RecentPopularity(half_life_s=300), metrics=metrics, pool=pool, k=5, model_name="m",
-        worker_name="w", clock=lambda: NOW_S, max_consecutive_errors=max_consecutive_errors,
+        table={},
+        recommendations=recs,
+        dead_letter=dlq,
+        encoder=encoder or FakeEncoder(),  # type: ignore[arg-type]
+        index=index,
+        titles={i: f"title of {i}" for i in ITEMS},
+        strategy=make_strategy("decayed_mean"),
+        popularity=RecentPopularity(half_life_s=300),
+        metrics=metrics,
+        pool=pool,
+        k=5,
+        model_name="m",
+        worker_name="w",
+        clock=lambda: NOW_S,
+        max_consecutive_errors=max_consecutive_errors,
     )
     return hp, recs, dlq, metrics
 
@@ -152,8 +169,11 @@ async def test_kafka_errors_are_not_the_records_fault(pool: ThreadPoolExecutor) 
 
 async def test_far_future_timestamps_are_answered_and_counted(pool: ThreadPoolExecutor) -> None:
     hp, recs, dlq, metrics = make_hotpath(pool)
-    future = [valid("u1", 0, ts=int(NOW_S * 1000) + 30 * 86_400_000), valid("u1", 1, ts=4_102_444_800_000),
-              valid("u2", 2, item_id="unknown", ts=4_102_444_800_000)]  # u2: the popularity fallback
+    future = [
+        valid("u1", 0, ts=int(NOW_S * 1000) + 30 * 86_400_000),
+        valid("u1", 1, ts=4_102_444_800_000),
+        valid("u2", 2, item_id="unknown", ts=4_102_444_800_000),
+    ]  # u2: the popularity fallback
     events = await run_batch(hp, future)  # type: ignore[arg-type]
     await run_batch(hp, [valid("u3", 3, item_id="unknown")])  # the fallback after the far-future events
     assert all(e.acks == 1 for e in events) and not dlq.sent and len(recs.sent) == 4
@@ -164,13 +184,24 @@ async def test_far_future_timestamps_are_answered_and_counted(pool: ThreadPoolEx
 # --- generated batches ------------------------------------------------------------------------------------
 
 _text = st.text(max_size=30) | st.sampled_from(["\ud800", "a\udc00", "", " ", "x" * 3000])
-_ts = st.none() | st.integers(min_value=-(10**15), max_value=10**16) | st.floats() | st.sampled_from(
-    ["2100-01-01T00:00:00Z", "1970-01-01", "not a date", 4_102_444_800_000])
+_ts = (
+    st.none()
+    | st.integers(min_value=-(10**15), max_value=10**16)
+    | st.floats()
+    | st.sampled_from(["2100-01-01T00:00:00Z", "1970-01-01", "not a date", 4_102_444_800_000])
+)
 _event_doc = st.fixed_dictionaries(
-    {"user_id": st.sampled_from(["u1", "u2", "u3"]) | _text,
-     "type": st.sampled_from(["view", "click", "add_to_cart", "purchase", "search"]) | _text},
-    optional={"item_id": st.sampled_from([*ITEMS[:5], "unknown-item"]) | _text, "query": _text, "title": _text,
-              "ts": _ts, "event_id": _text},
+    {
+        "user_id": st.sampled_from(["u1", "u2", "u3"]) | _text,
+        "type": st.sampled_from(["view", "click", "add_to_cart", "purchase", "search"]) | _text,
+    },
+    optional={
+        "item_id": st.sampled_from([*ITEMS[:5], "unknown-item"]) | _text,
+        "query": _text,
+        "title": _text,
+        "ts": _ts,
+        "event_id": _text,
+    },
 )
 
 
@@ -184,7 +215,8 @@ _records = st.lists(
     st.builds(_record, _event_doc, st.booleans())
     | st.tuples(st.none() | st.binary(max_size=6), st.binary(max_size=40) | st.none())
     | st.integers(min_value=30, max_value=5_000).map(lambda d: (b"u1", b"[" * d + b"]" * d)),
-    min_size=1, max_size=12,
+    min_size=1,
+    max_size=12,
 )
 
 

@@ -88,8 +88,11 @@ def test_a_surrogate_pair_is_valid_unicode() -> None:
 @pytest.mark.parametrize("field", ["title", "description", "category", "tags"])
 def test_items_with_surrogates_are_dead_lettered_not_fatal(field: str) -> None:
     value = "Teapot \\ud800"
-    doc = f'{{"item_id": "i1", "title": "Teapot", "{field}": ' + (
-        f'["{value}"]' if field == "tags" else f'"{value}"') + "}"
+    doc = (
+        f'{{"item_id": "i1", "title": "Teapot", "{field}": '
+        + (f'["{value}"]' if field == "tags" else f'"{value}"')
+        + "}"
+    )
     assert item_reason(b"i1", doc.encode()) is R.INVALID_VALUE
 
 
@@ -162,18 +165,29 @@ def test_a_record_that_fits_is_copied_unchanged() -> None:
 # --- generated input --------------------------------------------------------------------------------------
 
 _scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=40)
     | st.sampled_from(["\ud800", "x\udc00y", "2100-01-01T00:00:00", "9999-12-31T23:59:59+14:00", "view", "search"])
 )
-_json = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                            max_size=4), max_leaves=20)
+_json = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
 _events = st.fixed_dictionaries(
     {},
     optional={
-        "user_id": _scalars, "type": _scalars | st.sampled_from([t.value for t in EventType]),
-        "item_id": _scalars, "query": _scalars, "title": _scalars, "event_id": _scalars,
-        "ts": _scalars | st.integers(min_value=-(10**16), max_value=10**16), "extra": _json,
+        "user_id": _scalars,
+        "type": _scalars | st.sampled_from([t.value for t in EventType]),
+        "item_id": _scalars,
+        "query": _scalars,
+        "title": _scalars,
+        "event_id": _scalars,
+        "ts": _scalars | st.integers(min_value=-(10**16), max_value=10**16),
+        "extra": _json,
     },
 )
 
@@ -188,7 +202,9 @@ def _deep(depth: int) -> bytes:
 
 
 _raw = (
-    _events.map(_dumps) | _json.map(_dumps) | st.binary(max_size=200)
+    _events.map(_dumps)
+    | _json.map(_dumps)
+    | st.binary(max_size=200)
     | st.integers(min_value=0, max_value=3_000).map(_deep)
     | st.sampled_from([b"NaN", b"-Infinity", b"[" * 5000, b'"\\ud800"', b"{}", b""])
 )
@@ -212,9 +228,15 @@ def test_the_event_decoder_returns_an_event_or_raises_invalid_message(value: byt
 
 _items = st.fixed_dictionaries(
     {},
-    optional={"item_id": _scalars | st.just("i1"), "title": _scalars, "description": _scalars,
-              "category": _scalars, "tags": st.lists(_scalars, max_size=3) | _scalars, "available": _scalars,
-              "extra": _json},
+    optional={
+        "item_id": _scalars | st.just("i1"),
+        "title": _scalars,
+        "description": _scalars,
+        "category": _scalars,
+        "tags": st.lists(_scalars, max_size=3) | _scalars,
+        "available": _scalars,
+        "extra": _json,
+    },
 )
 
 

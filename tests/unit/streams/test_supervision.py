@@ -45,8 +45,9 @@ def test_health_server_serves_metrics_health_and_readiness() -> None:
     registry = CollectorRegistry()
     counter = Counter("streamrec_test_things_total", "things", registry=registry)
     state = {"healthy": True, "ready": False}
-    server = HealthServer(registry, "127.0.0.1", 0, healthy=lambda: state["healthy"], ready=lambda: state["ready"],
-                          max_age_s=0.0)
+    server = HealthServer(
+        registry, "127.0.0.1", 0, healthy=lambda: state["healthy"], ready=lambda: state["ready"], max_age_s=0.0
+    )
     server.start()
     base = f"http://127.0.0.1:{server.port}"
     try:
