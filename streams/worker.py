@@ -6,7 +6,9 @@ micro-batcher and the metrics, and owns their lifecycle.
 snapshot or rebuilds), the batcher and the ``/metrics`` server; the events agent waits until the
 replica is ready, then feeds the batcher. On shutdown (SIGTERM/SIGINT) the batcher is drained --
 events already taken are processed, published and acked -- before Faust commits and stops, and the
-index is snapshotted.
+index is snapshotted. If the events agent, the hot path or the catalogue replica fails, the worker says so
+(``/healthz``, ``/readyz``, ``streamrec_worker_healthy``) and stops with exit status 1 instead of staying up
+as a zombie; the entry point's watchdog bounds every stop by ``shutdown_timeout_s``.
 """
 
 from __future__ import annotations
@@ -158,7 +160,8 @@ class StreamWorker(mode.Service):
         self.app.agent(self.events_topic, name=f"{s.app_id}.recommend")(self._agent)
         self.app.on_before_shutdown.connect(self._on_app_shutdown)  # type: ignore[arg-type]
         self._metrics_server: HealthServer | None = None
-        self.watchdog = watchdog if watchdog is not None else ShutdownWatchdog()
+        # The entry point passes one (it owns the process); an embedding program decides for itself.
+        self.watchdog = watchdog
         self.failed: str | None = None  # the component that failed, if one did
         for component in COMPONENTS:
             self.metrics.component_up.labels(component).set(1)
@@ -221,7 +224,8 @@ class StreamWorker(mode.Service):
                      component, exc)
         self.metrics.component_up.labels(component).set(0)
         self.metrics.healthy.set(0)
-        self.watchdog.arm(self.settings.shutdown_timeout_s, 1, f"{component} failed")
+        if self.watchdog is not None:
+            self.watchdog.arm(self.settings.shutdown_timeout_s, 1, f"{component} failed")
         await self.crash(exc)
 
     def healthy(self) -> bool:
@@ -255,7 +259,8 @@ class StreamWorker(mode.Service):
         await asyncio.sleep(0)
 
     async def on_stop(self) -> None:
-        self.watchdog.arm(self.settings.shutdown_timeout_s, 1, "stopping")
+        if self.watchdog is not None:
+            self.watchdog.arm(self.settings.shutdown_timeout_s, 1, "stopping")
         with contextlib.suppress(Exception):
             await self.batcher.stop(drain=True, timeout_s=self.settings.shutdown_timeout_s / 2)
         await self.replica.stop(snapshot=True)
