@@ -8,7 +8,9 @@ Layout under the caller's ``root``::
     root/.tmp-<rand>/            a save in progress (removed on failure, ignored by load)
 
 A save writes every file into ``.tmp-*``, fsyncs the files, writes ``meta.json`` (format, version, kind, the
-index's parameters, the caller's ``extra`` dict and a SHA-256 + size per file), fsyncs it and the directory,
+index's parameters, the caller's ``extra`` dict, a SHA-256 + size per file, and ``meta_sha256``: the SHA-256
+of the metadata itself in canonical JSON, so that every byte of a snapshot is covered -- a flipped digit in
+the caller's ``extra``, e.g. a resume offset, is refused like a flipped bit in the graph), fsyncs it and the directory,
 renames it to ``snap-*``, then replaces ``CURRENT`` by write-temp + fsync + rename and removes older
 snapshots. A crash at any point leaves either the previous snapshot or the new one, never a torn one. Load
 follows ``CURRENT``, checks format, kind, sizes and checksums before handing any byte to hnswlib (which
@@ -34,7 +36,7 @@ from streamrec.index._base import SnapshotError
 log = logging.getLogger(__name__)
 
 FORMAT = "streamrec-index-snapshot"
-VERSION = 1
+VERSION = 2  # 2: meta.json carries meta_sha256 (version 1 snapshots are refused: rebuilt once)
 META = "meta.json"
 CURRENT = "CURRENT"
 
@@ -94,10 +96,10 @@ class SnapshotWriter:
         for p in sorted(self.tmp.iterdir()):
             _fsync_path(p)
             files[p.name] = {"sha256": _sha256(p), "bytes": p.stat().st_size}
-        write_json(
-            self.tmp / META,
-            {"format": FORMAT, "version": VERSION, "kind": kind, "created_unix": time.time(), **meta, "files": files},
-        )
+        doc = {"format": FORMAT, "version": VERSION, "kind": kind, "created_unix": time.time(), **meta, "files": files}
+        doc = json.loads(json.dumps(doc, allow_nan=False))  # the digest is of what load will read back
+        doc["meta_sha256"] = meta_digest(doc)
+        write_json(self.tmp / META, doc)
         _fsync_path(self.tmp, directory=True)
         final = self.root / f"snap-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
         os.rename(self.tmp, final)
@@ -130,6 +132,13 @@ class SnapshotWriter:
             self.abort()
 
 
+def meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the metadata (without its own ``meta_sha256``) in canonical JSON: sorted keys, no spaces."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
 def open_snapshot(root: Path | str, kind: str, required: tuple[str, ...]) -> tuple[Path, dict[str, Any]]:
     """Find the live snapshot under ``root``, verify it, and return its directory and metadata.
 
@@ -154,6 +163,12 @@ def open_snapshot(root: Path | str, kind: str, required: tuple[str, ...]) -> tup
         raise SnapshotError(f"{snap} is not a streamrec index snapshot")
     if meta.get("version") != VERSION:
         raise SnapshotError(f"{snap} has snapshot version {meta.get('version')!r}; this code reads {VERSION}")
+    try:
+        digest = meta_digest(meta)
+    except ValueError as e:  # NaN/Infinity: never written by us
+        raise SnapshotError(f"{snap / META} holds non-finite numbers: corrupt, rebuild the index") from e
+    if meta.get("meta_sha256") != digest:
+        raise SnapshotError(f"checksum mismatch for {snap / META}: the snapshot metadata is corrupt, rebuild the index")
     if meta.get("kind") != kind:
         raise SnapshotError(f"{snap} holds a {meta.get('kind')!r} index, not {kind!r}")
     files = meta.get("files")

@@ -55,6 +55,11 @@ class EventBatcher(Generic[T]):
         self.items = 0
 
     @property
+    def error(self) -> BaseException | None:
+        """The exception that stopped the batch task, or None."""
+        return self._error
+
+    @property
     def queued(self) -> int:
         return self._queue.qsize()
 

@@ -31,10 +31,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamrec.encoders import TextEncoder
 from streamrec.index import IndexConfig, SnapshotError, VectorIndex, load_index, new_index
-from streamrec.streams.schemas import InvalidMessage, ItemDeletion, ItemRecord, decode_item
+from streamrec.streams.schemas import DeadLetterReason, InvalidMessage, ItemDeletion, ItemRecord, decode_item
 from streamrec.streams.topics import TopicError
 
 log = logging.getLogger(__name__)
+
+
+def _processing_error(exc: BaseException, where: str) -> InvalidMessage:
+    return InvalidMessage(
+        DeadLetterReason.PROCESSING_ERROR,
+        f"{type(exc).__module__}.{type(exc).__qualname__} in {where}: {str(exc)[:300]}",
+    )
 
 
 def item_text(item: ItemRecord) -> str:
@@ -112,6 +119,7 @@ class CatalogReplica:
         snapshot_interval_s: float = 60.0,
         dead_letter: DeadLetterSink | None = None,
         batch_max: int = 256,
+        max_consecutive_errors: int = 100,
     ) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -132,6 +140,8 @@ class CatalogReplica:
         self._task: asyncio.Task[None] | None = None
         self._dirty = False
         self._error: BaseException | None = None
+        self.max_consecutive_errors = max_consecutive_errors
+        self._consecutive_errors = 0
 
     def _restore(self, config: IndexConfig, dim: int) -> tuple[VectorIndex, dict[str, str], dict[int, int]]:
         try:
@@ -231,16 +241,55 @@ class CatalogReplica:
     async def _apply(self, records: Sequence[Any]) -> None:
         # The last record of an item in this batch wins (the topic is compacted the same way).
         latest: dict[str, ItemRecord | ItemDeletion] = {}
+        source: dict[str, Any] = {}
         for r in records:
             try:
                 item = decode_item(r.key, r.value)
-                latest[item.item_id] = item
             except InvalidMessage as exc:
-                self.stats.invalid += 1
-                if self.dead_letter is not None:
-                    await self.dead_letter(r.key, r.value, exc, r.partition, r.offset)
+                await self._reject(r, exc)
+                continue
+            except Exception as exc:  # a decoder bug: never stops the replica
+                await self._reject(r, _processing_error(exc, "decode"))
+                continue
+            latest[item.item_id] = item
+            source[item.item_id] = r
         if not latest:
             return
+        try:
+            await self._apply_items(latest)
+        except Exception as exc:  # the safety net: isolate the record, dead-letter it, go on
+            if len(latest) == 1:
+                await self._fail_one(source[next(iter(latest))], exc)
+                return
+            log.warning("a batch of %d catalogue records failed (%s: %s): re-applying them one by one",
+                        len(latest), type(exc).__name__, exc)
+            for item_id, item in latest.items():
+                try:
+                    await self._apply_items({item_id: item})
+                except Exception as exc1:
+                    await self._fail_one(source[item_id], exc1)
+                else:
+                    self._consecutive_errors = 0
+        else:
+            self._consecutive_errors = 0
+
+    async def _reject(self, record: Any, exc: InvalidMessage) -> None:
+        self.stats.invalid += 1
+        if self.dead_letter is not None:
+            await self.dead_letter(record.key, record.value, exc, record.partition, record.offset)
+
+    async def _fail_one(self, record: Any, exc: Exception) -> None:
+        self._consecutive_errors += 1
+        if self._consecutive_errors > self.max_consecutive_errors:
+            raise RuntimeError(
+                f"{self._consecutive_errors} catalogue records in a row failed (the last: {exc!r}): "
+                "something is broken beyond one bad record"
+            ) from exc
+        log.error("catalogue record %s[%s]@%s failed: dead-lettered as processing_error", self.topic,
+                  record.partition, record.offset, exc_info=exc)
+        await self._reject(record, _processing_error(exc, "index"))
+
+    async def _apply_items(self, latest: dict[str, ItemRecord | ItemDeletion]) -> None:
         deletes = sorted(i for i, it in latest.items() if isinstance(it, ItemDeletion))
         records_ = [it for it in latest.values() if isinstance(it, ItemRecord)]
         # Unavailable items stay in the index, parked: not recommendable, but their vectors still serve

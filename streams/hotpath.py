@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from faust.types import EventT
 
 from streamrec.encoders import TextEncoder
@@ -42,7 +43,15 @@ from streamrec.streams.deadletter import dead_letter_record
 from streamrec.streams.faust_app import set_current_event
 from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams.popularity import RecentPopularity
-from streamrec.streams.schemas import Event, EventType, InvalidMessage, Recommendation, decode_event
+from streamrec.streams.schemas import (
+    DeadLetterReason,
+    Event,
+    EventType,
+    InvalidMessage,
+    Recommendation,
+    clamp_future_ts,
+    decode_event,
+)
 from streamrec.streams.session import SessionPlan, SessionState, SessionStateError, SessionStrategy, exclusions
 
 log = logging.getLogger(__name__)
@@ -71,6 +80,11 @@ class _BatchResult:
 class DeliveryFailed(StreamrecError):
     """A recommendation or dead letter was not acknowledged by Kafka: the worker stops (its event was never
     acked, so it is processed again after the restart)."""
+
+
+class ProcessingHalted(RuntimeError):
+    """Too many events in a row failed on their own: the fault is systemic, not one poison pill; the worker
+    stops (those events stay un-acked and are processed again after the restart)."""
 
 
 class Output:
@@ -119,6 +133,7 @@ class HotPath:
         worker_name: str,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        max_consecutive_errors: int = 100,
     ) -> None:
         self.table = table
         self.recommendations = recommendations
@@ -138,6 +153,8 @@ class HotPath:
         self._dim = encoder.dim
         self._filler = _unit(np.random.default_rng(7).standard_normal(self._dim))
         self._delivery_error: BaseException | None = None
+        self.max_consecutive_errors = max_consecutive_errors
+        self._consecutive_errors = 0
 
     # ------------------------------------------------------------------ the batch
     async def process(self, events: list[EventT[Any]]) -> None:
@@ -145,21 +162,74 @@ class HotPath:
             raise DeliveryFailed(f"an output was not delivered: {self._delivery_error!r}") from self._delivery_error
         m = self.metrics
         start_mono = self.monotonic()
-        delivered: list[tuple[EventT[Any], asyncio.Future[Any]]] = []
         m.batch_size.observe(len(events))
 
         valid: list[tuple[EventT[Any], Event]] = []
+        now_ms = int(self.clock() * 1000)
         for ev in events:
             msg = ev.message
             try:
-                valid.append((ev, decode_event(
+                e = decode_event(
                     msg.value, record_ts_ms=int((msg.timestamp or self.clock()) * 1000), topic=msg.topic,
                     partition=msg.partition, offset=msg.offset, key=msg.key,
-                )))
+                )
             except InvalidMessage as exc:
-                delivered.append((ev, await self._send_dead_letter(ev, exc)))
+                self._ack_on_delivery(ev, await self._send_dead_letter(ev, exc))
+                continue
+            except Exception as exc:  # a decoder bug: never stops the stream
+                self._ack_on_delivery(ev, await self._send_processing_error(ev, exc, "decode"))
+                continue
+            clamped = clamp_future_ts(e, now_ms)
+            if clamped is not e:
+                m.clamped_timestamps.inc()
+            valid.append((ev, clamped))
         decode_s = self.monotonic() - start_mono
+        await self._serve_isolating(valid, start_mono, decode_s / max(1, len(events)))
 
+    async def _serve_isolating(
+        self, valid: list[tuple[EventT[Any], Event]], start_mono: float, decode_s_per_event: float
+    ) -> None:
+        """The safety net: serve ``valid``; if that raises, re-run the batch record by record, and dead-letter
+        (``processing_error``) each record that still fails on its own. Kafka errors are not the record's
+        fault and propagate (the worker stops); so does a run of ``max_consecutive_errors`` failing records
+        with no success between them (something systemic, not a poison pill)."""
+        if not valid:
+            return
+        try:
+            await self._serve(valid, start_mono, decode_s_per_event)
+        except (KafkaError, DeliveryFailed) as exc:
+            if not isinstance(exc, MessageSizeTooLargeError):
+                raise
+            error: Exception = exc
+        except Exception as exc:
+            error = exc
+        else:
+            self._consecutive_errors = 0
+            return
+        if len(valid) > 1:
+            log.warning("a batch of %d events failed (%s: %s): re-running it event by event to isolate the cause",
+                        len(valid), type(error).__name__, error)
+            self.metrics.isolated_batches.inc()
+            for one in valid:
+                await self._serve_isolating([one], start_mono, decode_s_per_event)
+            return
+        ((ev, e),) = valid
+        self._consecutive_errors += 1
+        if self._consecutive_errors > self.max_consecutive_errors:
+            raise ProcessingHalted(
+                f"{self._consecutive_errors} events in a row failed (the last: {error!r}): stopping the worker "
+                "rather than dead-lettering every event"
+            ) from error
+        log.error("event %s of user %r at %s[%s]@%s failed: dead-lettered as processing_error",
+                  e.event_id[:64], e.user_id[:64], ev.message.topic, ev.message.partition, ev.message.offset,
+                  exc_info=error)
+        self._ack_on_delivery(ev, await self._send_processing_error(ev, error, "process"))
+
+    async def _serve(
+        self, valid: list[tuple[EventT[Any], Event]], start_mono: float, decode_s_per_event: float
+    ) -> None:
+        m = self.metrics
+        delivered: list[tuple[EventT[Any], asyncio.Future[Any]]] = []
         t = self.monotonic()
         states: dict[str, SessionState | None] = {}
         for ev, e in valid:
@@ -184,7 +254,7 @@ class HotPath:
         t = self.monotonic()
         now_ms = int(self.clock() * 1000)
         stages = {
-            "decode": decode_s * 1000 / max(1, len(events)),
+            "decode": decode_s_per_event * 1000,
             "state": state_s * 1000,
             "encode": result.encode_s * 1000,
             "index": result.index_s * 1000,
@@ -212,11 +282,14 @@ class HotPath:
                 m.end_to_end.labels("record_in").observe(max(0.0, done_mono - time_in))
             m.stage.labels("queue").observe(_queue_ms(ev, start_mono) / 1000)
         m.recommendations.inc(len(valid))
-        for stage, seconds in (("decode", decode_s / max(1, len(events))), ("state", state_s),
+        for stage, seconds in (("decode", decode_s_per_event), ("state", state_s),
                                ("encode", result.encode_s), ("index", result.index_s), ("publish", publish_s)):
             m.stage.labels(stage).observe(seconds)
         for ev, fut in delivered:
-            fut.add_done_callback(partial(self._ack_when_delivered, ev))
+            self._ack_on_delivery(ev, fut)
+
+    def _ack_on_delivery(self, ev: EventT[Any], fut: asyncio.Future[Any]) -> None:
+        fut.add_done_callback(partial(self._ack_when_delivered, ev))
 
     def _ack_when_delivered(self, ev: EventT[Any], fut: asyncio.Future[Any]) -> None:
         """Ack ``ev`` once its output is acknowledged; a failed delivery leaves it un-acked and stops the
@@ -256,6 +329,10 @@ class HotPath:
         self.metrics.dead_letters.labels(msg.topic, exc.reason.value).inc()
         self.metrics.events.labels("invalid", "dead_letter").inc()
         return fut
+
+    async def _send_processing_error(self, ev: EventT[Any], exc: BaseException, where: str) -> asyncio.Future[Any]:
+        detail = f"{type(exc).__module__}.{type(exc).__qualname__} in {where}: {str(exc)[:300]}"
+        return await self._send_dead_letter(ev, InvalidMessage(DeadLetterReason.PROCESSING_ERROR, detail))
 
     # ------------------------------------------------------------------ the pool's part
     def _compute(self, events: Sequence[Event], states: dict[str, SessionState | None]) -> _BatchResult:

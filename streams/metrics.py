@@ -51,6 +51,24 @@ class WorkerMetrics:
             "streamrec_pipeline_dead_letters_total", "Messages sent to the dead-letter topic, by reason.",
             ["source", "reason"], registry=r,
         )
+        self.clamped_timestamps = Counter(
+            "streamrec_pipeline_clamped_timestamps_total",
+            "Events stamped too far in the future (producer clock skew), clamped to the worker's clock.",
+            registry=r,
+        )
+        self.isolated_batches = Counter(
+            "streamrec_pipeline_isolated_batches_total",
+            "Micro-batches that raised and were re-run event by event to isolate the failing event.",
+            registry=r,
+        )
+        self.component_up = Gauge(
+            "streamrec_worker_component_up",
+            "1 while a component of the worker runs, 0 once it failed (the worker then exits non-zero).",
+            ["component"], registry=r,
+        )
+        self.healthy = Gauge(
+            "streamrec_worker_healthy", "1 while every component of the worker runs (same as /healthz).", registry=r
+        )
         self.recommendations = Counter(
             "streamrec_pipeline_recommendations_total", "Recommendation messages produced.", registry=r,
         )

@@ -54,7 +54,9 @@ class RecentPopularity:
             self._ranked_at = now_s
             self._dirty = False
         base = now_s if self._t0 is None else self._t0
-        scale = 2.0 ** (-(now_s - base) / self.half_life_s)
+        # Never scale up: with events stamped after now_s (clock skew) 2 ** (positive) could overflow; the
+        # scale is uniform, so capping it changes no ranking, only reports those scores undecayed.
+        scale = 2.0 ** (-max(0.0, now_s - base) / self.half_life_s)
         out: list[tuple[str, float]] = []
         for item in self._ranked:
             if item in exclude or (eligible is not None and not eligible(item)):

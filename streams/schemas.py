@@ -25,7 +25,8 @@ old workers keep working). Decoding never raises anything but :class:`InvalidMes
 ```
 
 (1) an ISO-8601 string without a UTC offset is read as UTC; ``ts`` must lie in 0 .. 2100-01-01
-(``Limits.min_ts_ms`` / ``max_ts_ms``), else ``invalid_value``. (2) stable across re-deliveries of
+(``Limits.min_ts_ms`` / ``max_ts_ms``), else ``invalid_value``; a ``ts`` more than 5 minutes ahead of the
+worker's clock is clamped to the worker's clock (:func:`clamp_future_ts`). (2) stable across re-deliveries of
 the same record, so a replayed record is recognised as a duplicate.
 
 ``items`` (key: item_id, compacted)
@@ -76,20 +77,25 @@ Dead-letter reasons (:class:`DeadLetterReason`)
 | reason          | meaning                                                                   |
 | --------------- | ------------------------------------------------------------------------- |
 | `undecodable`   | value (or key) is not UTF-8                                               |
-| `invalid_json`  | not JSON (also: NaN / Infinity literals)                                  |
+| `invalid_json`  | not JSON (also: NaN / Infinity literals, nesting over ``Limits.max_depth``) |
 | `not_an_object` | JSON, but not an object (or a null value on `events`)                     |
-| `missing_field` | a required field is absent or null (or an `items` record has no key)      |
+| `missing_field` | a required field is absent or null (or an `items` record has no key: only  |
+|                 | possible on a topic that is not compacted, as the broker refuses those)  |
 | `wrong_type`    | a field has the wrong JSON type (e.g. a number where a string belongs)    |
 | `unknown_type`  | `type` is not one of the event types                                      |
 | `oversized`     | the whole message is over `Limits.max_message_bytes`, or a field over its limit |
-| `invalid_value` | unusable value: empty id, blank query, bad `ts`, record key != user_id / item_id |
+| `invalid_value` | unusable value: empty id, blank query, bad `ts`, record key != user_id / item_id, |
+|                 | a string that is not valid Unicode (an unpaired ``\\udXXX`` surrogate escape)    |
+| `processing_error` | valid input whose processing raised; the exception type and a short detail |
+|                 | are in the detail header (a bug: please report it with the record)        |
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -106,6 +112,7 @@ __all__ = [
     "ItemRecord",
     "Limits",
     "Recommendation",
+    "clamp_future_ts",
     "decode_event",
     "decode_item",
     "decode_recommendation",
@@ -123,6 +130,7 @@ class DeadLetterReason(StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     OVERSIZED = "oversized"
     INVALID_VALUE = "invalid_value"
+    PROCESSING_ERROR = "processing_error"
 
 
 class InvalidMessage(StreamrecError):
@@ -155,8 +163,10 @@ class Limits:
     max_text_chars: int = 2_000  # query, title, category
     max_description_chars: int = 10_000
     max_tags: int = 100
+    max_depth: int = 32  # JSON nesting (objects and arrays); our messages need 3
     min_ts_ms: int = 0
     max_ts_ms: int = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+    max_future_skew_ms: int = 300_000  # clock-skew policy: see clamp_future_ts
 
 
 DEFAULT_LIMITS = Limits()
@@ -276,13 +286,57 @@ def _parse_object(value: bytes, limits: Limits, what: str) -> dict[str, Any]:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidMessage(_R.UNDECODABLE, f"{what} is not UTF-8: {exc.reason} at {exc.start}") from None
+    depth = _max_depth(text, limits.max_depth)
+    if depth > limits.max_depth:
+        raise InvalidMessage(
+            _R.INVALID_JSON, f"{what} nests arrays/objects over {limits.max_depth} levels deep (the limit)"
+        )
     try:
         doc = _DECODER.decode(text)
     except ValueError as exc:  # json.JSONDecodeError and the NaN/Infinity rejection
         raise InvalidMessage(_R.INVALID_JSON, f"{what} is not JSON: {exc}") from None
+    except RecursionError:  # belt and braces: _max_depth counts brackets outside strings
+        raise InvalidMessage(_R.INVALID_JSON, f"{what} nests too deeply to decode") from None
     if not isinstance(doc, dict):
         raise InvalidMessage(_R.NOT_AN_OBJECT, f"{what} is a JSON {type(doc).__name__}, not an object")
     return doc
+
+
+_STRUCTURAL = re.compile(r'[\[\]{}"\\]')
+
+
+def _max_depth(text: str, stop_above: int) -> int:
+    """The deepest nesting of arrays/objects outside JSON strings (stops counting above ``stop_above``).
+
+    Checked before parsing: the json module recurses once per level and raises RecursionError near 1,000
+    levels. Only brackets, quotes and backslashes are visited (found by a regex), so a flat message costs
+    a few microseconds and the scan is linear in the worst case.
+    """
+    if "[" not in text and "{" not in text:
+        return 0
+    depth = deepest = 0
+    in_string = False
+    escaped_at = -1  # the position of the character a backslash escapes
+    for m in _STRUCTURAL.finditer(text):
+        c, at = m.group(), m.start()
+        if in_string:
+            if at == escaped_at:
+                continue
+            if c == "\\":
+                escaped_at = at + 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c == "[" or c == "{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > stop_above:
+                    break
+        elif c == "]" or c == "}":
+            depth -= 1
+    return deepest
 
 
 def _str(doc: dict[str, Any], name: str, max_chars: int, *, required: bool, empty_ok: bool = False) -> str | None:
@@ -295,9 +349,24 @@ def _str(doc: dict[str, Any], name: str, max_chars: int, *, required: bool, empt
         raise InvalidMessage(_R.WRONG_TYPE, f"field {name!r} must be a string, not {_jtype(v)}")
     if len(v) > max_chars:
         raise InvalidMessage(_R.OVERSIZED, f"field {name!r} has {len(v)} chars, over {max_chars}")
+    _check_unicode(v, f"field {name!r}")
     if not empty_ok and not v.strip():
         raise InvalidMessage(_R.INVALID_VALUE, f"field {name!r} is empty")
     return v
+
+
+def _check_unicode(v: str, what: str) -> None:
+    """Reject strings that are not Unicode text: JSON allows ``\\ud800`` escapes (unpaired surrogates), which
+    cannot be encoded as UTF-8 again (the tokenizer and every output would fail on them)."""
+    if v.isascii():
+        return
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMessage(
+            _R.INVALID_VALUE,
+            f"{what} is not valid Unicode: unpaired surrogate {v[exc.start]!r} at {exc.start}",
+        ) from None
 
 
 def _jtype(v: object) -> str:
@@ -363,6 +432,13 @@ def decode_event(
     anything else would update state on the wrong partition (``invalid_value``). A null key is not
     checked (pass ``key=None`` to skip the check altogether).
     """
+    if key is not None:
+        if len(key) > limits.max_id_chars * 4:
+            raise InvalidMessage(_R.OVERSIZED, f"event key is {len(key)} bytes, over {limits.max_id_chars * 4}")
+        try:
+            key.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidMessage(_R.UNDECODABLE, f"event key is not UTF-8: {exc.reason} at {exc.start}") from None
     if value is None:
         raise InvalidMessage(_R.NOT_AN_OBJECT, "event value is null")
     doc = _parse_object(value, limits, "event")
@@ -398,6 +474,22 @@ def decode_event(
             f"record key {key[:64]!r} differs from user_id {user_id[:64]!r} (key events by user_id)",
         )
     return Event(user_id, etype, item_id, query, ts_ms, event_id, title)
+
+
+def clamp_future_ts(event: Event, now_ms: int, limits: Limits = DEFAULT_LIMITS) -> Event:
+    """Clock-skew policy: an event stamped more than ``limits.max_future_skew_ms`` after ``now_ms`` (the
+    worker's clock when it took the event) is **clamped** to ``now_ms``; returns ``event`` itself otherwise.
+
+    Clamped, not rejected: the interaction is real and worth answering -- only the producer's clock is wrong,
+    and an event cannot have happened after the worker received it, so "now" is the best estimate. Rejecting
+    would leave every user of a skewed client without recommendations. Left unclamped, one far-future
+    timestamp would become the session's ``last_ts`` and freeze its decay (every later event would look
+    older), and would push the popularity clock ahead of real time. Skew within the tolerance is kept as
+    stamped, so clocks that are slightly ahead do not reorder a session.
+    """
+    if event.ts_ms - now_ms > limits.max_future_skew_ms:
+        return replace(event, ts_ms=now_ms)
+    return event
 
 
 def decode_item(
@@ -449,6 +541,7 @@ def decode_item(
                 raise InvalidMessage(_R.WRONG_TYPE, f"field 'tags' must hold strings, not {_jtype(t)}")
             if len(t) > limits.max_id_chars:
                 raise InvalidMessage(_R.OVERSIZED, f"a tag has {len(t)} chars, over {limits.max_id_chars}")
+            _check_unicode(t, "a tag")
         tags = tuple(raw_tags)
     return ItemRecord(item_id, title or "", description or None, category or None, tags, available)
 

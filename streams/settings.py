@@ -74,6 +74,16 @@ class WorkerSettings(BaseSettings):
     )
     snapshot_interval_s: float = Field(60.0, gt=0, description="seconds between index snapshots (if changed)")
 
+    static_membership: bool = Field(
+        True, description="static consumer-group membership (id app_id:worker_name): a restart rejoins at once"
+    )
+    session_timeout_s: float = Field(
+        10.0, ge=6, le=90, description="consumer-group session timeout: a dead worker's partitions move after it"
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="a stop (SIGTERM, or a failed component) that takes longer ends the process"
+    )
+
     # --- observability -------------------------------------------------------------------
     metrics_host: str = Field("127.0.0.1", description="address the /metrics server binds to")
     metrics_port: int = Field(9464, ge=0, description="port of the /metrics server (0: off)")

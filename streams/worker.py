@@ -6,7 +6,9 @@ micro-batcher and the metrics, and owns their lifecycle.
 snapshot or rebuilds), the batcher and the ``/metrics`` server; the events agent waits until the
 replica is ready, then feeds the batcher. On shutdown (SIGTERM/SIGINT) the batcher is drained --
 events already taken are processed, published and acked -- before Faust commits and stops, and the
-index is snapshotted.
+index is snapshotted. If the events agent, the hot path or the catalogue replica fails, the worker says so
+(``/healthz``, ``/readyz``, ``streamrec_worker_healthy``) and stops with exit status 1 instead of staying up
+as a zombie; the entry point's watchdog bounds every stop by ``shutdown_timeout_s``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import IO, Any
 
 import faust
 import mode
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 import streamrec
 from streamrec.encoders import CachedEncoder, EmbeddingCache, OnnxEncoderConfig, OnnxTextEncoder
@@ -38,9 +40,11 @@ from streamrec.streams.metrics import GcPauseTimer, WorkerMetrics
 from streamrec.streams.popularity import RecentPopularity
 from streamrec.streams.session import SessionConfig, make_strategy
 from streamrec.streams.settings import WorkerSettings
+from streamrec.streams.supervision import HealthServer, ShutdownWatchdog
 
 log = logging.getLogger(__name__)
 
+COMPONENTS = ("events_agent", "hot_path", "catalogue_replica")
 
 def default_worker_name(settings: WorkerSettings) -> str:
     return settings.worker_name or socket.gethostname()
@@ -103,6 +107,7 @@ class StreamWorker(mode.Service):
         encoder: OnnxTextEncoder,
         partitions: int,
         registry: CollectorRegistry | None = None,
+        watchdog: ShutdownWatchdog | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -133,6 +138,8 @@ class StreamWorker(mode.Service):
         self.app = build_faust_app(
             app_id=s.app_id, bootstrap=s.bootstrap, data_dir=self.state_dir / "faust", partitions=partitions,
             producer_linger_ms=s.producer_linger_ms,
+            group_instance_id=f"{s.app_id}:{self.worker_name}" if s.static_membership else None,
+            session_timeout_s=s.session_timeout_s,
         )
         self.table = sessions_table(self.app, partitions)
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
@@ -152,7 +159,13 @@ class StreamWorker(mode.Service):
         )
         self.app.agent(self.events_topic, name=f"{s.app_id}.recommend")(self._agent)
         self.app.on_before_shutdown.connect(self._on_app_shutdown)  # type: ignore[arg-type]
-        self._metrics_server: Any = None
+        self._metrics_server: HealthServer | None = None
+        # The entry point passes one (it owns the process); an embedding program decides for itself.
+        self.watchdog = watchdog
+        self.failed: str | None = None  # the component that failed, if one did
+        for component in COMPONENTS:
+            self.metrics.component_up.labels(component).set(1)
+        self.metrics.healthy.set(1)
         self._cache_seen = (0, 0)
         self._catalog_seen: dict[str, int] = {}
 
@@ -166,41 +179,76 @@ class StreamWorker(mode.Service):
 
     # ------------------------------------------------------------------ the agent
     async def _agent(self, stream: faust.StreamT[Any]) -> None:
-        await self.replica.wait_ready()
-        async for event in stream.noack().events():  # type: ignore[attr-defined]
-            try:
-                await self.batcher.put(event)
-            except BatcherStopped:
-                # Shutting down: leave the rest un-acked; it is processed after the restart.
-                await asyncio.Event().wait()
+        try:
+            await self.replica.wait_ready()
+            async for event in stream.noack().events():  # type: ignore[attr-defined]
+                try:
+                    await self.batcher.put(event)
+                except BatcherStopped:
+                    # Shutting down: leave the rest un-acked; it is processed after the restart.
+                    await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The hot path's own failure surfaces here too (put re-raises it). Faust would restart the agent,
+            # which would fail again on every event while the process looks alive: stop the worker instead.
+            component = "hot_path" if exc is self.batcher.error else "events_agent"
+            await self.fail(component, exc)
+            await asyncio.Event().wait()  # until the shutdown cancels us
+
+    async def fail(self, component: str, exc: BaseException) -> None:
+        """A component failed: report it (health, readiness, metrics) and stop the worker with a non-zero exit
+        status, within the shutdown timeout whatever hangs, so that its supervisor restarts it."""
+        if self.failed is not None:
+            return
+        self.failed = component
+        log.critical("%s failed (%r): stopping the worker (exit status 1) so that its supervisor restarts it",
+                     component, exc)
+        self.metrics.component_up.labels(component).set(0)
+        self.metrics.healthy.set(0)
+        if self.watchdog is not None:
+            self.watchdog.arm(self.settings.shutdown_timeout_s, 1, f"{component} failed")
+        await self.crash(exc)
+
+    def healthy(self) -> bool:
+        return self.failed is None
+
+    def ready(self) -> bool:
+        return self.failed is None and self.replica.ready
 
     # ------------------------------------------------------------------ lifecycle
     async def on_start(self) -> None:
         s = self.settings
         self._gc_timer.install()
         if s.metrics_port:
-            self._metrics_server, _ = start_http_server(s.metrics_port, addr=s.metrics_host, registry=self.registry)
-            log.info("metrics on http://%s:%d/metrics", s.metrics_host, s.metrics_port)
+            self._metrics_server = HealthServer(self.registry, s.metrics_host, s.metrics_port,
+                                                healthy=self.healthy, ready=self.ready)
+            self._metrics_server.start()
+            log.info("metrics on http://%s:%d/metrics (and /healthz, /readyz)", s.metrics_host, s.metrics_port)
         await self.replica.start()
         await self.batcher.start()
         self.add_future(self._refresh_gauges())
 
     async def _on_app_shutdown(self, app: Any, *args: Any, **kwargs: Any) -> None:
         log.info("draining the hot path before Faust commits and stops")
-        await self.batcher.stop(drain=True)
+        try:
+            await self.batcher.stop(drain=True, timeout_s=self.settings.shutdown_timeout_s / 2)
+        except Exception as exc:  # it failed earlier: its events stay un-acked (processed after the restart)
+            log.warning("the hot path had failed: %r", exc)
         # wait for the outputs in flight, then let their ack callbacks run, so the final commit includes them
         with contextlib.suppress(Exception):
             await self.app.producer.flush()
         await asyncio.sleep(0)
 
     async def on_stop(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.arm(self.settings.shutdown_timeout_s, 1, "stopping")
         with contextlib.suppress(Exception):
-            await self.batcher.stop(drain=True)
+            await self.batcher.stop(drain=True, timeout_s=self.settings.shutdown_timeout_s / 2)
         await self.replica.stop(snapshot=True)
         self.pool.shutdown(wait=True, cancel_futures=False)
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
+            self._metrics_server.stop()
         self._gc_timer.remove()
         self._lock.release()
 
@@ -208,14 +256,16 @@ class StreamWorker(mode.Service):
         m = self.metrics
         while not self.should_stop:
             if self.replica.error is not None:
-                log.critical("catalogue replica failed: stopping the worker")
-                await self.crash(self.replica.error)
+                await self.fail("catalogue_replica", self.replica.error)
+                return
+            if self.batcher.error is not None:
+                await self.fail("hot_path", self.batcher.error)
                 return
             st = self.index.stats()
             m.index_items.set(st.items)
             m.index_capacity.set(st.capacity)
             m.index_deleted.set(st.deleted_slots)
-            m.index_ready.set(1 if self.replica.ready else 0)
+            m.index_ready.set(1 if self.ready() else 0)
             last = self.replica.stats.last_snapshot_wall
             m.snapshot_age.set(float("nan") if last is None else time.time() - last)
             if isinstance(self.encoder, CachedEncoder):

@@ -36,9 +36,8 @@ def topic_specs(s: WorkerSettings) -> list[TopicSpec]:
 
 
 def run(args: argparse.Namespace) -> int:
-    import faust
-
     from streamrec.commands.export import default_model_dir
+    from streamrec.streams.supervision import ShutdownWatchdog, SupervisedWorker
     from streamrec.streams.worker import StreamWorker, load_encoder
 
     settings = settings_from_args(WorkerSettings, args)
@@ -47,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     partitions = counts[settings.events_topic]
     encoder = load_encoder(settings, settings.model_dir or default_model_dir())
     log.info("encoder: %s", encoder)
-    worker = StreamWorker(settings, encoder=encoder, partitions=partitions)
-    faust.Worker(
+    watchdog = ShutdownWatchdog()
+    worker = StreamWorker(settings, encoder=encoder, partitions=partitions, watchdog=watchdog)
+    SupervisedWorker(
         worker.app, worker, loglevel=logging.getLevelName(logging.getLogger().level), quiet=True,
+        watchdog=watchdog, shutdown_timeout_s=settings.shutdown_timeout_s,
     ).execute_from_commandline()
     return 0

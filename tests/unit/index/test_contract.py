@@ -301,6 +301,23 @@ def test_snapshot_refusals(make_index: Factory, tmp_path: Path) -> None:
         load_like(index, tmp_path)
 
 
+def test_every_byte_of_the_metadata_is_covered(make_index: Factory, tmp_path: Path) -> None:
+    """One digit flipped in the caller's extra (a resume offset: 196 -> 197) must be refused, not resumed from."""
+    index, _ = filled(make_index, 10)
+    snap = index.save(tmp_path, extra={"offsets": {"0": 196, "1": 40}})
+    raw = (snap / "meta.json").read_bytes()
+    assert raw.count(b":196") == 1
+    (snap / "meta.json").write_bytes(raw.replace(b":196", b":197"))
+    with pytest.raises(SnapshotError, match="metadata is corrupt"):
+        load_like(index, tmp_path)
+    for flip in (b'"dim":16', b'"kind":'):  # any other field: also refused (by the digest or by the check)
+        (snap / "meta.json").write_bytes(raw.replace(flip, flip[:-1] + bytes([flip[-1] ^ 1]), 1))
+        with pytest.raises(SnapshotError):
+            load_like(index, tmp_path)
+    (snap / "meta.json").write_bytes(raw)
+    assert load_like(index, tmp_path)[1] == {"offsets": {"0": 196, "1": 40}}
+
+
 def test_snapshot_of_another_kind_is_refused(make_index: Factory, tmp_path: Path) -> None:
     from streamrec.index import ExactIndex, HnswIndex
 

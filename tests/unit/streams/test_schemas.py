@@ -47,7 +47,7 @@ def reason_of(fn: Any, *args: Any, **kw: Any) -> DeadLetterReason:
 def test_reason_values_are_stable() -> None:
     assert [r.value for r in R] == [
         "undecodable", "invalid_json", "not_an_object", "missing_field",
-        "wrong_type", "unknown_type", "oversized", "invalid_value",
+        "wrong_type", "unknown_type", "oversized", "invalid_value", "processing_error",
     ]
 
 
