@@ -80,8 +80,10 @@ class CatalogReplica:
         titles: dict[str, str] | None = None,
         batch_max: int = 256,
         snapshot_extra: dict[str, Any] | None = None,
+        client_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.client_kwargs = dict(client_kwargs or {})  # security (KafkaSecurity.aiokafka_kwargs)
         self.topic = topic
         self.index = index
         self.encoder = encoder
@@ -110,7 +112,7 @@ class CatalogReplica:
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-            auto_offset_reset="earliest", isolation_level="read_committed",
+            auto_offset_reset="earliest", isolation_level="read_committed", **self.client_kwargs,
         )
         await consumer.start()
         self._consumer = consumer

@@ -46,11 +46,14 @@ def build_faust_app(
     partitions: int,
     commit_interval_s: float = 1.0,
     producer_linger_ms: int = 0,
+    credentials: Any = None,
 ) -> faust.App:
+    """``credentials``: Faust's ``broker_credentials`` (see :meth:`KafkaSecurity.faust_credentials`)."""
     brokers = [f"kafka://{hostport.strip()}" for hostport in bootstrap.split(",") if hostport.strip()]
     return faust.App(
         app_id,
         broker=brokers,
+        broker_credentials=credentials,
         store="rocksdb://",
         datadir=str(data_dir),
         web_enabled=False,

@@ -8,10 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from streamrec.streams.security import KafkaSecuritySettings
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(KafkaSecuritySettings):
+    """The worker's settings; the Kafka connection's security (``STREAMREC_KAFKA_*``) comes from the base class."""
+
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
 
     # --- Kafka ---------------------------------------------------------------------------

@@ -122,9 +122,10 @@ class StreamWorker(mode.Service):
         self.index, start_offsets, titles = self._load_index()
         self.titles: dict[str, str] = titles
         self.pool = ThreadPoolExecutor(max_workers=s.pool_threads, thread_name_prefix="streamrec-pool")
+        security = s.kafka_security()
         self.app = build_faust_app(
             app_id=s.app_id, bootstrap=s.bootstrap, data_dir=self.state_dir / "faust", partitions=partitions,
-            producer_linger_ms=s.producer_linger_ms,
+            producer_linger_ms=s.producer_linger_ms, credentials=security.faust_credentials(),
         )
         self.table = sessions_table(self.app, partitions)
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
@@ -135,7 +136,7 @@ class StreamWorker(mode.Service):
             bootstrap=s.bootstrap, topic=s.items_topic, index=self.index, encoder=self.encoder, pool=self.pool,
             snapshot_dir=self.state_dir / "index", snapshot_interval_s=s.snapshot_interval_s,
             start_offsets=start_offsets, titles=self.titles, dead_letter=self._catalog_dead_letter,
-            snapshot_extra={"model": self.model_name},
+            snapshot_extra={"model": self.model_name}, client_kwargs=security.aiokafka_kwargs(),
         )
         self.replica.stats.last_snapshot_wall = snapshot_wall
         config = SessionConfig(half_life_s=s.half_life_s, blend_alpha=s.blend_alpha, exclude_seen=s.exclude_seen,
