@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -108,6 +110,8 @@ class KafkaSecuritySettings(BaseSettings):
                     f"(STREAMREC_KAFKA_PASSWORD_FILE): {exc.strerror}"
                 ) from None
             password = SecretStr(text.rstrip("\r\n"))
+        if password is not None:
+            redact_in_logs(password.get_secret_value())
         return KafkaSecurity(
             protocol=self.kafka_security_protocol,
             ca_file=self.kafka_ca_file,
@@ -202,6 +206,47 @@ class KafkaSecurity:
 
 
 PLAINTEXT = KafkaSecurity()
+
+
+# ---------------------------------------------------------------- log redaction (a safety net)
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_installed = False
+
+
+def redact_in_logs(secret: str) -> None:
+    """Register a secret that :func:`install_log_redaction` removes from every log message.
+
+    Why: at DEBUG, aiokafka logs every request it sends, and a SASL/PLAIN authentication request
+    carries the password in clear (``sasl_auth_bytes=b'\\x00user\\x00password'``). streamrec never
+    logs the password itself; this keeps libraries from doing it either.
+    """
+    if len(secret) >= 4:  # shorter "secrets" would redact ordinary text
+        with _secrets_lock:
+            _secrets.add(secret)
+
+
+def install_log_redaction() -> None:
+    """Entry points: redact registered secrets in every log record when it is created (so whatever
+    handlers Faust/mode install later, none sees them). Idempotent."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    make_record = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        if _secrets:
+            message = record.getMessage()
+            redacted = message
+            for secret in tuple(_secrets):
+                redacted = redacted.replace(secret, "***")
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return record
+
+    logging.setLogRecordFactory(factory)
 
 
 def split_bootstrap(bootstrap: str) -> list[tuple[str, int]]:

@@ -173,3 +173,21 @@ def test_secure_server_properties(tmp_path: Path) -> None:
     assert "SCRAM-SHA-512=[name=bob,password=pw-1]" in args
     with pytest.raises(ValueError, match="must not contain"):
         format_arguments(layout, (("eve", "a,b"),))
+
+
+def test_log_records_never_carry_a_registered_password(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from streamrec.streams.security import install_log_redaction, redact_in_logs
+
+    install_log_redaction()
+    KafkaSecuritySettings(kafka_security_protocol="SASL_PLAINTEXT", kafka_username="u",
+                          kafka_password=SecretStr(SECRET)).kafka_security()  # registers it
+    struct_repr = f"SaslAuthenticateRequest_v1(sasl_auth_bytes=b'\\x00u\\x00{SECRET}')"  # aiokafka, DEBUG
+    with caplog.at_level(logging.DEBUG, logger="aiokafka.conn"):
+        logging.getLogger("aiokafka.conn").debug("Request to %s:%d %d: %s", "127.0.0.1", 9092, 7, struct_repr)
+    assert caplog.records and SECRET not in caplog.text
+    assert "sasl_auth_bytes=b'\\x00u\\x00***'" in caplog.text
+    redact_in_logs("ab")  # too short to redact safely: ignored
+    logging.getLogger("x").warning("a tab b")
+    assert "a tab b" in caplog.text
