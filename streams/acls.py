@@ -67,6 +67,7 @@ class PatternType(enum.IntEnum):
 TOPIC_AUTHORIZATION_FAILED = 29
 UNKNOWN_TOPIC_OR_PARTITION = 3
 GROUP_AUTHORIZATION_FAILED = 30
+ALLOW = 3  # AclPermissionType
 _NOT_PROVIDED = -(2**31)  # Kafka's "authorized operations not computed" sentinel
 
 
@@ -256,18 +257,36 @@ async def check_permissions(bootstrap: str, security: KafkaSecurity, needs: Iter
         )
 
 
-async def create_acls(bootstrap: str, security: KafkaSecurity, acls: Iterable[Acl]) -> None:
-    """Add ALLOW ACLs (needs an admin principal: ALTER on the cluster)."""
-    from aiokafka.protocol.admin import CreateAclsRequest
+async def create_acls(bootstrap: str, security: KafkaSecurity, acls: Iterable[Acl], *, wait_s: float = 15.0) -> None:
+    """Add ALLOW ACLs (needs an admin principal: ALTER on the cluster), then wait until the broker's
+    authorizer lists them (ACLs are applied from the metadata log asynchronously)."""
+    from aiokafka.protocol.admin import CreateAclsRequest, DescribeAclsRequest
 
+    acls = list(acls)
     admin = await _admin(bootstrap, security)
     try:
         for acl in acls:
             response = await admin._send_request(  # aiokafka: no public call
-                CreateAclsRequest(acl.resource, acl.name, acl.pattern, acl.principal, acl.host, acl.operation, 3)
+                CreateAclsRequest(acl.resource, acl.name, acl.pattern, acl.principal, acl.host, acl.operation, ALLOW)
             )
             for error_code, error_message in response.creation_responses:
                 if error_code:
                     raise KafkaAuthorizationError(f"creating the ACL {acl} failed: error {error_code} {error_message}")
+        node_id = admin._client.get_random_node()
+        deadline = asyncio.get_running_loop().time() + wait_s
+        pending = list(acls)
+        while pending:
+            acl = pending[0]
+            response = await admin._send_request(
+                DescribeAclsRequest(acl.resource, acl.name, acl.pattern, acl.principal, acl.host, acl.operation,
+                                    ALLOW),
+                node_id,
+            )
+            if response.error_code == 0 and response.resources:
+                pending.pop(0)
+            elif asyncio.get_running_loop().time() > deadline:
+                raise KafkaAuthorizationError(f"the ACL {acl} was created but is not visible after {wait_s:.0f} s")
+            else:
+                await asyncio.sleep(0.05)
     finally:
         await admin.close()
