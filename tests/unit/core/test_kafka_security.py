@@ -191,3 +191,40 @@ def test_log_records_never_carry_a_registered_password(caplog: pytest.LogCapture
     redact_in_logs("ab")  # too short to redact safely: ignored
     logging.getLogger("x").warning("a tab b")
     assert "a tab b" in caplog.text
+
+
+def test_create_topic_errors_name_the_operation_and_topic() -> None:
+    from types import SimpleNamespace
+
+    from streamrec.streams.topics import TopicError, _raise_create_errors
+
+    security = KafkaSecurity("SASL_SSL", mechanism="SCRAM-SHA-512", username="bob", password=SecretStr(SECRET))
+    _raise_create_errors(SimpleNamespace(topic_errors=[("a", 0, None), ("b", 36, "exists")]), security)  # fine
+    with pytest.raises(TopicError, match="user 'bob' is not allowed CREATE on topic 'c'"):
+        _raise_create_errors(SimpleNamespace(topic_errors=[("c", 29, "denied")]), security)
+    with pytest.raises(TopicError, match="creating topic 'd' failed: error 37"):
+        _raise_create_errors(SimpleNamespace(topic_errors=[("d", 37, "bad partitions")]), security)
+
+
+def test_the_worker_asks_for_exactly_the_documented_acls() -> None:
+    from streamrec.commands.worker import permissions_needed
+    from streamrec.streams.acls import Operation, ResourceType
+
+    needs = {(n.resource, n.name, n.operation) for n in permissions_needed(WorkerSettings(app_id="app"))}
+    t, g = ResourceType.TOPIC, ResourceType.GROUP
+    assert needs == {
+        (t, "events", Operation.READ), (t, "items", Operation.READ), (t, "recommendations", Operation.WRITE),
+        (t, "dead-letter", Operation.WRITE), (g, "app", Operation.READ),
+        (t, "app-sessions-changelog", Operation.READ), (t, "app-sessions-changelog", Operation.WRITE),
+        (t, "app-__assignor-__leader", Operation.READ), (t, "app-__assignor-__leader", Operation.WRITE),
+    }
+
+
+def test_operation_bits_and_implications() -> None:
+    from streamrec.streams.acls import Operation, _implied, _operations
+
+    assert _operations(-(2**31)) == set()
+    assert _operations((1 << 3) | (1 << 8)) == {Operation.READ, Operation.DESCRIBE}
+    assert Operation.DESCRIBE in _implied({Operation.WRITE})
+    assert _implied({Operation.ALL}) == set(Operation)
+    assert Operation.READ not in _implied({Operation.DESCRIBE})
