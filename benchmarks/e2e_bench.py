@@ -280,10 +280,13 @@ def _start_echo(
     bootstrap: str, source: str, sink: str, partitions: int, security_env: dict[str, str]
 ) -> subprocess.Popen[str]:
     """The floor's echo in its own process (like a worker); returns once it reads its partitions."""
+    from streamrec.testing import subprocess_environment
+
     echo = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.e2e_echo", "--bootstrap", bootstrap, "--source", source, "--sink", sink,
          "--partitions", str(partitions)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, **security_env, "PYTHONPATH": str(REPO)},
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        env={**subprocess_environment(security_env), "PYTHONPATH": str(REPO)},
     )
     assert echo.stdout is not None
     if echo.stdout.readline().strip() != "ready":

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from streamrec.localkafka import LocalKafka, LocalKafkaConfig
-from streamrec.streams.security import PLAINTEXT, KafkaSecurity
+from streamrec.streams.security import PLAINTEXT, KafkaSecurity, KafkaSecuritySettings
 
 T = TypeVar("T")
 
 __all__ = [
     "KafkaForTests", "WorkerProcess", "consume", "create_topics", "delete_topics", "free_port", "produce",
-    "run_off_loop", "security_environment", "start_broker", "start_secure_broker", "start_worker", "unique_name",
+    "run_off_loop", "security_environment", "start_broker", "start_secure_broker", "start_worker",
+    "subprocess_environment", "unique_name",
 ]
 
 
@@ -105,6 +106,18 @@ def security_environment(security: KafkaSecurity, password_file: Path | None = N
         elif security.password is not None:
             env["STREAMREC_KAFKA_PASSWORD"] = security.password.get_secret_value()
     return env
+
+
+def subprocess_environment(settings_env: dict[str, str]) -> dict[str, str]:
+    """This process's environment updated with ``settings_env``; when that sets any ``STREAMREC_KAFKA_*``
+    security variable, the inherited ones are dropped (a password and a password file must not mix)."""
+    import os
+
+    names = {f"STREAMREC_{n.upper()}" for n in KafkaSecuritySettings.model_fields}
+    inherited = dict(os.environ)
+    if names & settings_env.keys():
+        inherited = {k: v for k, v in inherited.items() if k not in names}
+    return {**inherited, **settings_env}
 
 
 def unique_name(prefix: str) -> str:
@@ -235,12 +248,12 @@ class WorkerProcess:
 
 def start_worker(settings_env: dict[str, str], log_path: Path, metrics_port: int | None = None) -> WorkerProcess:
     """Start ``streamrec worker`` with ``STREAMREC_*`` settings; the metrics server binds to loopback."""
-    import os
     import subprocess
     import sys
 
     port = metrics_port or free_port()
-    env = {**os.environ, **settings_env, "STREAMREC_METRICS_HOST": "127.0.0.1", "STREAMREC_METRICS_PORT": str(port)}
+    env = {**subprocess_environment(settings_env), "STREAMREC_METRICS_HOST": "127.0.0.1",
+           "STREAMREC_METRICS_PORT": str(port)}
     log_file = log_path.open("ab")
     try:
         proc = subprocess.Popen(

@@ -40,6 +40,7 @@ from streamrec.testing import (
     security_environment,
     start_secure_broker,
     start_worker,
+    subprocess_environment,
     unique_name,
 )
 
@@ -139,7 +140,7 @@ def _run_worker_cli(env: dict[str, str], timeout_s: float = 60.0) -> tuple[int, 
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "streamrec.cli", "--log-level", "DEBUG", "worker"],
-        env={**os.environ, **env, "STREAMREC_METRICS_PORT": "0"}, capture_output=True, text=True,
+        env={**subprocess_environment(env), "STREAMREC_METRICS_PORT": "0"}, capture_output=True, text=True,
         timeout=timeout_s, check=False,
     )
     return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started
