@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,8 @@ from aiokafka.protocol.types import Array, Boolean, Int16, Int32, Schema, String
 
 from streamrec.errors import StreamrecError
 from streamrec.streams.security import KafkaSecurity
+
+log = logging.getLogger(__name__)
 
 
 class KafkaAuthorizationError(StreamrecError):
@@ -68,6 +71,8 @@ TOPIC_AUTHORIZATION_FAILED = 29
 UNKNOWN_TOPIC_OR_PARTITION = 3
 GROUP_AUTHORIZATION_FAILED = 30
 ALLOW = 3  # AclPermissionType
+RETRIES = 40
+RETRY_BACKOFF_S = 0.25
 _NOT_PROVIDED = -(2**31)  # Kafka's "authorized operations not computed" sentinel
 
 
@@ -161,18 +166,32 @@ async def _admin(bootstrap: str, security: KafkaSecurity) -> Any:
 
 async def topic_operations(bootstrap: str, security: KafkaSecurity, topics: Sequence[str]) -> dict[str, set[Operation]]:
     """``{topic: operations the principal may perform}``; a topic it may not even DESCRIBE maps to an empty
-    set, a topic that does not exist is left out."""
+    set, a topic that does not exist is left out, and so is one whose answer stays unknown (a transient
+    error such as LEADER_NOT_AVAILABLE for ~10 s: better unchecked than wrongly refused)."""
     admin = await _admin(bootstrap, security)
+    out: dict[str, set[Operation]] = {}
     try:
-        response = await admin._send_request(_AuthorizedOperationsRequest(list(topics)))  # aiokafka: no public call
+        pending = list(topics)
+        for _attempt in range(RETRIES):
+            response = await admin._send_request(_AuthorizedOperationsRequest(pending))  # aiokafka: no public call
+            unknown = []
+            for error_code, name, _internal, _partitions, bits in response.topics:
+                if error_code == TOPIC_AUTHORIZATION_FAILED:
+                    out[name] = set()
+                elif error_code == UNKNOWN_TOPIC_OR_PARTITION:
+                    continue
+                elif bits == _NOT_PROVIDED:
+                    unknown.append(name)
+                else:
+                    out[name] = _operations(bits)
+            if not unknown:
+                break
+            pending = unknown
+            await asyncio.sleep(RETRY_BACKOFF_S)
+        else:
+            log.warning("could not learn the ACLs on %s from the broker: not checked", pending)
     finally:
         await admin.close()
-    out: dict[str, set[Operation]] = {}
-    for error_code, name, _internal, _partitions, bits in response.topics:
-        if error_code == TOPIC_AUTHORIZATION_FAILED:
-            out[name] = set()
-        elif error_code != UNKNOWN_TOPIC_OR_PARTITION:
-            out[name] = _operations(bits)
     return out
 
 
@@ -195,27 +214,35 @@ class _GroupOperationsRequest(Request[_DescribeGroupsRequestV3]):  # type: ignor
 
 
 async def group_operations(bootstrap: str, security: KafkaSecurity, group: str) -> set[Operation]:
-    """Operations the principal may perform on a consumer group (empty: not even DESCRIBE)."""
-    from aiokafka.errors import CoordinatorNotAvailableError, GroupAuthorizationFailedError
+    """Operations the principal may perform on a consumer group (empty: not even DESCRIBE). Transient
+    coordinator errors (loading, moving, not yet created) are retried for ~10 s, then raised."""
+    from aiokafka.errors import CoordinatorNotAvailableError, GroupAuthorizationFailedError, for_code
 
     admin = await _admin(bootstrap, security)
     try:
-        for attempt in range(40):  # a fresh cluster creates __consumer_offsets on the first lookup
+        for attempt in range(RETRIES):
             try:
                 node_id = await admin.find_coordinator(group)
-                break
-            except CoordinatorNotAvailableError:
-                if attempt == 39:
+                response = await admin._send_request(_GroupOperationsRequest(group), node_id)  # no public call
+            except CoordinatorNotAvailableError:  # a fresh cluster creates __consumer_offsets on the first lookup
+                if attempt == RETRIES - 1:
                     raise
-                await asyncio.sleep(0.25)
-        response = await admin._send_request(_GroupOperationsRequest(group), node_id)  # aiokafka: no public call
+                await asyncio.sleep(RETRY_BACKOFF_S)
+                continue
+            for error_code, group_id, *_rest, bits in response.groups:
+                if group_id != group:
+                    continue
+                if error_code == GROUP_AUTHORIZATION_FAILED:
+                    return set()
+                if error_code == 0 and bits != _NOT_PROVIDED:
+                    return _operations(bits)
+                if attempt == RETRIES - 1:
+                    raise for_code(error_code)(f"describing consumer group {group!r}")
+            await asyncio.sleep(RETRY_BACKOFF_S)
     except GroupAuthorizationFailedError:
         return set()
     finally:
         await admin.close()
-    for error_code, group_id, *_rest, bits in response.groups:
-        if group_id == group:
-            return set() if error_code == GROUP_AUTHORIZATION_FAILED else _operations(bits)
     return set()
 
 
