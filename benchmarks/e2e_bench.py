@@ -286,7 +286,8 @@ def _start_echo(
         [sys.executable, "-m", "benchmarks.e2e_echo", "--bootstrap", bootstrap, "--source", source, "--sink", sink,
          "--partitions", str(partitions)],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
-        env={**subprocess_environment(security_env), "PYTHONPATH": str(REPO)},
+        env={**subprocess_environment(security_env),
+             "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])},
     )
     assert echo.stdout is not None
     if echo.stdout.readline().strip() != "ready":
