@@ -358,3 +358,29 @@ def test_kafka_status_on_the_secured_broker(secure_kafka: KafkaForTests, capsys:
     assert f"running: Apache Kafka at {config.bootstrap}" in out
     assert "STREAMREC_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in out
     assert secure_kafka.broker.secure_layout.password("admin") not in out
+
+
+def test_sasl_plain_at_debug_level_logs_no_password(
+    secure_kafka: KafkaForTests, tmp_path: Path, topics: dict[str, str]
+) -> None:
+    """aiokafka logs every request at DEBUG, and a SASL/PLAIN authentication request holds the password in
+    clear: the CLI's log redaction must remove it (and PLAIN works, over TLS)."""
+    kafka = secure_kafka
+    run_off_loop(create_acls(kafka.bootstrap, kafka.security, [
+        Acl("User:replayer", ResourceType.TOPIC, topics["events_topic"], Operation.WRITE),
+    ]))
+    env = {
+        **security_environment(kafka.as_user("replayer", PASSWORDS["replayer"], mechanism="PLAIN"),
+                               _password_file(tmp_path, "replayer")),
+        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamrec.cli", "--log-level", "DEBUG", "replay", "--events-topic",
+         topics["events_topic"], "--no-send-items", "--no-create-topics", "--limit", "20", "--users", "2"],
+        env=subprocess_environment(env), capture_output=True, text=True, timeout=120, check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "sent 0 items and 20 events" in output
+    assert "SaslAuthenticateRequest_v1(sasl_auth_bytes=b'replayer\\x00replayer\\x00***')" in output  # redacted
+    assert PASSWORDS["replayer"] not in output

@@ -83,14 +83,10 @@ async def replay(settings: ReplaySettings) -> ReplayStats:
     offsets = schedule_offsets_s(events, rate=settings.rate, speedup=settings.speedup)
     security = settings.kafka_security()
     await check_connection(settings.bootstrap, security)
-    await ensure_topics(
-        settings.bootstrap,
-        [
-            TopicSpec(settings.items_topic, settings.items_partitions, (("cleanup.policy", "compact"),)),
-            TopicSpec(settings.events_topic, settings.partitions),
-        ],
-        create=settings.create_topics, security=security,
-    )
+    specs = [TopicSpec(settings.events_topic, settings.partitions)]
+    if settings.send_items:
+        specs.insert(0, TopicSpec(settings.items_topic, settings.items_partitions, (("cleanup.policy", "compact"),)))
+    await ensure_topics(settings.bootstrap, specs, create=settings.create_topics, security=security)
     needs = [Need(ResourceType.TOPIC, settings.events_topic, Operation.WRITE, "the events it replays")]
     if settings.send_items:
         needs.append(Need(ResourceType.TOPIC, settings.items_topic, Operation.WRITE, "the catalogue it sends"))

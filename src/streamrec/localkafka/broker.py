@@ -261,7 +261,7 @@ class LocalKafka:
         c = self.config
         cport = c.effective_controller_port
         if c.secure:
-            return secure.listener_properties(self.secure_layout, c.host, c.port, cport, c.mtls_port)
+            return secure.listener_properties(self.secure_layout, c.host, c.port, cport, c.mtls_port, c.users)
         return [
             f"listeners=PLAINTEXT://{c.host}:{c.port},CONTROLLER://{c.host}:{cport}",
             f"advertised.listeners=PLAINTEXT://{c.host}:{c.port}",

@@ -3,9 +3,10 @@
 Listeners (all bound to the configured loopback address):
 
 * ``SASL_SSL`` on ``port``: TLS with a throw-away CA (:mod:`streamrec.localkafka.tls`), then SASL
-  SCRAM-SHA-256 or SCRAM-SHA-512. The SCRAM credentials are written into the metadata log when
-  the storage is formatted (``kafka-storage format --add-scram``): the super-user ``admin``, the
-  user ``streamrec``, and any extra users of the config.
+  SCRAM-SHA-256 or SCRAM-SHA-512 (or PLAIN, same users and passwords, from a static JAAS list). The
+  SCRAM credentials are written into the metadata log when the storage is formatted
+  (``kafka-storage format --add-scram``): the super-user ``admin``, the user ``streamrec``, and any
+  extra users of the config.
 * ``SSL`` on ``port + 2``: mutual TLS; a client certificate signed by the CA is required and its
   CN is the principal (``User:streamrec-client`` for the generated client certificate).
 * ``CONTROLLER`` on ``port + 1``: the KRaft controller, SASL/PLAIN with a static ``controller``
@@ -87,9 +88,13 @@ SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 
 
-def listener_properties(layout: SecureLayout, host: str, port: int, controller_port: int, mtls_port: int) -> list[str]:
+def listener_properties(
+    layout: SecureLayout, host: str, port: int, controller_port: int, mtls_port: int,
+    users: tuple[tuple[str, str], ...] = (),
+) -> list[str]:
     admin = layout.password(ADMIN_USER)
     controller = layout.password(CONTROLLER_USER)
+    plain_users = "".join(f' user_{u}="{pw}"' for u, pw in _credentials(layout, users))
     lines = [
         f"listeners=SASL_SSL://{host}:{port},SSL://{host}:{mtls_port},CONTROLLER://{host}:{controller_port}",
         f"advertised.listeners=SASL_SSL://{host}:{port},SSL://{host}:{mtls_port}",
@@ -97,10 +102,12 @@ def listener_properties(layout: SecureLayout, host: str, port: int, controller_p
         "inter.broker.listener.name=SASL_SSL",
         "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL",
         # clients: SCRAM over TLS; the broker talks to itself as the super-user
-        "sasl.enabled.mechanisms=" + ",".join(SCRAM_MECHANISMS),
+        "sasl.enabled.mechanisms=" + ",".join((*SCRAM_MECHANISMS, "PLAIN")),
         "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
         *(f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config={_jaas(SCRAM_MODULE, ADMIN_USER, admin)}"
           for m in SCRAM_MECHANISMS),
+        # PLAIN (over TLS) with the same users, from a static list: for clients that cannot do SCRAM
+        f"listener.name.sasl_ssl.plain.sasl.jaas.config={_jaas(PLAIN_MODULE, ADMIN_USER, admin, plain_users)}",
         # controller: static PLAIN principal (SCRAM credentials are not readable before the metadata log is)
         "sasl.mechanism.controller.protocol=PLAIN",
         "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
@@ -121,13 +128,18 @@ def listener_properties(layout: SecureLayout, host: str, port: int, controller_p
     return lines
 
 
+def _credentials(layout: SecureLayout, users: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    creds = [(ADMIN_USER, layout.password(ADMIN_USER)), (APP_USER, layout.password(APP_USER)), *users]
+    for user, password in creds:
+        if not user or any(c in user + password for c in ",=[]\"\\ \n"):
+            raise ValueError(f"user {user!r}: names and passwords must not contain , = [ ] \" \\ spaces or newlines")
+    return creds
+
+
 def format_arguments(layout: SecureLayout, users: tuple[tuple[str, str], ...]) -> list[str]:
     """``kafka-storage format`` arguments creating the SCRAM credentials (both mechanisms for every user)."""
-    creds = [(ADMIN_USER, layout.password(ADMIN_USER)), (APP_USER, layout.password(APP_USER)), *users]
     args: list[str] = []
-    for user, password in creds:
-        if not user or any(c in user + password for c in ",=[]\"\n"):
-            raise ValueError(f"SCRAM user {user!r}: names and passwords must not contain , = [ ] \" or newlines")
+    for user, password in _credentials(layout, users):
         for mechanism in SCRAM_MECHANISMS:
             args += ["--add-scram", f"{mechanism}=[name={user},password={password}]"]
     return args
