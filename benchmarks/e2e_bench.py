@@ -38,6 +38,7 @@ from benchmarks import e2e_data, e2e_report
 from benchmarks.e2e_load import Collector, StepResult, parse_echo, parse_recommendation, prime, run_step
 from streamrec.streams.movielens import ReplayEvent
 from streamrec.streams.schemas import ItemRecord
+from streamrec.streams.security import PLAINTEXT, KafkaSecurity
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"  # outside git
@@ -109,10 +110,11 @@ def _say(msg: str) -> None:
     print(f"[bench] {msg}", flush=True)
 
 
-async def _send_items(bootstrap: str, topic: str, items: Iterable[ItemRecord]) -> int:
+async def _send_items(bootstrap: str, topic: str, items: Iterable[ItemRecord], security: KafkaSecurity) -> int:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5,
+                                **security.aiokafka_kwargs())
     await producer.start()
     n = 0
     try:
@@ -158,17 +160,18 @@ class Phase:
     ready_timeout_s: float = 300.0
 
 
-async def run_phase(c: BenchConfig, p: Plan, ph: Phase) -> dict[str, Any]:
+async def run_phase(c: BenchConfig, p: Plan, ph: Phase, security: KafkaSecurity = PLAINTEXT) -> dict[str, Any]:
     from aiokafka import AIOKafkaProducer
 
     from streamrec.commands.export import default_model_dir
-    from streamrec.testing import create_topics, delete_topics, start_worker, unique_name
+    from streamrec.testing import create_topics, delete_topics, security_environment, start_worker, unique_name
 
     rid = unique_name(f"bench-{ph.name}")
     t = {k: f"{rid}-{k}" for k in ("events", "items", "recs", "dlq", "floor-in", "floor-out")}
     parts = c.partitions
-    create_topics(c.bootstrap, {t[k]: parts for k in ("events", "recs", "dlq", "floor-in", "floor-out")})
-    create_topics(c.bootstrap, {t["items"]: 2}, {"cleanup.policy": "compact"})
+    create_topics(c.bootstrap, {t[k]: parts for k in ("events", "recs", "dlq", "floor-in", "floor-out")},
+                  security=security)
+    create_topics(c.bootstrap, {t["items"]: 2}, {"cleanup.policy": "compact"}, security=security)
     data_dir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     workers: list[Any] = []
     echo: subprocess.Popen[str] | None = None
@@ -177,14 +180,14 @@ async def run_phase(c: BenchConfig, p: Plan, ph: Phase) -> dict[str, Any]:
     out: dict[str, Any] = {"name": ph.name, "workers": ph.n_workers, "env": ph.env, "steps": [], "floor_steps": []}
     try:
         t0 = time.monotonic()
-        n_items = await _send_items(c.bootstrap, t["items"], ph.items)
+        n_items = await _send_items(c.bootstrap, t["items"], ph.items, security)
         env = {
             "STREAMREC_BOOTSTRAP": c.bootstrap, "STREAMREC_APP_ID": rid, "STREAMREC_EVENTS_TOPIC": t["events"],
             "STREAMREC_ITEMS_TOPIC": t["items"], "STREAMREC_RECOMMENDATIONS_TOPIC": t["recs"],
             "STREAMREC_DEAD_LETTER_TOPIC": t["dlq"], "STREAMREC_PARTITIONS": str(parts),
             "STREAMREC_DATA_DIR": str(data_dir), "STREAMREC_MODEL_DIR": c.model_dir or str(default_model_dir()),
             "STREAMREC_BATCH_MAX": str(c.batch_max), "STREAMREC_BATCH_LINGER_MS": str(c.batch_linger_ms),
-            "HF_HUB_OFFLINE": "1", **ph.env,
+            "HF_HUB_OFFLINE": "1", **security_environment(security), **ph.env,
         }
         for i in range(ph.n_workers):
             workers.append(start_worker({**env, "STREAMREC_WORKER_NAME": f"w{i}"}, data_dir / f"worker{i}.log"))
@@ -195,12 +198,14 @@ async def run_phase(c: BenchConfig, p: Plan, ph: Phase) -> dict[str, Any]:
                 and m.get("streamrec_index_items") == n_items, ph.ready_timeout_s, "the catalogue indexed")
         out["catalogue"] = {"items": n_items, "ready_s": time.monotonic() - t0}
         if ph.floor:
-            echo = await asyncio.to_thread(_start_echo, c.bootstrap, t["floor-in"], t["floor-out"], parts)
+            echo = await asyncio.to_thread(_start_echo, c.bootstrap, t["floor-in"], t["floor-out"], parts,
+                                           security_environment(security))
         producer = AIOKafkaProducer(bootstrap_servers=c.bootstrap, enable_idempotence=True, acks="all",
+                                    **security.aiokafka_kwargs(),
                                     linger_ms=0)
         await producer.start()
-        recs = Collector(c.bootstrap, t["recs"], parts, parse_recommendation)
-        floor = Collector(c.bootstrap, t["floor-out"], parts, parse_echo)
+        recs = Collector(c.bootstrap, t["recs"], parts, parse_recommendation, security.aiokafka_kwargs())
+        floor = Collector(c.bootstrap, t["floor-out"], parts, parse_echo, security.aiokafka_kwargs())
         for col in (recs, floor) if ph.floor else (recs,):
             await col.start()
             collectors.append(col)
@@ -245,7 +250,7 @@ async def run_phase(c: BenchConfig, p: Plan, ph: Phase) -> dict[str, Any]:
             await asyncio.to_thread(_stop_echo, echo)
         for w in workers:
             await asyncio.to_thread(w.stop)
-        delete_topics(c.bootstrap, [*t.values(), f"{rid}-sessions-changelog"])
+        delete_topics(c.bootstrap, [*t.values(), f"{rid}-sessions-changelog"], security=security)
         failed = any(w.proc.returncode not in (0, None) for w in workers)
         if not failed:
             shutil.rmtree(data_dir, ignore_errors=True)
@@ -273,12 +278,18 @@ class _CpuMeter:
                 "generator_cpu_ms_per_event": 1000 * own / events, "wall_s": wall}
 
 
-def _start_echo(bootstrap: str, source: str, sink: str, partitions: int) -> subprocess.Popen[str]:
+def _start_echo(
+    bootstrap: str, source: str, sink: str, partitions: int, security_env: dict[str, str]
+) -> subprocess.Popen[str]:
     """The floor's echo in its own process (like a worker); returns once it reads its partitions."""
+    from streamrec.testing import subprocess_environment
+
     echo = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.e2e_echo", "--bootstrap", bootstrap, "--source", source, "--sink", sink,
          "--partitions", str(partitions)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        env={**subprocess_environment(security_env),
+             "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])},
     )
     assert echo.stdout is not None
     if echo.stdout.readline().strip() != "ready":
@@ -311,19 +322,20 @@ def _step_json(s: StepResult, floor: dict[str, Any] | None) -> dict[str, Any]:
     return d
 
 
-async def run_bench(c: BenchConfig) -> dict[str, Any]:
+async def run_bench(c: BenchConfig, security: KafkaSecurity = PLAINTEXT) -> dict[str, Any]:
     p = plan(c)
     started = time.time()
     result: dict[str, Any] = {"benchmark": "e2e", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "command": c.command or "python -m benchmarks.e2e_bench",
                               "machine": e2e_report.machine(c.note), "versions": e2e_report.versions(),
-                              "settings": dataclasses.asdict(c), "plan": dataclasses.asdict(p)}
+                              "settings": dataclasses.asdict(c), "plan": dataclasses.asdict(p),
+                              "kafka_security": security.describe()}
     ml_items = e2e_data.movielens_items()
     mixed = e2e_data.movielens_events(c.search_mix)
     result["sweeps"] = {}
     for n in p.workers:
         ph = Phase(f"workers{n}", ml_items, mixed, p.rates, n_workers=n, floor=True)
-        result["sweeps"][f"workers_{n}"] = await run_phase(c, p, ph)
+        result["sweeps"][f"workers_{n}"] = await run_phase(c, p, ph, security)
     result["floor"] = {
         "what": "bare aiokafka echo process (consume -> produce, acks=all, no linger), same broker, generator "
                 "and consumer; measured just before the worker at each rate",
@@ -332,20 +344,20 @@ async def run_bench(c: BenchConfig) -> dict[str, Any]:
     }
     if p.search_rates:
         ph = Phase("search", ml_items, e2e_data.search_events(), p.search_rates, floor=False)
-        result["search_heavy"] = await run_phase(c, p, ph)
+        result["search_heavy"] = await run_phase(c, p, ph, security)
         e2e_report.add_floor_ratios(result["search_heavy"], result["floor"]["steps"])
     result["batch_grid"] = []
     for bm, linger in p.grid:
         env = {"STREAMREC_BATCH_MAX": str(bm), "STREAMREC_BATCH_LINGER_MS": str(linger)}
         ph = Phase(f"grid-b{bm}-l{linger:g}", ml_items, mixed, [c.grid_rate], env=env)
-        r = await run_phase(c, p, ph)
+        r = await run_phase(c, p, ph, security)
         result["batch_grid"].append({"batch_max": bm, "batch_linger_ms": linger, **r})
         e2e_report.add_floor_ratios(r, result["floor"]["steps"])
     if c.synthetic_items:
         ph = Phase("synthetic", e2e_data.synthetic_items(c.synthetic_items),
                    e2e_data.synthetic_events(c.synthetic_items, c.search_mix), p.synthetic_rates,
                    ready_timeout_s=1800.0)
-        result["synthetic"] = await run_phase(c, p, ph)
+        result["synthetic"] = await run_phase(c, p, ph, security)
         e2e_report.add_floor_ratios(result["synthetic"], result["floor"]["steps"])
     result["machine"]["loadavg_after"] = list(os.getloadavg())
     result["seconds"] = time.time() - started
@@ -354,7 +366,8 @@ async def run_bench(c: BenchConfig) -> dict[str, Any]:
     return result
 
 
-def main(argv: Sequence[str] | None = None, config: BenchConfig | None = None) -> int:
+def main(argv: Sequence[str] | None = None, config: BenchConfig | None = None,
+         security: KafkaSecurity = PLAINTEXT) -> int:
     """Run the benchmark (from ``config``, else from command-line flags), write JSON + PNG, print the table."""
     if config is None:
         ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
@@ -370,7 +383,7 @@ def main(argv: Sequence[str] | None = None, config: BenchConfig | None = None) -
         given["command"] = given["command"] or "python -m benchmarks.e2e_bench " + " ".join(
             sys.argv[1:] if argv is None else argv)
         config = BenchConfig(**given)
-    result = asyncio.run(run_bench(config))
+    result = asyncio.run(run_bench(config, security))
     out = Path(config.out).expanduser() if config.out else DEFAULT_OUT
     paths = e2e_report.write(result, out)
     print(e2e_report.table(result))

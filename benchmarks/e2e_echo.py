@@ -4,6 +4,7 @@
 
 Same delivery settings as the worker's producer (acks=all, no linger), same partition and key, no
 decoding. Runs in its own process (like a worker) until SIGTERM; prints ``ready`` once it reads.
+Connection security from the same ``STREAMREC_KAFKA_*`` environment variables as every streamrec command.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ import signal
 async def echo(bootstrap: str, source: str, sink: str, partitions: int) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+    from streamrec.streams.security import KafkaSecuritySettings
+
+    security = KafkaSecuritySettings().kafka_security().aiokafka_kwargs()
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0, **security)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **security)
     await producer.start()
     try:
         await consumer.start()

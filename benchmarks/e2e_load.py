@@ -50,8 +50,11 @@ def parse_echo(value: bytes, recv_ms: float) -> tuple[str, Arrival]:
 class Collector:
     """Reads every partition of ``topic`` from the beginning in an owned task; ``arrivals[event_id]``."""
 
-    def __init__(self, bootstrap: str, topic: str, partitions: int, parse: Parse) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, partitions: int, parse: Parse, client_kwargs: dict[str, Any] | None = None
+    ) -> None:
         self.bootstrap, self.topic, self.partitions, self.parse = bootstrap, topic, partitions, parse
+        self.client_kwargs = dict(client_kwargs or {})  # security (KafkaSecurity.aiokafka_kwargs)
         self.arrivals: dict[str, Arrival] = {}
         self.duplicates = 0
         self.errors = 0
@@ -62,7 +65,8 @@ class Collector:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+            **self.client_kwargs,
         )
         await self._consumer.start()
         self._consumer.assign([TopicPartition(self.topic, p) for p in range(self.partitions)])

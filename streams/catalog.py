@@ -120,8 +120,10 @@ class CatalogReplica:
         dead_letter: DeadLetterSink | None = None,
         batch_max: int = 256,
         max_consecutive_errors: int = 100,
+        client_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
+        self.client_kwargs = dict(client_kwargs or {})  # security (KafkaSecurity.aiokafka_kwargs)
         self.topic = topic
         self.model = model
         self.encoder = encoder
@@ -168,7 +170,7 @@ class CatalogReplica:
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-            auto_offset_reset="earliest", isolation_level="read_committed",
+            auto_offset_reset="earliest", isolation_level="read_committed", **self.client_kwargs,
         )
         await consumer.start()
         self._consumer = consumer

@@ -48,8 +48,11 @@ def build_faust_app(
     producer_linger_ms: int = 0,
     group_instance_id: str | None = None,
     session_timeout_s: float = 10.0,
+    credentials: Any = None,
 ) -> faust.App:
     """The worker's Faust app.
+
+    ``credentials``: Faust's ``broker_credentials`` (see :meth:`KafkaSecurity.faust_credentials`).
 
     ``group_instance_id`` (static group membership, KIP-345): a restarted worker with the same id takes its
     old place in the consumer group at once; without it, the group waits for the killed member's session to
@@ -61,6 +64,7 @@ def build_faust_app(
     return faust.App(
         app_id,
         broker=brokers,
+        broker_credentials=credentials,
         store="rocksdb://",
         datadir=str(data_dir),
         web_enabled=False,

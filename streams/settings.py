@@ -8,16 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from streamrec.encoders.providers import ProviderName
 from streamrec.index import IndexKind
+from streamrec.streams.security import KafkaSecuritySettings
 from streamrec.streams.session import DEFAULT_STRATEGY, SessionConfig, StrategyName
 
 _SESSION = SessionConfig()  # the session defaults live in SessionConfig; the settings only expose them
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(KafkaSecuritySettings):
+    """The worker's settings; the Kafka connection's security (``STREAMREC_KAFKA_*``) comes from the base class."""
+
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
 
     # --- Kafka ---------------------------------------------------------------------------

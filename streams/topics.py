@@ -7,14 +7,14 @@ latest record per item id is the catalogue, a tombstone deletes.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from streamrec.errors import StreamrecError
+from streamrec.streams.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,12 @@ class TopicSpec:
     replication_factor: int = 1
 
 
-async def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, create: bool = True) -> dict[str, int]:
+async def ensure_topics(
+    bootstrap: str, specs: list[TopicSpec], *, create: bool = True, security: KafkaSecurity = PLAINTEXT
+) -> dict[str, int]:
     """Create missing topics (unless ``create`` is false: then a missing topic is an error); return
     ``{name: partitions}`` of all of them, existing ones as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security.aiokafka_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -44,13 +46,10 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, create: bool 
                 f"missing topics {[s.name for s in missing]}: create them or set STREAMREC_CREATE_TOPICS=true"
             )
         if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
-                await admin.create_topics(
-                    [
-                        NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.config))
-                        for s in missing
-                    ]
-                )
+            response = await admin.create_topics(
+                [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=dict(s.config)) for s in missing]
+            )
+            _raise_create_errors(response, security)
             for s in missing:
                 log.info("created topic %s (%d partitions)", s.name, s.partitions)
         described = await admin.describe_topics([s.name for s in specs])
@@ -58,7 +57,37 @@ async def ensure_topics(bootstrap: str, specs: list[TopicSpec], *, create: bool 
         await admin.close()
     counts: dict[str, int] = {}
     for topic in described:
+        if topic.get("error_code", 0) == TOPIC_AUTHORIZATION_FAILED:
+            raise TopicError(
+                f"Kafka authorisation: {_who(security)} is not allowed DESCRIBE on topic {topic.get('topic')!r} "
+                "(no ACL at all on it); ask the cluster's admin for the ACLs in README 'Production Kafka'"
+            )
         if topic.get("error_code", 0):
             raise TopicError(f"topic {topic.get('topic')!r} is not available (error {topic['error_code']})")
         counts[str(topic["topic"])] = len(topic["partitions"])
     return counts
+
+
+TOPIC_ALREADY_EXISTS = 36
+TOPIC_AUTHORIZATION_FAILED = 29
+CLUSTER_AUTHORIZATION_FAILED = 31
+
+
+def _who(security: KafkaSecurity) -> str:
+    return f"user {security.username!r}" if security.uses_sasl else f"this client ({security.protocol})"
+
+
+def _raise_create_errors(response: Any, security: KafkaSecurity) -> None:
+    """CreateTopics reports errors per topic in its response (aiokafka does not raise them)."""
+    for entry in response.topic_errors:
+        name, code = entry[0], entry[1]
+        message = entry[2] if len(entry) > 2 else None
+        if code in (0, TOPIC_ALREADY_EXISTS):  # another worker may have won the race
+            continue
+        if code in (TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED):
+            raise TopicError(
+                f"Kafka authorisation: {_who(security)} is not allowed CREATE on topic {name!r}: create it "
+                "beforehand, or grant CREATE (README 'Production Kafka'); STREAMREC_CREATE_TOPICS=false makes a "
+                "missing topic an error instead"
+            )
+        raise TopicError(f"creating topic {name!r} failed: error {code} {message or ''}".rstrip())

@@ -128,10 +128,12 @@ class StreamWorker(mode.Service):
         )
         self.metrics.build_info.info({"version": streamrec.__version__, "model": self.model_name})
         self.pool = ThreadPoolExecutor(max_workers=s.pool_threads, thread_name_prefix="streamrec-pool")
+        security = s.kafka_security()
         self.replica = CatalogReplica(
             bootstrap=s.bootstrap, topic=s.items_topic, index_config=index_config(s), dim=encoder.dim,
             model=self.model_name, encoder=self.encoder, pool=self.pool, snapshot_dir=self.state_dir / "index",
             snapshot_interval_s=s.snapshot_interval_s, dead_letter=self._catalog_dead_letter,
+            client_kwargs=security.aiokafka_kwargs(),
         )
         self.index = self.replica.index
         self.titles = self.replica.titles
@@ -139,7 +141,7 @@ class StreamWorker(mode.Service):
             app_id=s.app_id, bootstrap=s.bootstrap, data_dir=self.state_dir / "faust", partitions=partitions,
             producer_linger_ms=s.producer_linger_ms,
             group_instance_id=f"{s.app_id}:{self.worker_name}" if s.static_membership else None,
-            session_timeout_s=s.session_timeout_s,
+            session_timeout_s=s.session_timeout_s, credentials=security.faust_credentials(),
         )
         self.table = sessions_table(self.app, partitions)
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)

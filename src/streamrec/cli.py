@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from streamrec import __version__
 from streamrec.commands import bench, demo, export, kafka, replay, tail, worker
 from streamrec.errors import StreamrecError
+from streamrec.streams.security import install_log_redaction
 
 # One BLAS thread per process unless the user says otherwise (read when numpy loads, so before any command
 # imports it): parallelism comes from the worker's pool threads, and idle OpenBLAS threads spin-wait --
@@ -39,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()  # Kafka passwords never reach a log line, whoever logs
     try:
         return int(args.func(args))
     except StreamrecError as exc:

@@ -16,7 +16,7 @@ import types
 import typing
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
 from streamrec.errors import ConfigError
@@ -38,6 +38,15 @@ def _is_bool(annotation: Any) -> bool:
     return False
 
 
+def _is_secret(annotation: Any) -> bool:
+    if annotation is SecretStr:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(a is SecretStr for a in typing.get_args(annotation))
+    return False
+
+
 def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
     """Add one ``--flag`` per settings field; ``--help`` names its env var and its value in force."""
     group = parser.add_argument_group(f"settings ({cls.__name__})")
@@ -48,6 +57,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[BaseSettin
         if shown is None:
             default = field.get_default(call_default_factory=True)
             shown = "" if default is None else str(default)
+        elif _is_secret(field.annotation):
+            shown = "(set, not shown)"  # a password's value never appears in --help
         help_text = f"{field.description or ''} [env {env}; {source}: {shown!s}]".strip()
         flag = "--" + name.replace("_", "-")
         if _is_bool(field.annotation):
@@ -71,7 +82,8 @@ def settings_from_args(cls: type[S], namespace: argparse.Namespace) -> S:
         return cls(**given)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])} ({env_name(cls, str(err['loc'][0]))}): {err['msg']}"
+            (f"{'.'.join(str(p) for p in err['loc'])} ({env_name(cls, str(err['loc'][0]))}): " if err["loc"] else "")
+            + err["msg"]  # the message only: never the input, which may be a password
             for err in exc.errors()
         )
         raise ConfigError(f"invalid settings: {problems}") from exc

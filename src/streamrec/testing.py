@@ -2,7 +2,8 @@
 
 Used by streamrec's own test suite; public so that users can test their consumers the same way:
 a session-wide broker (reused if one answers, else started with :class:`LocalKafka`), and fresh,
-uniquely named topics and consumer groups per test.
+uniquely named topics and consumer groups per test. :func:`start_secure_broker` starts the secured
+variant (SASL_SSL + SCRAM, mutual TLS, ACLs); every helper takes the connection's ``security``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from streamrec.localkafka import LocalKafka, LocalKafkaConfig
+from streamrec.streams.security import PLAINTEXT, KafkaSecurity, KafkaSecuritySettings
 
 T = TypeVar("T")
 
 __all__ = [
     "KafkaForTests", "WorkerProcess", "consume", "create_topics", "delete_topics", "free_port", "produce",
-    "run_off_loop", "start_broker", "start_worker", "unique_name",
+    "run_off_loop", "security_environment", "start_broker", "start_secure_broker", "start_worker",
+    "subprocess_environment", "unique_name",
 ]
 
 
@@ -33,10 +36,28 @@ class KafkaForTests:
     bootstrap: str
     broker: LocalKafka
     started_here: bool
+    security: KafkaSecurity = PLAINTEXT  # secure brokers: the super-user's
 
     def stop_if_started_here(self) -> None:
         if self.started_here:
             self.broker.down()
+
+    def as_user(self, username: str, password: str, mechanism: str = "SCRAM-SHA-512") -> KafkaSecurity:
+        """Secure broker: SASL_SSL as another SCRAM user (trusting the broker's CA)."""
+        from pydantic import SecretStr
+
+        return KafkaSecurity(
+            protocol="SASL_SSL", ca_file=self.broker.secure_layout.tls.ca_cert, mechanism=mechanism,  # type: ignore[arg-type]
+            username=username, password=SecretStr(password),
+        )
+
+    def mutual_tls(self) -> tuple[str, KafkaSecurity]:
+        """Secure broker: the mutual-TLS listener's bootstrap and the generated client certificate."""
+        tls = self.broker.secure_layout.tls
+        return (
+            f"{self.broker.config.host}:{self.broker.config.mtls_port}",
+            KafkaSecurity(protocol="SSL", ca_file=tls.ca_cert, cert_file=tls.client_cert, key_file=tls.client_key),
+        )
 
 
 def start_broker(host: str, port: int, state_dir: Path) -> KafkaForTests:
@@ -46,6 +67,57 @@ def start_broker(host: str, port: int, state_dir: Path) -> KafkaForTests:
     if not already:
         broker.up()
     return KafkaForTests(bootstrap=broker.config.bootstrap, broker=broker, started_here=not already)
+
+
+def start_secure_broker(
+    host: str, port: int, home: Path, users: dict[str, str] | None = None
+) -> KafkaForTests:
+    """Start the secured local broker (SASL_SSL on ``port``, mutual TLS on ``port + 2``, ACLs) in ``home``
+    with extra SCRAM ``users`` {name: password}; ``security`` is the super-user's. Never reuses a broker."""
+    from pydantic import SecretStr
+
+    from streamrec.localkafka.secure import ADMIN_USER
+
+    broker = LocalKafka(LocalKafkaConfig(host=host, port=port, home=home, secure=True,
+                                         users=tuple(sorted((users or {}).items()))))
+    status = broker.up()
+    if status.external:
+        raise RuntimeError(f"a broker not started by this session answers at {status.bootstrap}")
+    layout = broker.secure_layout
+    admin = KafkaSecurity(
+        protocol="SASL_SSL", ca_file=layout.tls.ca_cert, mechanism="SCRAM-SHA-512", username=ADMIN_USER,
+        password=SecretStr(layout.password(ADMIN_USER)),
+    )
+    return KafkaForTests(bootstrap=broker.config.bootstrap, broker=broker, started_here=True, security=admin)
+
+
+def security_environment(security: KafkaSecurity, password_file: Path | None = None) -> dict[str, str]:
+    """``STREAMREC_KAFKA_*`` variables for a ``streamrec`` subprocess (password via the file if given)."""
+    env: dict[str, str] = {"STREAMREC_KAFKA_SECURITY_PROTOCOL": security.protocol}
+    for key, path in (("CA_FILE", security.ca_file), ("CERT_FILE", security.cert_file),
+                      ("KEY_FILE", security.key_file)):
+        if path is not None:
+            env[f"STREAMREC_KAFKA_{key}"] = str(path)
+    if security.uses_sasl:
+        env["STREAMREC_KAFKA_SASL_MECHANISM"] = security.mechanism
+        env["STREAMREC_KAFKA_USERNAME"] = security.username or ""
+        if password_file is not None:
+            env["STREAMREC_KAFKA_PASSWORD_FILE"] = str(password_file)
+        elif security.password is not None:
+            env["STREAMREC_KAFKA_PASSWORD"] = security.password.get_secret_value()
+    return env
+
+
+def subprocess_environment(settings_env: dict[str, str]) -> dict[str, str]:
+    """This process's environment updated with ``settings_env``; when that sets any ``STREAMREC_KAFKA_*``
+    security variable, the inherited ones are dropped (a password and a password file must not mix)."""
+    import os
+
+    names = {f"STREAMREC_{n.upper()}" for n in KafkaSecuritySettings.model_fields}
+    inherited = dict(os.environ)
+    if names & settings_env.keys():
+        inherited = {k: v for k, v in inherited.items() if k not in names}
+    return {**inherited, **settings_env}
 
 
 def unique_name(prefix: str) -> str:
@@ -58,10 +130,12 @@ def run_off_loop(coro: Coroutine[object, object, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
-async def _create(bootstrap: str, topics: dict[str, int], config: dict[str, str]) -> None:
+async def _create(
+    bootstrap: str, topics: dict[str, int], config: dict[str, str], security: KafkaSecurity = PLAINTEXT
+) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security.aiokafka_kwargs())
     await admin.start()
     try:
         await admin.create_topics(
@@ -71,10 +145,10 @@ async def _create(bootstrap: str, topics: dict[str, int], config: dict[str, str]
         await admin.close()
 
 
-async def _delete(bootstrap: str, topics: list[str]) -> None:
+async def _delete(bootstrap: str, topics: list[str], security: KafkaSecurity = PLAINTEXT) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security.aiokafka_kwargs())
     await admin.start()
     try:
         await admin.delete_topics(topics)
@@ -82,17 +156,20 @@ async def _delete(bootstrap: str, topics: list[str]) -> None:
         await admin.close()
 
 
-def create_topics(bootstrap: str, topics: dict[str, int], config: dict[str, str] | None = None) -> None:
+def create_topics(
+    bootstrap: str, topics: dict[str, int], config: dict[str, str] | None = None, *,
+    security: KafkaSecurity = PLAINTEXT,
+) -> None:
     """Create topics ``{name: partitions}`` (replication factor 1)."""
-    run_off_loop(_create(bootstrap, topics, config or {}))
+    run_off_loop(_create(bootstrap, topics, config or {}, security))
 
 
-def delete_topics(bootstrap: str, topics: Iterable[str]) -> None:
+def delete_topics(bootstrap: str, topics: Iterable[str], *, security: KafkaSecurity = PLAINTEXT) -> None:
     """Delete topics; errors (e.g. already gone) are ignored: this is cleanup."""
     names = list(topics)
     if names:
         with contextlib.suppress(Exception):
-            run_off_loop(_delete(bootstrap, names))
+            run_off_loop(_delete(bootstrap, names, security))
 
 
 def free_port() -> int:
@@ -171,12 +248,12 @@ class WorkerProcess:
 
 def start_worker(settings_env: dict[str, str], log_path: Path, metrics_port: int | None = None) -> WorkerProcess:
     """Start ``streamrec worker`` with ``STREAMREC_*`` settings; the metrics server binds to loopback."""
-    import os
     import subprocess
     import sys
 
     port = metrics_port or free_port()
-    env = {**os.environ, **settings_env, "STREAMREC_METRICS_HOST": "127.0.0.1", "STREAMREC_METRICS_PORT": str(port)}
+    env = {**subprocess_environment(settings_env), "STREAMREC_METRICS_HOST": "127.0.0.1",
+           "STREAMREC_METRICS_PORT": str(port)}
     log_file = log_path.open("ab")
     try:
         proc = subprocess.Popen(
@@ -188,11 +265,14 @@ def start_worker(settings_env: dict[str, str], log_path: Path, metrics_port: int
     return WorkerProcess(proc, f"http://127.0.0.1:{port}/metrics", log_path)
 
 
-async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+async def produce(
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]], *,
+    security: KafkaSecurity = PLAINTEXT,
+) -> None:
     """Send ``(key, value)`` records in order with an idempotent producer and wait until all are acked."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, **security.aiokafka_kwargs())
     await producer.start()
     try:
         for key, value in records:
@@ -203,7 +283,8 @@ async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | No
 
 
 async def consume(
-    bootstrap: str, topic: str, *, want: int, timeout_s: float = 60.0, idle_s: float = 3.0
+    bootstrap: str, topic: str, *, want: int, timeout_s: float = 60.0, idle_s: float = 3.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[Any]:
     """Every record of ``topic`` from the beginning, until ``want`` arrived and ``idle_s`` passed quietly,
     or ``timeout_s`` is over."""
@@ -212,7 +293,8 @@ async def consume(
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+        **security.aiokafka_kwargs(),
     )
     await consumer.start()
     got: list[Any] = []

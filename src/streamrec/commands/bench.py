@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 import streamrec
 from streamrec.config import add_settings_arguments, settings_from_args
 from streamrec.errors import StreamrecError
+from streamrec.streams.security import KafkaSecuritySettings
 
 
 class BenchSettings(BaseSettings):
@@ -52,6 +53,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=__doc__,
     )
     add_settings_arguments(p, BenchSettings)
+    add_settings_arguments(p, KafkaSecuritySettings)
     p.set_defaults(func=run)
 
 
@@ -67,7 +69,8 @@ def _benchmark_module() -> Any:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(BenchSettings, args)
+    security = settings_from_args(KafkaSecuritySettings, args).kafka_security()
     bench = _benchmark_module()
     command = "streamrec bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "streamrec bench"
     config = bench.BenchConfig(**settings.model_dump(), command=command)
-    return int(bench.main(config=config))
+    return int(bench.main(config=config, security=security))

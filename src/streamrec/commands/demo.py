@@ -24,13 +24,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamrec.config import add_settings_arguments, settings_from_args
 from streamrec.errors import StreamrecError
+from streamrec.streams.security import PLAINTEXT, KafkaSecurity, KafkaSecuritySettings
 from streamrec.streams.session import DEFAULT_STRATEGY, StrategyName
 
 
 class DemoSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_DEMO_", frozen=True, extra="ignore")
 
-    kafka_port: int = Field(9092, description="port of the local Kafka broker (started if nothing answers)")
+    kafka_port: int = Field(0, ge=0, description="port of the local Kafka broker (started if nothing answers; "
+                            "0: 9092, or 9095 with --secure)")
+    secure: bool = Field(False, description="use the secured local broker (SASL_SSL, SCRAM, ACLs): the demo grants "
+                         "the user 'streamrec' a worker's ACLs and runs everything over SASL_SSL")
     events: int = Field(3000, ge=1, description="MovieLens events to replay")
     rate: float = Field(200.0, gt=0, description="events per second (open-loop schedule)")
     users: int = Field(0, ge=0, description="only the N lowest user ids (0: all)")
@@ -46,6 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description=__doc__,
     )
     add_settings_arguments(p, DemoSettings)
+    add_settings_arguments(p, KafkaSecuritySettings)
     p.set_defaults(func=run)
 
 
@@ -60,10 +65,20 @@ def run(args: argparse.Namespace) -> int:
     from streamrec.testing import free_port, start_worker, unique_name
 
     s = settings_from_args(DemoSettings, args)
-    broker = LocalKafka(LocalKafkaConfig(port=s.kafka_port, home=_default_state_dir() / f"kafka-{s.kafka_port}"))
-    started_kafka = not broker.status().running
-    _say("starting Apache Kafka (KRaft, 127.0.0.1)..." if started_kafka else "using the Kafka broker that answers")
-    broker.up()
+    given = settings_from_args(KafkaSecuritySettings, args)
+    port = s.kafka_port or (9095 if s.secure else 9092)
+    broker = LocalKafka(LocalKafkaConfig(port=port, home=_default_state_dir() / f"kafka-{port}", secure=s.secure))
+    if given.kafka_security_protocol != "PLAINTEXT" and not s.secure:
+        # a broker the user secured: connect with the given settings, start nothing
+        started_kafka = False
+        security, security_env = given.kafka_security(), _given_environment(given)
+        _say(f"using the Kafka broker at {broker.config.bootstrap} ({security.describe()})")
+    else:
+        started_kafka = not broker.status().running
+        _say(f"starting Apache Kafka (KRaft, 127.0.0.1{', secured' if s.secure else ''})..." if started_kafka
+             else "using the Kafka broker that answers")
+        broker.up()
+        security, security_env = PLAINTEXT, {}
     worker = None
     try:
         model_dir = default_model_dir()
@@ -75,13 +90,15 @@ def run(args: argparse.Namespace) -> int:
             "STREAMREC_DEAD_LETTER_TOPIC": f"{run_id}-dead-letter", "STREAMREC_APP_ID": run_id,
         }
         data_dir = Path(tempfile.mkdtemp(prefix="streamrec-demo-"))
+        if s.secure:
+            security, security_env = _secure_demo_user(broker, topics)
         env = {**topics, "STREAMREC_BOOTSTRAP": broker.config.bootstrap, "STREAMREC_MODEL_DIR": str(model_dir),
-               "STREAMREC_DATA_DIR": str(data_dir), "STREAMREC_STRATEGY": s.strategy}
+               "STREAMREC_DATA_DIR": str(data_dir), "STREAMREC_STRATEGY": s.strategy, **security_env}
         port = free_port()
         _say(f"starting a stream worker (metrics: http://127.0.0.1:{port}/metrics, log: {data_dir}/worker.log)")
         worker = start_worker(env, data_dir / "worker.log", metrics_port=port)
         worker.wait_until(lambda m: "streamrec_index_ready" in m, 180, "start-up")
-        return asyncio.run(_replay_and_watch(s, broker.config.bootstrap, topics, worker))
+        return asyncio.run(_replay_and_watch(s, broker.config.bootstrap, topics, worker, security))
     finally:
         if worker is not None:
             _say("stopping the worker (graceful: drains, commits, snapshots)")
@@ -108,13 +125,62 @@ def _ensure_model(model_dir: Path, source: Path | None) -> None:
     export_model(source, model_dir, ExportOptions(overwrite=True, name="all-MiniLM-L6-v2"))
 
 
-async def _send_catalogue(bootstrap: str, topic: str) -> int:
+def _given_environment(given: KafkaSecuritySettings) -> dict[str, str]:
+    """The user's security settings for the worker subprocess (a password file stays a file)."""
+    from streamrec.testing import security_environment
+
+    env = security_environment(given.kafka_security(), given.kafka_password_file)
+    return env
+
+
+def _secure_demo_user(broker: Any, topics: dict[str, str]) -> tuple[KafkaSecurity, dict[str, str]]:
+    """Secured broker: grant the user 'streamrec' a worker's ACLs on this run's topics (as the super-user)."""
+    from pydantic import SecretStr
+
+    from streamrec.commands.worker import internal_topics
+    from streamrec.localkafka.secure import ADMIN_USER, APP_USER, client_environment
+    from streamrec.streams.acls import Acl, Operation, PatternType, ResourceType, create_acls
+
+    layout = broker.secure_layout
+    bootstrap = broker.config.bootstrap
+
+    def as_user(user: str) -> KafkaSecurity:
+        return KafkaSecurity(protocol="SASL_SSL", ca_file=layout.tls.ca_cert, mechanism="SCRAM-SHA-512",
+                             username=user, password=SecretStr(layout.password(user)))
+
+    p, t = f"User:{APP_USER}", ResourceType.TOPIC
+    app_id = topics["STREAMREC_APP_ID"]
+    acls = [
+        Acl(p, t, topics["STREAMREC_EVENTS_TOPIC"], Operation.READ),
+        Acl(p, t, topics["STREAMREC_EVENTS_TOPIC"], Operation.WRITE),  # the demo replays as the same user
+        Acl(p, t, topics["STREAMREC_ITEMS_TOPIC"], Operation.READ),
+        Acl(p, t, topics["STREAMREC_ITEMS_TOPIC"], Operation.WRITE),
+        Acl(p, t, topics["STREAMREC_RECOMMENDATIONS_TOPIC"], Operation.WRITE),
+        Acl(p, t, topics["STREAMREC_RECOMMENDATIONS_TOPIC"], Operation.READ),
+        Acl(p, t, topics["STREAMREC_DEAD_LETTER_TOPIC"], Operation.WRITE),
+        Acl(p, ResourceType.GROUP, app_id, Operation.READ),
+        *(Acl(p, t, f"{app_id}-", op, PatternType.PREFIXED)  # Faust's internal topics: internal_topics(app_id)
+          for op in (Operation.READ, Operation.WRITE, Operation.CREATE)),
+        *(Acl(p, t, topics[k], Operation.CREATE) for k in
+          ("STREAMREC_EVENTS_TOPIC", "STREAMREC_ITEMS_TOPIC", "STREAMREC_RECOMMENDATIONS_TOPIC",
+           "STREAMREC_DEAD_LETTER_TOPIC")),
+    ]
+    assert all(name.startswith(f"{app_id}-") for name in internal_topics(app_id))
+    asyncio.run(create_acls(bootstrap, as_user(ADMIN_USER), acls))
+    _say(f"granted user {APP_USER!r} a worker's ACLs on this run's topics; everything runs over SASL_SSL as it")
+    env = client_environment(layout, bootstrap, APP_USER)
+    env.pop("STREAMREC_BOOTSTRAP")
+    return as_user(APP_USER), env
+
+
+async def _send_catalogue(bootstrap: str, topic: str, security: KafkaSecurity) -> int:
     from aiokafka import AIOKafkaProducer
 
     from streamrec.streams.movielens import load_movies, movie_item
 
     movies = load_movies()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5,
+                                **security.aiokafka_kwargs())
     await producer.start()
     try:
         for movie in movies:
@@ -126,7 +192,9 @@ async def _send_catalogue(bootstrap: str, topic: str) -> int:
     return len(movies)
 
 
-async def _replay_and_watch(s: DemoSettings, bootstrap: str, topics: dict[str, str], worker: Any) -> int:
+async def _replay_and_watch(
+    s: DemoSettings, bootstrap: str, topics: dict[str, str], worker: Any, security: KafkaSecurity
+) -> int:
     from aiokafka import AIOKafkaConsumer
 
     from streamrec.commands.replay import ReplaySettings, replay
@@ -137,7 +205,7 @@ async def _replay_and_watch(s: DemoSettings, bootstrap: str, topics: dict[str, s
     titles = movie_titles()
     consumer = AIOKafkaConsumer(
         topics["STREAMREC_RECOMMENDATIONS_TOPIC"], bootstrap_servers=bootstrap, group_id=None,
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        auto_offset_reset="earliest", enable_auto_commit=False, **security.aiokafka_kwargs(),
     )
     await consumer.start()
     latencies: list[float] = []
@@ -145,7 +213,7 @@ async def _replay_and_watch(s: DemoSettings, bootstrap: str, topics: dict[str, s
     samples: list[Any] = []
     fallbacks = 0
     try:
-        n_items = await _send_catalogue(bootstrap, topics["STREAMREC_ITEMS_TOPIC"])
+        n_items = await _send_catalogue(bootstrap, topics["STREAMREC_ITEMS_TOPIC"], security)
         _say(f"sent the MovieLens-100K catalogue ({n_items} movies); the worker embeds and indexes it...")
         await asyncio.to_thread(
             worker.wait_until, lambda m: m.get("streamrec_index_items") == n_items, 300, "the catalogue"
@@ -153,7 +221,7 @@ async def _replay_and_watch(s: DemoSettings, bootstrap: str, topics: dict[str, s
         settings = ReplaySettings(
             bootstrap=bootstrap, events_topic=topics["STREAMREC_EVENTS_TOPIC"],
             items_topic=topics["STREAMREC_ITEMS_TOPIC"], limit=s.events, rate=s.rate, users=s.users,
-            send_items=False,
+            send_items=False, create_topics=False, **_security_fields(security),
         )
         _say(f"replaying {s.events} MovieLens rating events at {s.rate:.0f}/s (open loop)")
         replay_task = asyncio.create_task(replay(settings))
@@ -201,3 +269,15 @@ async def _replay_and_watch(s: DemoSettings, bootstrap: str, topics: dict[str, s
           f"{dead:.0f} dead letters, {metrics.get('streamrec_index_items', 0):.0f} items in the index; "
           f"encoder {encoder}")
     return 0 if len(xs) == s.events else 1
+
+
+def _security_fields(security: KafkaSecurity) -> dict[str, Any]:
+    """``KafkaSecuritySettings`` fields for an in-process ``ReplaySettings``."""
+    if security.protocol == "PLAINTEXT":
+        return {}
+    return {
+        "kafka_security_protocol": security.protocol, "kafka_ca_file": security.ca_file,
+        "kafka_cert_file": security.cert_file, "kafka_key_file": security.key_file,
+        **({"kafka_sasl_mechanism": security.mechanism, "kafka_username": security.username,
+            "kafka_password": security.password} if security.uses_sasl else {}),
+    }

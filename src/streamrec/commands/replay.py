@@ -17,16 +17,17 @@ from collections import deque
 from dataclasses import dataclass
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from streamrec.config import add_settings_arguments, settings_from_args
 from streamrec.errors import ConfigError
 from streamrec.streams.movielens import load_movies, load_ratings, movie_item, replay_events, schedule_offsets_s
+from streamrec.streams.security import KafkaSecuritySettings
 
 log = logging.getLogger(__name__)
 
 
-class ReplaySettings(BaseSettings):
+class ReplaySettings(KafkaSecuritySettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
 
     bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers (host:port[,host:port])")
@@ -66,6 +67,8 @@ async def replay(settings: ReplaySettings) -> ReplayStats:
     """Send the catalogue and the events as ``settings`` say; returns what was sent."""
     from aiokafka import AIOKafkaProducer
 
+    from streamrec.streams.acls import Need, Operation, ResourceType, check_permissions
+    from streamrec.streams.security import check_connection
     from streamrec.streams.topics import TopicSpec, ensure_topics
 
     if settings.rate > 0 and settings.speedup > 0:
@@ -78,17 +81,20 @@ async def replay(settings: ReplaySettings) -> ReplayStats:
         )
     )
     offsets = schedule_offsets_s(events, rate=settings.rate, speedup=settings.speedup)
-    if settings.create_topics:
-        await ensure_topics(
-            settings.bootstrap,
-            [
-                TopicSpec(settings.items_topic, settings.items_partitions, (("cleanup.policy", "compact"),)),
-                TopicSpec(settings.events_topic, settings.partitions),
-            ],
-        )
+    security = settings.kafka_security()
+    await check_connection(settings.bootstrap, security)
+    specs = [TopicSpec(settings.events_topic, settings.partitions)]
+    if settings.send_items:
+        specs.insert(0, TopicSpec(settings.items_topic, settings.items_partitions, (("cleanup.policy", "compact"),)))
+    await ensure_topics(settings.bootstrap, specs, create=settings.create_topics, security=security)
+    needs = [Need(ResourceType.TOPIC, settings.events_topic, Operation.WRITE, "the events it replays")]
+    if settings.send_items:
+        needs.append(Need(ResourceType.TOPIC, settings.items_topic, Operation.WRITE, "the catalogue it sends"))
+    await check_permissions(settings.bootstrap, security, needs)
     stats = ReplayStats()
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, enable_idempotence=True, acks="all", linger_ms=settings.linger_ms
+        bootstrap_servers=settings.bootstrap, enable_idempotence=True, acks="all", linger_ms=settings.linger_ms,
+        **security.aiokafka_kwargs(),
     )
     await producer.start()
     try:

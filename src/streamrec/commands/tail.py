@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from streamrec.config import add_settings_arguments, settings_from_args
 from streamrec.streams.schemas import InvalidMessage, Recommendation, decode_recommendation
+from streamrec.streams.security import KafkaSecuritySettings
 
 
-class TailSettings(BaseSettings):
+class TailSettings(KafkaSecuritySettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
 
     bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers (host:port[,host:port])")
@@ -83,6 +84,14 @@ async def tail(settings: TailSettings, out: TextIO, summary: LatencySummary | No
     """Print until ``max_messages`` / ``timeout_s``; latencies collect in ``summary`` (also on Ctrl-C)."""
     from aiokafka import AIOKafkaConsumer
 
+    from streamrec.streams.acls import Need, Operation, ResourceType, check_permissions
+    from streamrec.streams.security import check_connection
+
+    security = settings.kafka_security()
+    await check_connection(settings.bootstrap, security)
+    await check_permissions(settings.bootstrap, security, [
+        Need(ResourceType.TOPIC, settings.recommendations_topic, Operation.READ, "the recommendations it prints"),
+    ])
     titles: dict[str, str] | None = None
     if settings.items_from_movielens:
         from streamrec.streams.movielens import movie_titles
@@ -94,6 +103,7 @@ async def tail(settings: TailSettings, out: TextIO, summary: LatencySummary | No
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest" if settings.from_beginning else "latest",
+        **security.aiokafka_kwargs(),
     )
     summary = summary if summary is not None else LatencySummary()
     await consumer.start()

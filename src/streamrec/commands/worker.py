@@ -8,6 +8,8 @@ import logging
 import sys
 
 from streamrec.config import add_settings_arguments, settings_from_args
+from streamrec.streams.acls import Need, Operation, ResourceType, check_permissions
+from streamrec.streams.security import check_connection
 from streamrec.streams.settings import WorkerSettings
 from streamrec.streams.topics import TopicSpec, ensure_topics
 
@@ -35,6 +37,39 @@ def topic_specs(s: WorkerSettings) -> list[TopicSpec]:
     ]
 
 
+def permissions_needed(s: WorkerSettings) -> list[Need]:
+    """The ACLs a worker needs (README 'Production Kafka'); internal topics are checked once they exist."""
+    t, g = ResourceType.TOPIC, ResourceType.GROUP
+    return [
+        Need(t, s.events_topic, Operation.READ, "the events it consumes"),
+        Need(t, s.items_topic, Operation.READ, "the catalogue it indexes"),
+        Need(t, s.recommendations_topic, Operation.WRITE, "its output"),
+        Need(t, s.dead_letter_topic, Operation.WRITE, "rejected input goes there"),
+        Need(g, s.app_id, Operation.READ, "the events consumer group: joining it and committing offsets"),
+        *(
+            Need(t, name, op, "Faust's internal topic")
+            for name in internal_topics(s.app_id)
+            for op in (Operation.READ, Operation.WRITE)
+        ),
+    ]
+
+
+def internal_topics(app_id: str) -> list[str]:
+    """Topics Faust creates and uses: the session table's changelog and its assignor's leader topic."""
+    return [f"{app_id}-sessions-changelog", f"{app_id}-__assignor-__leader"]
+
+
+async def preflight(s: WorkerSettings) -> dict[str, int]:
+    """Connect (fail fast with the cause), create/describe the topics, check the ACLs; before Faust starts,
+    so that a worker that cannot work consumes nothing and commits nothing."""
+    security = s.kafka_security()
+    await check_connection(s.bootstrap, security)
+    counts = await ensure_topics(s.bootstrap, topic_specs(s), create=s.create_topics, security=security)
+    await check_permissions(s.bootstrap, security, permissions_needed(s))
+    log.info("Kafka at %s: %s; topics and ACLs checked", s.bootstrap, security.describe())
+    return counts
+
+
 def run(args: argparse.Namespace) -> int:
     from streamrec.commands.export import default_model_dir
     from streamrec.streams.supervision import ShutdownWatchdog, SupervisedWorker
@@ -42,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(WorkerSettings, args)
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
-    counts = asyncio.run(ensure_topics(settings.bootstrap, topic_specs(settings), create=settings.create_topics))
+    counts = asyncio.run(preflight(settings))
     partitions = counts[settings.events_topic]
     encoder = load_encoder(settings, settings.model_dir or default_model_dir())
     log.info("encoder: %s", encoder)

@@ -6,6 +6,10 @@ process session bound to the configured loopback address, and waits until the br
 Kafka ``ApiVersions`` request. ``down()`` stops it by PID (SIGTERM, then SIGKILL after a timeout).
 ``up()`` is idempotent: a broker it already started is reused, a stale PID file is removed, and a
 broker that somebody else started on the same address is reported and left alone.
+
+``secure=True`` starts the same broker locked down like a production cluster (see
+:mod:`streamrec.localkafka.secure`): a SASL_SSL listener (SCRAM-SHA-256/512) on ``port``, a mutual-TLS
+listener on ``port + 2``, ACLs enforced by Kafka's ``StandardAuthorizer``, a super-user for admin work.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import tempfile
@@ -27,6 +32,7 @@ from importlib import resources
 from pathlib import Path
 
 from streamrec.errors import StreamrecError
+from streamrec.localkafka import secure
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +69,8 @@ class LocalKafkaConfig:
     stop_timeout_s: float = 30.0
     maven: str = "mvn"
     java: str = "java"
+    secure: bool = False  # SASL_SSL + mTLS listeners, ACLs (streamrec.localkafka.secure)
+    users: tuple[tuple[str, str], ...] = ()  # secure: extra SCRAM users (name, password) created at format time
 
     @property
     def bootstrap(self) -> str:
@@ -71,6 +79,11 @@ class LocalKafkaConfig:
     @property
     def effective_controller_port(self) -> int:
         return self.controller_port or self.port + 1
+
+    @property
+    def mtls_port(self) -> int:
+        """secure: the mutual-TLS (SSL, client certificate required) listener's port."""
+        return self.port + 2
 
 
 @dataclass(frozen=True)
@@ -89,13 +102,17 @@ class BrokerStatus:
         return f"stopped: nothing answers at {self.bootstrap} (home {self.home})"
 
 
-def kafka_answers(host: str, port: int, timeout: float = 2.0) -> bool:
-    """True when a Kafka broker answers an ApiVersions (v0) request at host:port."""
+def kafka_answers(host: str, port: int, timeout: float = 2.0, ssl_context: ssl.SSLContext | None = None) -> bool:
+    """True when a Kafka broker answers an ApiVersions (v0) request at host:port (over TLS with ``ssl_context``;
+    ApiVersions is answered before SASL authentication)."""
     client_id = b"streamrec-probe"
     correlation_id = 0x5EED
     body = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+            if ssl_context is not None:
+                sock = stack.enter_context(ssl_context.wrap_socket(sock, server_hostname=host))
             sock.settimeout(timeout)
             sock.sendall(struct.pack(">i", len(body)) + body)
             header = _recv_exact(sock, 4)
@@ -161,6 +178,15 @@ class LocalKafka:
         return self.home / "server.properties"
 
     @property
+    def secure_layout(self) -> secure.SecureLayout:
+        return secure.SecureLayout(self.home)
+
+    def _probe(self, timeout: float = 2.0) -> bool:
+        c = self.config
+        ctx = secure.probe_context(self.secure_layout) if c.secure else None
+        return kafka_answers(c.host, c.port, timeout=timeout, ssl_context=ctx)
+
+    @property
     def libs_dir(self) -> Path:
         return self.config.cache_dir / f"kafka_{self.config.scala}-{self.config.version}" / "libs"
 
@@ -182,7 +208,7 @@ class LocalKafka:
 
     def status(self) -> BrokerStatus:
         pid = self._our_pid()
-        answers = kafka_answers(self.config.host, self.config.port)
+        answers = self._probe()
         return BrokerStatus(
             bootstrap=self.config.bootstrap,
             running=answers,
@@ -231,6 +257,19 @@ class LocalKafka:
         return libs
 
     # ---- config and storage --------------------------------------------------------------
+    def _listener_properties(self) -> list[str]:
+        c = self.config
+        cport = c.effective_controller_port
+        if c.secure:
+            return secure.listener_properties(self.secure_layout, c.host, c.port, cport, c.mtls_port, c.users)
+        return [
+            f"listeners=PLAINTEXT://{c.host}:{c.port},CONTROLLER://{c.host}:{cport}",
+            f"advertised.listeners=PLAINTEXT://{c.host}:{c.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        ]
+
     def _server_properties(self) -> str:
         c = self.config
         cport = c.effective_controller_port
@@ -240,11 +279,7 @@ class LocalKafka:
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@{c.host}:{cport}",
-                f"listeners=PLAINTEXT://{c.host}:{c.port},CONTROLLER://{c.host}:{cport}",
-                f"advertised.listeners=PLAINTEXT://{c.host}:{c.port}",
-                "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                *self._listener_properties(),
                 f"log.dirs={self.data_dir}",
                 "num.partitions=1",
                 "offsets.topic.replication.factor=1",
@@ -258,6 +293,13 @@ class LocalKafka:
                 "",
             ]
         )
+
+    @staticmethod
+    def _write_private(path: Path, text: str) -> None:
+        """Write a file only its owner can read (server.properties holds JAAS passwords when secure)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
 
     def _java_cmd(self, main: str, *args: str) -> list[str]:
         if shutil.which(self.config.java) is None:
@@ -281,11 +323,18 @@ class LocalKafka:
             self._java_cmd(
                 "kafka.tools.StorageTool", "format", "-t", _new_cluster_id(),
                 "-c", str(self.properties_file),
+                *(secure.format_arguments(self.secure_layout, self.config.users) if self.config.secure else []),
             ),
             capture_output=True, text=True, check=False,
         )
         if proc.returncode != 0:
-            raise LocalKafkaError(f"formatting KRaft storage in {self.data_dir} failed:\n{proc.stdout}{proc.stderr}")
+            output = proc.stdout + proc.stderr
+            if self.config.secure:
+                for user in (secure.ADMIN_USER, secure.APP_USER):
+                    output = output.replace(self.secure_layout.password(user), "***")
+                for _, password in self.config.users:
+                    output = output.replace(password, "***")
+            raise LocalKafkaError(f"formatting KRaft storage in {self.data_dir} failed:\n{output}")
 
     # ---- lifecycle -----------------------------------------------------------------------
     def up(self) -> BrokerStatus:
@@ -298,10 +347,10 @@ class LocalKafka:
         if pid is not None:
             self._wait_until_answering(pid)
             return self.status()
-        if kafka_answers(c.host, c.port):
+        if self._probe():
             log.info("a Kafka broker not started by streamrec already answers at %s; using it", c.bootstrap)
             return self.status()
-        for port in (c.port, c.effective_controller_port):
+        for port in (c.port, c.effective_controller_port, *((c.mtls_port,) if c.secure else ())):
             if _port_in_use(c.host, port):
                 raise LocalKafkaError(
                     f"{c.host}:{port} is taken by something that is not a Kafka broker: "
@@ -309,7 +358,9 @@ class LocalKafka:
                 )
         self.resolve_jars()
         self.home.mkdir(parents=True, exist_ok=True)
-        self.properties_file.write_text(self._server_properties())
+        if c.secure:
+            secure.ensure_material(self.home, c.host)
+        self._write_private(self.properties_file, self._server_properties())
         self._format_storage()
         out = (self.home / "kafka.out").open("ab")
         try:
@@ -332,7 +383,7 @@ class LocalKafka:
     def _wait_until_answering(self, pid: int) -> None:
         deadline = time.monotonic() + self.config.start_timeout_s
         while time.monotonic() < deadline:
-            if kafka_answers(self.config.host, self.config.port, timeout=1.0):
+            if self._probe(timeout=1.0):
                 return
             if not _alive(pid):
                 raise LocalKafkaError(
