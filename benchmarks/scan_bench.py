@@ -29,8 +29,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from benchmarks.index_bench import clustered, machine, versions
+from benchmarks.index_bench import clustered, versions
 from streamrec.index import HnswIndex
+from streamrec.machine import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DIM, K = 384, 10
