@@ -5,16 +5,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from streamrec.export.pipeline import is_exported_model
+from streamrec.export.pipeline import is_current_export, is_exported_model
 
-__all__ = ["ensure_exported_model", "is_exported_model"]
+__all__ = ["ensure_exported_model", "is_current_export", "is_exported_model"]
 
 logger = logging.getLogger(__name__)
 
 
 def ensure_exported_model(model_dir: Path, source: Path | None = None, threads: int = 2) -> Path:
-    """Return ``model_dir``, exporting the default model into it first unless it is already a valid export."""
-    if is_exported_model(model_dir):
+    """Return ``model_dir``, exporting the default model into it first unless it already holds a verified export
+    made by this version (:func:`is_current_export`): an older export (another manifest format or INT8 recipe)
+    is replaced."""
+    if is_current_export(model_dir):
         return model_dir
     from streamrec.export.errors import ExportError
     from streamrec.export.pipeline import ExportOptions, export_model
