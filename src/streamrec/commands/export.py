@@ -70,35 +70,34 @@ def export_log_path(output: Path) -> Path:
 
 @contextlib.contextmanager
 def detail_to_file(log_file: Path, verbose: bool = False) -> Iterator[Path]:
-    """While exporting, send everything written to stderr -- Python's logging handlers, warnings, and what
-    onnxruntime, optimum and torch print from native code -- to ``log_file`` (appended); stdout (the progress
-    lines) stays on the console. ``verbose``: change nothing. Entry points only: it redirects file descriptor 2."""
+    """While exporting, send what goes to stderr -- logging handlers on stderr, Python warnings, and what
+    onnxruntime, optimum and torch print from native code (file descriptor 2) -- to ``log_file`` (appended);
+    stdout (the progress lines) stays on the console. ``verbose``: change nothing. For entry points only."""
     if verbose:
         yield log_file
         return
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    saved = os.dup(2)
+    old_stderr = sys.stderr
+    old_stderr.flush()
+    saved_fd = os.dup(2)
     try:
-        with log_file.open("ab") as fh:
-            os.dup2(fh.fileno(), 2)
+        with log_file.open("a", encoding="utf-8", buffering=1) as text:
+            os.dup2(text.fileno(), 2)
+            sys.stderr = text
+            swapped = [(h, h.setStream(text)) for h in logging.getLogger().handlers
+                       if type(h) is logging.StreamHandler and h.stream in (old_stderr, sys.__stderr__)]
+            logging.captureWarnings(True)
             try:
-                with warnings_logged():
-                    yield log_file
+                yield log_file
             finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
+                logging.captureWarnings(False)
+                for handler, stream in swapped:
+                    handler.setStream(stream)
+                sys.stderr = old_stderr
+                text.flush()
+                os.dup2(saved_fd, 2)
     finally:
-        os.close(saved)
-
-
-@contextlib.contextmanager
-def warnings_logged() -> Iterator[None]:
-    logging.captureWarnings(True)
-    try:
-        yield
-    finally:
-        logging.captureWarnings(False)
+        os.close(saved_fd)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -24,7 +24,7 @@ from streamrec.encoders import (
     Variant,
     load_manifest,
 )
-from streamrec.encoders.manifest import MANIFEST_NAME, sha256_file
+from streamrec.encoders.manifest import MANIFEST_NAME
 from streamrec.encoders.selfcheck import ReferenceSet, load_reference_set, score_self_check, thresholds_of
 from streamrec.machine import cpu_info
 
@@ -32,24 +32,9 @@ from streamrec.machine import cpu_info
 @pytest.fixture(scope="module")
 def bad_int8_model(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The exported model with its CPU INT8 graph replaced by a per-tensor one (fails its thresholds)."""
-    from streamrec.export import DynamicInt8Recipe
-    from streamrec.export.quantize import quantize_dynamic_int8
+    from streamrec.export.testing import with_failing_cpu_variant
 
-    manifest = load_manifest(model_dir)
-    dst = tmp_path_factory.mktemp("bad-int8") / "model"
-    dst.mkdir()
-    for name in (MANIFEST_NAME, manifest.tokenizer, str(manifest.self_check["file"]),
-                 manifest.variants["fp32"].file):
-        shutil.copy2(model_dir / name, dst / name)
-    int8 = manifest.variants["cpu-int8"].file
-    quantize_dynamic_int8(model_dir / manifest.variants["fp32"].file, dst / int8, DynamicInt8Recipe(per_channel=False))
-    data = json.loads((dst / MANIFEST_NAME).read_text())
-    data["files"] = {k: v for k, v in data["files"].items() if (dst / k).is_file()}
-    data["files"][int8] = sha256_file(dst / int8)
-    data["variants"] = {k: v for k, v in data["variants"].items() if k in ("fp32", "cpu-int8")}
-    data["default_variant"] = {"CPUExecutionProvider": "cpu-int8"}
-    (dst / MANIFEST_NAME).write_text(json.dumps(data))
-    return dst
+    return with_failing_cpu_variant(model_dir, tmp_path_factory.mktemp("bad-int8") / "model")
 
 
 def test_the_exported_default_passes_on_this_machine(model_dir: Path) -> None:
