@@ -25,8 +25,8 @@ from typing import Any
 
 from streamrec.encoders.errors import ModelIntegrityError
 from streamrec.encoders.manifest import CPU, CUDA, TENSORRT, Manifest, Variant, load_manifest, sha256_file
-from streamrec.encoders.onnx import OnnxEncoderConfig, OnnxTextEncoder
-from streamrec.encoders.selfcheck import SELF_CHECK_TEXTS, write_reference_set
+from streamrec.encoders.onnx import CPU_MAX_BATCH, OnnxEncoderConfig, OnnxTextEncoder
+from streamrec.encoders.selfcheck import pick_batches, write_reference_set
 from streamrec.export.corpus import build_corpus
 from streamrec.export.errors import ExportError, VariantValidationError
 from streamrec.export.quantize import (
@@ -216,6 +216,18 @@ def _build_variant(spec: VariantSpec, fp32: Path, work: Path, calibration: Seque
     raise ExportError(f"variant {spec.name}: unknown recipe {spec.recipe!r}")
 
 
+def _write_self_check_set(work: Path, validation: Sequence[str], ref: Any, reference_name: str) -> dict[str, Any]:
+    """Batches of the CPU validation run below (length-sorted chunks of the runtime's CPU batch size)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(work / "tokenizer.json"))
+    lengths = [len(e.ids) for e in tok.encode_batch(list(validation))]
+    chunks = pick_batches(lengths, CPU_MAX_BATCH)
+    idx = [i for chunk in chunks for i in chunk]
+    return write_reference_set(work, [validation[i] for i in idx], ref[idx], reference_name,
+                               [len(c) for c in chunks])
+
+
 def _make_manifest(work: Path, *, name: str, source: dict[str, Any], dim: int, max_len: int, pooling: str,
                    inputs: Sequence[str], variants: dict[str, Variant], self_check: dict[str, Any]) -> Manifest:
     files = {p.relative_to(work).as_posix(): sha256_file(p) for p in sorted(work.rglob("*"))
@@ -281,8 +293,7 @@ def export_model(
         ref = reference.encode(validation)
         del reference
         reference_name = "transformers fp32 + pooling + L2 norm"
-        n_check = min(SELF_CHECK_TEXTS, len(validation))
-        self_check = write_reference_set(work, validation[:n_check], ref[:n_check], reference_name)
+        self_check = _write_self_check_set(work, validation, ref, reference_name)
 
         variants: dict[str, Variant] = {}
         for spec in opts.variants:

@@ -74,6 +74,9 @@ def test_the_self_check_reference_set_is_written_and_hashed(model_dir: Path, man
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert manifest.self_check["file"] in manifest.files
     assert set(data["texts"]) <= set(build_corpus(101).validation)  # held-out text, never calibration
+    # whole batches of the CPU validation run (length-sorted chunks of 8), run as such at load time
+    assert sum(data["batches"]) == len(data["texts"]) and max(data["batches"]) <= 8
+    assert len(data["batches"]) >= 3
 
 
 def test_an_export_by_an_older_version_is_stale(model_dir: Path, tmp_path: Path) -> None:
