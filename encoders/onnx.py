@@ -109,9 +109,11 @@ class EncoderStats:
 class Selection:
     """Which variant the encoder serves and why.
 
-    ``first``: the variant it would have served had every check passed; ``self_check``: the served variant's
-    result (``None`` when the check is off); ``rejected``: one line per candidate passed over (provider that
-    did not load, variant that failed its self-check), in order; ``checked``: every self-check run.
+    ``first``: the variant it would have served had every self-check passed (the first candidate whose provider
+    really loads); ``self_check``: the served variant's result (``None`` when the check is off); ``rejected``:
+    one line per variant that failed its self-check, in order; ``checked``: every self-check run;
+    ``unavailable``: providers passed over because they do not load here (the everyday case of onnxruntime-gpu
+    on a machine without a GPU, so not a fallback of the model).
     """
 
     provider: str
@@ -120,6 +122,7 @@ class Selection:
     self_check: SelfCheckResult | None
     rejected: tuple[str, ...] = ()
     checked: tuple[SelfCheckResult, ...] = ()
+    unavailable: tuple[str, ...] = ()
 
     @property
     def fell_back(self) -> bool:
@@ -215,7 +218,9 @@ class OnnxTextEncoder:
         strict_provider = self.config.provider != "auto"
         dead_providers: set[str] = set()
         rejected: list[str] = []
+        unavailable: list[str] = []
         checked: list[SelfCheckResult] = []
+        first: str | None = None
         for choice in candidates:
             if choice.provider in dead_providers:
                 continue
@@ -228,9 +233,10 @@ class OnnxTextEncoder:
                 if strict_provider:
                     raise
                 dead_providers.add(choice.provider)
-                rejected.append(str(exc))
+                unavailable.append(str(exc))
                 logger.warning("%s; trying the next provider", exc)
                 continue
+            first = first or choice.variant.name
             result = None if reference is None else self._self_check(session, choice, reference)
             if result is not None:
                 checked.append(result)
@@ -250,8 +256,8 @@ class OnnxTextEncoder:
                 logger.info("%s", result.describe())
             logger.info("encoder runs %s on %s (session providers %s)", choice.variant.name, choice.provider,
                         session.get_providers())
-            selection = Selection(choice.provider, choice.variant.name, candidates[0].variant.name, result,
-                                  tuple(rejected), tuple(checked))
+            selection = Selection(choice.provider, choice.variant.name, first, result, tuple(rejected),
+                                  tuple(checked), tuple(unavailable))
             if selection.fell_back:
                 logger.warning("encoder serves %s instead of %s: %s", choice.variant.name, selection.first,
                                selection.reason())
@@ -261,7 +267,7 @@ class OnnxTextEncoder:
                                  + " | ".join(c.describe() for c in checked)
                                  + ". The model files match their checksums, so suspect this machine's "
                                  "onnxruntime build; re-export the model here")
-        raise ProviderUnavailableError("no execution provider could run the model: " + "; ".join(rejected))
+        raise ProviderUnavailableError("no execution provider could run the model: " + "; ".join(unavailable))
 
     def _self_check(self, session: SessionLike, choice: ProviderChoice, ref: ReferenceSet,
                     thresholds: Mapping[str, float] | None = None) -> SelfCheckResult:

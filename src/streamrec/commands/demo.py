@@ -93,14 +93,19 @@ def run(args: argparse.Namespace) -> int:
             broker.down()
 
 
-def _say_encoder(metrics: dict[str, float]) -> None:
-    """What the worker's encoder-info metric says: the variant in use and, after a fallback, why."""
+def _encoder_summary(metrics: dict[str, float]) -> str:
+    """What the worker's encoder-info metric says: the variant in use, its self-check and, after a fallback, why."""
     info = next((k for k in metrics if k.startswith("streamrec_encoder_info{")), "")
     labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', info))
-    if labels:
-        why = f"; {labels['fallback_reason']}" if labels.get("fallback_reason") else ""
-        _say(f"encoder: {labels.get('variant')} on {labels.get('provider')} (self-check "
-             f"{labels.get('self_check', '?')}{why})")
+    if not labels:
+        return "unknown (no streamrec_encoder_info)"
+    why = f": {labels['fallback_from']} failed ({labels['fallback_reason']})" if labels.get("fallback_from") else ""
+    return (f"{labels.get('model', '?')} on {labels.get('provider', '?')} (self-check "
+            f"{labels.get('self_check', '?')}{why})")
+
+
+def _say_encoder(metrics: dict[str, float]) -> None:
+    _say(f"encoder: {_encoder_summary(metrics)}")
 
 
 def _ensure_model(model_dir: Path, source: Path | None, log_file: Path, verbose: bool) -> None:
@@ -212,7 +217,7 @@ async def _replay_and_watch(s: DemoSettings, bootstrap: str, topics: dict[str, s
         f"{k} {statistics.median(v):.2f}" for k, v in stages.items()))
     metrics = worker.metrics()
     dead = sum(v for k, v in metrics.items() if k.startswith("streamrec_pipeline_dead_letters_total"))
-    encoder = next((k.partition("{")[2].rstrip("}") for k in metrics if k.startswith("streamrec_encoder_info")), "")
+    encoder = _encoder_summary(metrics)
     print(f"worker metrics: {metrics.get('streamrec_pipeline_recommendations_total', 0):.0f} recommendations, "
           f"{dead:.0f} dead letters, {metrics.get('streamrec_index_items', 0):.0f} items in the index; "
           f"encoder {encoder}")

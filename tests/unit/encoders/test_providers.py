@@ -181,6 +181,10 @@ def test_encoder_falls_back_to_cpu_when_gpus_are_listed_but_do_not_load(model_di
     enc = OnnxTextEncoder(model_dir, available_providers=lambda: ALL, session_factory=real_sessions_reporting(set()))
     assert (enc.provider, enc.variant.name) == (CPU, "cpu-int8")
     assert enc.stats.provider == CPU
+    # providers that do not load are not a fallback of the model: the metric says "passed", no fallback_from
+    sel = enc.selection
+    assert sel.first == "cpu-int8" and not sel.fell_back and sel.check_state == "passed" and sel.reason() == ""
+    assert [u.split(":")[0] for u in sel.unavailable] == [TENSORRT, CUDA]
 
 
 def test_encoder_picks_the_fp16_graph_when_cuda_loads(model_dir: Path) -> None:
