@@ -45,6 +45,7 @@ from streamrec.encoders.selfcheck import (
     load_reference_set,
     score_self_check,
 )
+from streamrec.machine import cpu_info
 
 __all__ = ["EncoderStats", "OnnxEncoderConfig", "OnnxTextEncoder", "Selection", "SelfCheckMode",
            "pool_and_normalize"]
@@ -241,8 +242,6 @@ class OnnxTextEncoder:
             if result is not None:
                 checked.append(result)
                 if not result.passed:
-                    from streamrec.machine import cpu_info
-
                     where = cpu_info().describe() if choice.provider == CPU else choice.provider
                     msg = (f"variant {choice.variant.name} fails its self-check on this machine: "
                            f"{result.describe()}; CPU: {where}")
