@@ -36,6 +36,7 @@ from typing import Any
 
 from benchmarks import e2e_data, e2e_report
 from benchmarks.e2e_load import Collector, StepResult, parse_echo, parse_recommendation, prime, run_step
+from streamrec.machine import machine
 from streamrec.streams.movielens import ReplayEvent
 from streamrec.streams.schemas import ItemRecord
 from streamrec.streams.security import PLAINTEXT, KafkaSecurity
@@ -327,7 +328,7 @@ async def run_bench(c: BenchConfig, security: KafkaSecurity = PLAINTEXT) -> dict
     started = time.time()
     result: dict[str, Any] = {"benchmark": "e2e", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                               "command": c.command or "python -m benchmarks.e2e_bench",
-                              "machine": e2e_report.machine(c.note), "versions": e2e_report.versions(),
+                              "machine": machine(c.note), "versions": e2e_report.versions(),
                               "settings": dataclasses.asdict(c), "plan": dataclasses.asdict(p),
                               "kafka_security": security.describe()}
     ml_items = e2e_data.movielens_items()

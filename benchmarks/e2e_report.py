@@ -6,24 +6,12 @@ import contextlib
 import importlib.metadata
 import json
 import math
-import os
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
 from benchmarks.e2e_load import StepResult
-
-
-def machine(note: str) -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-            "loadavg_before": list(os.getloadavg()), "note": note}
 
 
 def versions() -> dict[str, str]:

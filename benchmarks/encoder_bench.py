@@ -15,7 +15,8 @@ kept in float, SmoothQuant-style outlier migration, static QDQ; the Pareto front
 
 Writes encoder_<timestamp>.json and .png into the output folder
 (`--out`; default `~/.cache/streamrec/bench`, outside git: the committed reference runs in
-`benchmarks/results/` are chosen by hand, see benchmarks/README.md).
+`benchmarks/results/` are chosen by hand, see benchmarks/README.md). The JSON's machine block names the CPU,
+its family/model and ISA flags (streamrec.machine): dynamic INT8 numbers depend on them (VNNI or not).
 """
 
 from __future__ import annotations
@@ -39,18 +40,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from streamrec.machine import machine
+
 Encode = Callable[[Sequence[str]], npt.NDArray[np.float32]]
 DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"  # outside git
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def versions() -> dict[str, str]:
@@ -88,7 +81,8 @@ def research_variants(model_dir: Path, work: Path, quick: bool) -> dict[str, dic
         "int8-smooth0.7-L0ffnout-fp32": DynamicInt8Recipe(smooth_alpha=0.7, keep_float=ffn_output_pattern([0])),
         "int8-split2": DynamicInt8Recipe(outlier_channels=2),
         "int8-split4": DynamicInt8Recipe(outlier_channels=4),
-        "int8-smooth0.7": DynamicInt8Recipe(smooth_alpha=0.7),
+        "int8-smooth0.7": DynamicInt8Recipe(smooth_alpha=0.7),  # the default before reduce_range (wrong on AVX2)
+        "int8-pc-reduce-range": DynamicInt8Recipe(reduce_range=True),
     }
     if not quick:
         recipes |= {
@@ -117,9 +111,11 @@ def make_research_dir(model_dir: Path, work: Path, recipes: dict[str, dict[str, 
     from streamrec.encoders.manifest import CPU
 
     m = load_manifest(model_dir)
-    shutil.copy2(model_dir / m.tokenizer, work / m.tokenizer)
+    check_file = str(m.self_check["file"])
+    for name in (m.tokenizer, check_file):
+        shutil.copy2(model_dir / name, work / name)
     variants = {n: Variant(n, f"{n}.onnx", CPU, "int8", r) for n, r in recipes.items()}
-    files = {m.tokenizer: "unchecked", **{v.file: "unchecked" for v in variants.values()}}
+    files = {m.tokenizer: "unchecked", check_file: "unchecked", **{v.file: "unchecked" for v in variants.values()}}
     dataclasses.replace(m, variants=variants, files=files, default_variant={}).write(work)
 
 
@@ -144,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer texts/rounds and research variants")
     p.add_argument("--no-research", action="store_true", help="only the exported variants")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    p.add_argument("--note", default="shared 2-core machine; other jobs ran CPU-heavy work at the same time",
+                   help="what else ran on the machine (recorded in the JSON)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -174,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["pytorch-fp32"] = {"engine": "torch", "recipe": {"kind": "fp32"}}
     # ORT engines run as the runtime does (length-sorted chunks of OnnxEncoderConfig's default size); the
     # "/pad-like-torch" rows pad each call's texts into one batch, as the PyTorch reference does.
-    cfg: dict[str, Any] = {"provider": "cpu", "intra_op_threads": args.threads}
+    # self_check off: this benchmark scores every graph itself, and must time the graph it names
+    cfg: dict[str, Any] = {"provider": "cpu", "intra_op_threads": args.threads, "self_check": "off"}
     for name in ("fp32", "cpu-int8", "tensorrt-int8"):
         if name in manifest.variants:
             enc = OnnxTextEncoder(model_dir, OnnxEncoderConfig(variant=name, **cfg))
@@ -245,15 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         q = d["quality"]
         d["meets_targets"] = bool(d["speedup_batch1_p50"] >= 5 and d["speedup_b32"] >= 3
                                   and q["cos_mean"] >= 0.995 and q["top10_overlap"] >= 0.90)
-    machine: dict[str, Any] = {
-        "platform": platform.platform(), "cpu": cpu_model(), "cores": os.cpu_count(),
-        "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
-        "note": "shared 2-core machine; another job ran CPU-heavy benchmarks at the same time"}
+    machine_info = {**machine(args.note), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     result = {
         "benchmark": "encoder",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python benchmarks/encoder_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine,
+        "machine": machine_info,
         "versions": versions(),
         "params": {"threads": args.threads, "rounds": rounds, "quality_texts": len(texts),
                    "latency_texts_per_round": n_latency, "throughput_texts_per_round": n_tput,
@@ -265,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (args.out / f"encoder_{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(info, front, args.out / f"encoder_{stamp}.png", machine, args.threads)
+    plot(info, front, args.out / f"encoder_{stamp}.png", machine_info, args.threads)
     print_table(info, front)
     print(f"wrote {args.out}/encoder_{stamp}.json and .png")
     return 0
@@ -336,7 +332,8 @@ def plot(info: dict[str, dict[str, Any]], front: list[str], path: Path, machine:
     ax.set_ylim(max(0.95, min(info[n]["quality"]["cos_mean"] for n in names) - 0.002), 1.0005)
     ax.set_title("Pareto front (green); targets dashed")
     fig.suptitle(f"all-MiniLM-L6-v2 encoder, {threads} thread(s), {machine['cpu']} ({machine['cores']} cores, "
-                 f"shared), load {machine['loadavg_before'][0]:.2f}")
+                 f"shared; {' '.join(machine['cpu_flags'])}; int8 dot {machine['int8_dot']}), "
+                 f"load {machine['loadavg_before'][0]:.2f}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

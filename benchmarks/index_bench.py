@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: make `streamrec` importable fr
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from streamrec.index import ExactIndex, HnswIndex
+from streamrec.machine import machine
 
 DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"  # outside git
 K = 10
@@ -57,19 +58,6 @@ def rss_bytes() -> int:
 
 
 MACHINE_NOTE = "shared 2-core machine; another job (ONNX export/benchmarks) ran CPU-heavy work at the same time"
-
-
-def machine(note: str = MACHINE_NOTE) -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "loadavg_before": os.getloadavg(),
-            "note": note}
 
 
 def versions() -> dict[str, str]:

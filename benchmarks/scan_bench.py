@@ -31,8 +31,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from benchmarks.index_bench import clustered, machine, versions
+from benchmarks.index_bench import clustered, versions
 from streamrec.index import HnswIndex
+from streamrec.machine import machine
 
 DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"  # outside git
 DIM, K = 384, 10

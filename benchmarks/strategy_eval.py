@@ -57,6 +57,7 @@ from benchmarks.strategy_core import (
 )
 from streamrec.encoders import CachedEncoder, TextEncoder
 from streamrec.index import HnswIndex
+from streamrec.machine import machine
 from streamrec.streams.catalog import item_text
 from streamrec.streams.movielens import (
     Movie,
@@ -207,19 +208,6 @@ def summarise(v: Variant, r: RunResult, enc: MemoEncoder, n_items: int) -> dict[
 
 
 # ------------------------------------------------------------------------------------------ output
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
-            "note": "shared 2-core machine; a colleague's latency benchmarks ran at the same time"}
-
-
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("numpy", "hnswlib", "onnxruntime", "onnxruntime-gpu", "tokenizers", "streamrec"):
@@ -353,7 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {
         "benchmark": "strategy_eval",
         "command": "python -m benchmarks.strategy_eval" + (" --quick" if args.quick else ""),
-        "machine": machine(), "versions": versions(),
+        "machine": machine("shared 2-core machine; a colleague's latency benchmarks ran at the same time"),
+        "versions": versions(),
         "load": {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "params": {**{k: (str(x) if isinstance(x, Path) else x) for k, x in vars(args).items()},
                    "encoder": model.name, "provider": model.provider, "intra_op_threads": 1,

@@ -9,8 +9,9 @@ from streamrec.encoders._base import TextEncoder
 from streamrec.encoders.cache import CachedEncoder, CacheStats, EmbeddingCache
 from streamrec.encoders.errors import EncoderError, ModelIntegrityError, ProviderUnavailableError
 from streamrec.encoders.manifest import Manifest, Variant, load_manifest
-from streamrec.encoders.onnx import EncoderStats, OnnxEncoderConfig, OnnxTextEncoder
+from streamrec.encoders.onnx import EncoderStats, OnnxEncoderConfig, OnnxTextEncoder, Selection, SelfCheckMode
 from streamrec.encoders.providers import PROVIDER_ORDER, ProviderChoice, plan_candidates
+from streamrec.encoders.selfcheck import SelfCheckError, SelfCheckResult
 
 __all__ = [
     "PROVIDER_ORDER",
@@ -25,6 +26,10 @@ __all__ = [
     "OnnxTextEncoder",
     "ProviderChoice",
     "ProviderUnavailableError",
+    "Selection",
+    "SelfCheckError",
+    "SelfCheckMode",
+    "SelfCheckResult",
     "TextEncoder",
     "Variant",
     "load_manifest",

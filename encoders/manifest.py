@@ -7,6 +7,10 @@ sha256; :func:`load_manifest` refuses a directory whose manifest is missing or m
 Pooling and L2 normalisation happen in the runtime (:mod:`streamrec.encoders.onnx`), not in the graph: the
 ONNX files output ``last_hidden_state`` ``(batch, seq, dim)`` and the manifest's ``pooling`` says how to reduce
 it. That works for any BERT-family folder, with or without a sentence-transformers pooling config.
+
+Format 2 adds ``self_check``: a file of reference texts with their PyTorch fp32 embeddings (hashed like every
+other file) that the runtime embeds at load time to check each variant on the CPU that runs it
+(:mod:`streamrec.encoders.selfcheck`). A format-1 directory is refused: re-export it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: self_check reference set; CPU INT8 recipe safe on AVX2 without VNNI
 POOLING_MODES = ("mean", "cls", "max")
 TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -53,7 +57,8 @@ class Variant:
     """One ONNX graph of the model and the execution provider it is made for.
 
     ``validation`` holds the scores measured against the PyTorch fp32 reference at export time
-    (``cos_mean``, ``cos_min``, ``top10_overlap``, ``n_texts``, and the thresholds it passed).
+    (``cos_mean``, ``cos_min``, ``top10_overlap``, ``n_texts``, the ``thresholds`` it passed, and
+    ``self_check``: its scores on the self-check set on the export machine).
     """
 
     name: str
@@ -81,6 +86,8 @@ class Manifest:
     tools: Mapping[str, str] = field(default_factory=dict)
     created: str = ""
     format: int = FORMAT_VERSION
+    # {"file": "selfcheck.json", "n_texts": 48, "reference": "..."}: the load-time self-check's reference set
+    self_check: Mapping[str, Any] = field(default_factory=dict)
 
     def variant_for(self, provider: str) -> Variant | None:
         """The variant made for ``provider`` (the manifest's default for it when there are several)."""
@@ -135,7 +142,8 @@ class Manifest:
                 default_variant={str(k): str(v) for k, v in data["default_variant"].items()},
                 tools={str(k): str(v) for k, v in data.get("tools", {}).items()},
                 created=str(data.get("created", "")),
-                format=int(data.get("format", FORMAT_VERSION)),
+                format=int(data.get("format", 1)),
+                self_check=dict(data.get("self_check") or {}),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ModelIntegrityError(f"malformed {MANIFEST_NAME}: {exc!r}; re-run `streamrec export`") from exc
@@ -145,7 +153,9 @@ class Manifest:
     def _check(self) -> None:
         if self.format != FORMAT_VERSION:
             raise ModelIntegrityError(f"{MANIFEST_NAME} format {self.format} is not supported (expected "
-                                      f"{FORMAT_VERSION}); re-run `streamrec export` with this version")
+                                      f"{FORMAT_VERSION}: older exports have no self-check reference set and an "
+                                      "INT8 recipe that is wrong on AVX2 CPUs without VNNI); re-run "
+                                      "`streamrec export --overwrite` with this version")
         if self.pooling not in POOLING_MODES:
             raise ModelIntegrityError(f"unknown pooling {self.pooling!r} in {MANIFEST_NAME}; expected {POOLING_MODES}")
         if self.dim <= 0 or self.max_seq_length <= 0:
@@ -159,6 +169,9 @@ class Manifest:
                 raise ModelIntegrityError(f"variant {v.name!r}: {v.file} has no sha256 in {MANIFEST_NAME}")
         if self.tokenizer not in self.files:
             raise ModelIntegrityError(f"{self.tokenizer} has no sha256 in {MANIFEST_NAME}")
+        if str(self.self_check.get("file", "")) not in self.files:
+            raise ModelIntegrityError(f"{MANIFEST_NAME} names no self-check reference file with a sha256 "
+                                      f"({dict(self.self_check)!r}); re-run `streamrec export --overwrite`")
 
 
 def load_manifest(model_dir: Path) -> Manifest:

@@ -26,6 +26,7 @@ __all__ = [
     "ProviderName",
     "SessionFactory",
     "SessionLike",
+    "open_candidate",
     "open_session",
     "plan_candidates",
 ]
@@ -59,14 +60,27 @@ class ProviderChoice:
     variant: Variant
 
 
+def _fallbacks(manifest: Manifest, provider: str, first: Variant, others: bool) -> list[Variant]:
+    """Variants to try on ``provider`` after ``first`` fails its self-check: the other variants made for that
+    provider (``others``), then the fp32 graph (not on TensorRT, whose INT8 engine needs the QDQ graph)."""
+    out = [v for v in manifest.variants.values() if others and v.provider == provider and v.name != first.name
+           and v.precision != "fp32"]
+    if provider != TENSORRT:
+        out += [v for v in manifest.variants.values() if v.precision == "fp32" and v.name != first.name]
+    return out
+
+
 def plan_candidates(
-    manifest: Manifest, requested: ProviderName, available: Sequence[str], variant: str | None = None
+    manifest: Manifest, requested: ProviderName, available: Sequence[str], variant: str | None = None,
+    *, fallbacks: bool = False,
 ) -> list[ProviderChoice]:
     """Candidates to try, best first.
 
     ``requested="auto"`` tries every provider in :data:`PROVIDER_ORDER` that ``available`` lists and the manifest
     has a variant for. A named provider gives exactly one candidate. ``variant`` forces which graph runs (for
-    instance the fp16 graph on the CPU provider, to validate it without a GPU).
+    instance the fp16 graph on the CPU provider, to validate it without a GPU). ``fallbacks``: after each
+    provider's variant, the variants to try on it when that one fails its self-check, ending with fp32
+    (``cpu-int8`` → ``fp32`` on the CPU provider).
     """
     if requested != "auto" and requested not in _SHORT:
         raise EncoderError(f"unknown provider {requested!r}: use one of auto, tensorrt, cuda, cpu")
@@ -88,6 +102,8 @@ def plan_candidates(
                 raise EncoderError(f"the model has no variant for {provider}; re-export it or choose another provider")
             continue
         out.append(ProviderChoice(provider, chosen))
+        if fallbacks:
+            out += [ProviderChoice(provider, v) for v in _fallbacks(manifest, provider, chosen, variant is None)]
     if not out:
         raise ProviderUnavailableError(f"no usable execution provider among {list(available)} for this model")
     return out
@@ -103,6 +119,26 @@ def _provider_list(provider: str, engine_cache_dir: Path | None) -> list[Any]:
     if provider == CUDA:
         return [CUDA, CPU]
     return [CPU]
+
+
+def open_candidate(
+    model_dir: Path,
+    choice: ProviderChoice,
+    session_options: Callable[[], Any],
+    session_factory: SessionFactory,
+    *,
+    engine_cache_dir: Path | None = None,
+) -> SessionLike:
+    """A session for ``choice`` that really runs on its provider, or :class:`ProviderUnavailableError`."""
+    path = model_dir / choice.variant.file
+    try:
+        session = session_factory(str(path), session_options(), _provider_list(choice.provider, engine_cache_dir))
+    except Exception as exc:  # onnxruntime raises plain RuntimeError/Fail for missing libraries
+        raise ProviderUnavailableError(f"{choice.provider}: session failed: {exc}") from exc
+    actual = list(session.get_providers())
+    if choice.provider not in actual:
+        raise ProviderUnavailableError(f"{choice.provider}: requested but the session runs on {actual}")
+    return session
 
 
 def open_session(
@@ -121,20 +157,15 @@ def open_session(
     """
     failures: list[str] = []
     for choice in candidates:
-        path = model_dir / choice.variant.file
         try:
-            session = session_factory(
-                str(path), session_options(), _provider_list(choice.provider, engine_cache_dir)
-            )
-        except Exception as exc:  # onnxruntime raises plain RuntimeError/Fail for missing libraries
-            reason = f"{choice.provider}: session failed: {exc}"
+            session = open_candidate(model_dir, choice, session_options, session_factory,
+                                     engine_cache_dir=engine_cache_dir)
+        except ProviderUnavailableError as exc:
+            reason = str(exc)
         else:
-            actual = list(session.get_providers())
-            if choice.provider in actual:
-                logger.info("encoder runs %s on %s (session providers %s)", choice.variant.name, choice.provider,
-                            actual)
-                return session, choice
-            reason = f"{choice.provider}: requested but the session runs on {actual}"
+            logger.info("encoder runs %s on %s (session providers %s)", choice.variant.name, choice.provider,
+                        session.get_providers())
+            return session, choice
         failures.append(reason)
         if strict:
             raise ProviderUnavailableError(reason)

@@ -13,6 +13,7 @@ from streamrec.export.pipeline import (
     VariantSpec,
     default_variants,
     export_model,
+    is_current_export,
     is_exported_model,
 )
 from streamrec.export.quantize import DynamicInt8Recipe, StaticQdqRecipe, ffn_output_pattern
@@ -34,6 +35,7 @@ __all__ = [
     "default_variants",
     "export_model",
     "ffn_output_pattern",
+    "is_current_export",
     "is_exported_model",
     "score",
 ]

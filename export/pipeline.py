@@ -3,8 +3,10 @@
 Steps: optimum ONNX export (feature-extraction, dynamic batch and sequence axes, output ``last_hidden_state``)
 → a clean ``tokenizer.json`` (no fixed padding, truncation at ``max_seq_length``) → variants → every variant is
 run through the runtime :class:`~streamrec.encoders.OnnxTextEncoder` on the CPU provider and compared with the
-PyTorch fp32 reference on held-out texts → ``manifest.json`` with the sha256 of every file. All of it happens in
-a temporary sibling directory that is renamed into place only when every variant passed.
+PyTorch fp32 reference on held-out texts → the self-check reference set (the first held-out texts and their
+PyTorch fp32 embeddings, which the runtime re-embeds at load time on the machine that serves) → ``manifest.json``
+with the sha256 of every file. All of it happens in a temporary sibling directory that is renamed into place
+only when every variant passed, on the full validation set and on the self-check set.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any
 
 from streamrec.encoders.errors import ModelIntegrityError
 from streamrec.encoders.manifest import CPU, CUDA, TENSORRT, Manifest, Variant, load_manifest, sha256_file
-from streamrec.encoders.onnx import OnnxEncoderConfig, OnnxTextEncoder
+from streamrec.encoders.onnx import CPU_MAX_BATCH, OnnxEncoderConfig, OnnxTextEncoder
+from streamrec.encoders.selfcheck import pick_batches, write_reference_set
 from streamrec.export.corpus import build_corpus
 from streamrec.export.errors import ExportError, VariantValidationError
 from streamrec.export.quantize import (
@@ -36,6 +39,7 @@ from streamrec.export.quantize import (
     text_feeds,
 )
 from streamrec.export.validate import Scores, Thresholds, score
+from streamrec.machine import cpu_info
 
 __all__ = [
     "DEFAULT_CPU_RECIPE",
@@ -44,17 +48,22 @@ __all__ = [
     "VariantSpec",
     "default_variants",
     "export_model",
+    "is_current_export",
     "is_exported_model",
 ]
 
 logger = logging.getLogger(__name__)
 
-# Chosen from benchmarks/results/encoder_*.json (1 thread, shared 2-core EPYC): SmoothQuant-style outlier
-# migration (alpha 0.7, calibrated on text disjoint from validation), per-channel int8 weights for every weight
-# MatMul; the embedding Gather and the attention score MatMuls stay in float. vs PyTorch fp32 in one run:
-# batch-1 6.1x, batch-32 3.95x, cosine 0.9979, top-10 overlap 0.960. The outlier split (outlier_channels=2..4)
-# scores cosine 0.999 at ~10% less speed: the alternative on the Pareto front.
-DEFAULT_CPU_RECIPE = DynamicInt8Recipe(per_channel=True, smooth_alpha=0.7)
+# SmoothQuant-style outlier migration (alpha 0.7, calibrated on text disjoint from validation), then per-channel
+# int8 weights for every weight MatMul; the embedding Gather and the attention score MatMuls stay in float.
+# reduce_range (7-bit weights) because onnxruntime's u8 x s8 kernels on x86 CPUs without VNNI (AVX2, AVX-512
+# without VNNI) use vpmaddubsw, which saturates each pair of products at 16 bits: 2 x 255 x 127 overflows, 2 x 255
+# x 64 does not. With it the integer arithmetic is exact on every x86 CPU, so the graph computes the same
+# numbers everywhere: measured 0.99656 cosine mean (min 0.9920, top-10 0.957) on the 300 validation texts on
+# an AVX-512 VNNI EPYC; the same graph under qemu's emulated AVX2-only Haswell gave identical per-text numbers,
+# and a Zen 3 EPYC (AVX2 only) 0.9966 / 0.9925 / 0.956. Without reduce_range: 0.9976 on VNNI but 0.9846
+# (min 0.928) on Zen 3, below the thresholds. Speed: the same kernels, reduce_range changes no instruction.
+DEFAULT_CPU_RECIPE = DynamicInt8Recipe(per_channel=True, reduce_range=True, smooth_alpha=0.7)
 # TensorRT: static symmetric QDQ after the same smoothing; the FFN output projections stay in float (all-int8
 # static scored cosine 0.846, this 0.996, measured on the CPU provider: not verified on a GPU).
 DEFAULT_TRT_RECIPE = StaticQdqRecipe(per_channel=True, keep_float=(FFN_OUTPUTS,), smooth_alpha=0.7)
@@ -172,16 +181,27 @@ def _write_tokenizer(src_dir: Path, source: Path, dst: Path, max_len: int) -> No
             shutil.copy2(src_dir / extra, dst / extra)
 
 
+def recipe_record(spec: VariantSpec) -> dict[str, Any]:
+    """How ``spec`` is made, as the manifest records it (``variant.recipe``)."""
+    if spec.recipe is None:
+        return {"kind": "fp32"}
+    if spec.recipe == "fp16":
+        return {"kind": "fp16", "keep_io_types": True}
+    if isinstance(spec.recipe, DynamicInt8Recipe | StaticQdqRecipe):
+        return spec.recipe.to_dict()
+    raise ExportError(f"variant {spec.name}: unknown recipe {spec.recipe!r}")
+
+
 def _build_variant(spec: VariantSpec, fp32: Path, work: Path, calibration: Sequence[str], inputs: Sequence[str],
                    max_len: int) -> dict[str, Any]:
     dst = work / spec.file
     if spec.recipe is None:
         if dst != fp32:
             shutil.copy2(fp32, dst)
-        return {"kind": "fp32"}
+        return recipe_record(spec)
     if spec.recipe == "fp16":
         convert_fp16(fp32, dst)
-        return {"kind": "fp16", "keep_io_types": True}
+        return recipe_record(spec)
     if isinstance(spec.recipe, DynamicInt8Recipe):
         feeds = None
         if spec.recipe.smooth_alpha is not None or spec.recipe.outlier_channels:
@@ -196,8 +216,20 @@ def _build_variant(spec: VariantSpec, fp32: Path, work: Path, calibration: Seque
     raise ExportError(f"variant {spec.name}: unknown recipe {spec.recipe!r}")
 
 
+def _write_self_check_set(work: Path, validation: Sequence[str], ref: Any, reference_name: str) -> dict[str, Any]:
+    """Batches of the CPU validation run below (length-sorted chunks of the runtime's CPU batch size)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(work / "tokenizer.json"))
+    lengths = [len(e.ids) for e in tok.encode_batch(list(validation))]
+    chunks = pick_batches(lengths, CPU_MAX_BATCH)
+    idx = [i for chunk in chunks for i in chunk]
+    return write_reference_set(work, [validation[i] for i in idx], ref[idx], reference_name,
+                               [len(c) for c in chunks])
+
+
 def _make_manifest(work: Path, *, name: str, source: dict[str, Any], dim: int, max_len: int, pooling: str,
-                   inputs: Sequence[str], variants: dict[str, Variant]) -> Manifest:
+                   inputs: Sequence[str], variants: dict[str, Variant], self_check: dict[str, Any]) -> Manifest:
     files = {p.relative_to(work).as_posix(): sha256_file(p) for p in sorted(work.rglob("*"))
              if p.is_file() and p.name != "manifest.json"}
     defaults: dict[str, str] = {}
@@ -208,7 +240,7 @@ def _make_manifest(work: Path, *, name: str, source: dict[str, Any], dim: int, m
     return Manifest(name=name, source=source, dim=dim, max_seq_length=max_len, pooling=pooling, normalize=True,
                     inputs=tuple(inputs), output="last_hidden_state", tokenizer="tokenizer.json", files=files,
                     variants=variants, default_variant=defaults, tools=_tool_versions(),
-                    created=datetime.now(UTC).isoformat(timespec="seconds"))
+                    created=datetime.now(UTC).isoformat(timespec="seconds"), self_check=self_check)
 
 
 def export_model(
@@ -260,6 +292,8 @@ def export_model(
         reference = TorchReferenceEncoder(source, work / "tokenizer.json", pooling=pooling, max_seq_length=max_len)
         ref = reference.encode(validation)
         del reference
+        reference_name = "transformers fp32 + pooling + L2 norm"
+        self_check = _write_self_check_set(work, validation, ref, reference_name)
 
         variants: dict[str, Variant] = {}
         for spec in opts.variants:
@@ -273,30 +307,37 @@ def export_model(
                     "architectures": config.get("architectures", []),
                     "weights_sha256": {p.name: sha256_file(p) for p in sorted(source.glob("*.safetensors"))}}
         _make_manifest(work, name=name, source=src_info, dim=dim, max_len=max_len, pooling=pooling,
-                       inputs=inputs, variants=variants).write(work)
+                       inputs=inputs, variants=variants, self_check=self_check).write(work)
 
         failures = []
         validated: dict[str, Variant] = {}
         for spec in opts.variants:
             enc = OnnxTextEncoder(work, OnnxEncoderConfig(provider="cpu", variant=spec.name, verify=False,
-                                                          intra_op_threads=opts.threads))
+                                                          intra_op_threads=opts.threads, self_check="off"))
             s: Scores = score(enc.encode(validation), ref)
             bad = spec.thresholds.failures(s)
+            # the load-time self-check must pass here too (it runs each reference text alone, so its numbers
+            # differ a little from the batched validation above)
+            check = enc.run_self_check(thresholds=vars(spec.thresholds))
+            bad += [f"self-check set: {f}" for f in check.failures]
             say(f"variant {spec.name}: cosine mean {s.cos_mean:.4f} min {s.cos_min:.4f}, "
-                f"top-10 overlap {s.top10_overlap:.3f}" + (f" — FAILED: {'; '.join(bad)}" if bad else ""))
+                f"top-10 overlap {s.top10_overlap:.3f}; self-check set {check.cos_mean:.4f} / {check.cos_min:.4f}"
+                + (f" — FAILED: {'; '.join(bad)}" if bad else " — passed"))
             if bad:
                 failures.append(f"{spec.name}: {'; '.join(bad)}")
             v = variants[spec.name]
             validated[spec.name] = Variant(v.name, v.file, v.provider, v.precision, v.recipe, {
                 **s.to_dict(), "thresholds": vars(spec.thresholds), "validated_on": "CPUExecutionProvider",
-                "reference": "transformers fp32 + pooling + L2 norm"})
+                "reference": reference_name, "cpu": cpu_info().describe(),
+                "self_check": {"cos_mean": round(check.cos_mean, 6), "cos_min": round(check.cos_min, 6),
+                               "n_texts": check.n_texts}})
         if failures:
             raise VariantValidationError(
                 "exported variants fall below their validation thresholds vs the PyTorch fp32 reference: "
                 + " | ".join(failures) + ". Nothing was written; use a less aggressive recipe (keep more MatMuls "
                 "in float) or check the source model.")
         manifest = _make_manifest(work, name=name, source=src_info, dim=dim, max_len=max_len, pooling=pooling,
-                                  inputs=inputs, variants=validated)
+                                  inputs=inputs, variants=validated, self_check=self_check)
         manifest.write(work)
         _replace(work, output)
     except BaseException:
@@ -307,11 +348,29 @@ def export_model(
 
 
 def is_exported_model(model_dir: Path) -> bool:
-    """True when ``model_dir`` holds a manifest whose files all match their sha256."""
+    """True when ``model_dir`` holds a manifest of the current format whose files all match their sha256."""
     try:
         load_manifest(model_dir).verify(model_dir)
     except ModelIntegrityError:
         return False
+    return True
+
+
+def is_current_export(model_dir: Path, variants: Sequence[VariantSpec] | None = None) -> bool:
+    """:func:`is_exported_model`, and made by this code: every variant of ``variants`` (default:
+    :func:`default_variants`) is there with the same recipe and thresholds. An export made by an older
+    streamrec (another manifest format, another INT8 recipe) is stale: re-export it."""
+    try:
+        manifest = load_manifest(model_dir)
+        manifest.verify(model_dir)
+    except ModelIntegrityError:
+        return False
+    for spec in default_variants() if variants is None else variants:
+        v = manifest.variants.get(spec.name)
+        if (v is None or dict(v.recipe) != recipe_record(spec)
+                or v.validation.get("thresholds") != vars(spec.thresholds)):
+            logger.info("%s: variant %s differs from this version's recipe or thresholds", model_dir, spec.name)
+            return False
     return True
 
 

@@ -89,7 +89,13 @@ class WorkerMetrics:
             ["result"], registry=r,
         )
         self.encoder_info = Info(
-            "streamrec_encoder", "Encoder in use: execution provider, model variant, manifest hash.", registry=r,
+            "streamrec_encoder", "Encoder in use: execution provider, model variant, manifest hash, load-time "
+            "self-check (passed | fallback | off) and, after a fallback, the variant passed over and why.",
+            registry=r,
+        )
+        self.encoder_self_check = Gauge(
+            "streamrec_encoder_self_check_cosine", "Load-time self-check: cosine vs the fp32 reference embeddings "
+            "(stat mean | min) of each variant checked on this machine.", ["variant", "stat"], registry=r,
         )
         self.index_items = Gauge("streamrec_index_items", "Live items in the index.", registry=r)
         self.index_capacity = Gauge("streamrec_index_capacity_items", "Allocated index slots.", registry=r)

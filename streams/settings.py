@@ -6,6 +6,7 @@ Only entry points instantiate it (that is when the environment is read); library
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -44,6 +45,10 @@ class WorkerSettings(KafkaSecuritySettings):
     provider: ProviderName = Field("auto", description="ONNX Runtime provider: auto, tensorrt, cuda or cpu")
     encoder_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads")
     encoder_cache_size: int = Field(50_000, ge=0, description="embedding cache entries (0: off)")
+    encoder_self_check: Literal["fallback", "strict", "off"] = Field(
+        "fallback", description="load-time check of the model variant on this CPU: fallback (a failing variant "
+        "is replaced by the next, ending with fp32), strict (refuse to start) or off",
+    )
 
     # --- recommendations -----------------------------------------------------------------
     k: int = Field(10, ge=1, le=1000, description="items per recommendation")

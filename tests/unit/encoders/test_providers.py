@@ -70,6 +70,17 @@ def test_variant_override_runs_that_graph_on_the_chosen_provider() -> None:
     assert plan == [ProviderChoice(CPU, make_manifest().variants["cuda-fp16"])]
 
 
+def test_fallbacks_after_each_providers_variant_end_with_fp32() -> None:
+    plan = plan_candidates(make_manifest(), "auto", ALL, fallbacks=True)
+    assert [(c.provider, c.variant.name) for c in plan] == [
+        (TENSORRT, "tensorrt-int8"),  # no fp32 on TensorRT: its INT8 engine needs the QDQ graph
+        (CUDA, "cuda-fp16"), (CUDA, "fp32"), (CPU, "cpu-int8"), (CPU, "fp32")]
+    forced = plan_candidates(make_manifest(), "cpu", ALL, variant="cuda-fp16", fallbacks=True)
+    assert [c.variant.name for c in forced] == ["cuda-fp16", "fp32"]
+    assert [c.variant.name for c in plan_candidates(make_manifest(), "cpu", ALL, variant="fp32",
+                                                    fallbacks=True)] == ["fp32"]
+
+
 class FakeSession:
     def __init__(self, providers: list[str]) -> None:
         self._providers = providers
@@ -170,6 +181,10 @@ def test_encoder_falls_back_to_cpu_when_gpus_are_listed_but_do_not_load(model_di
     enc = OnnxTextEncoder(model_dir, available_providers=lambda: ALL, session_factory=real_sessions_reporting(set()))
     assert (enc.provider, enc.variant.name) == (CPU, "cpu-int8")
     assert enc.stats.provider == CPU
+    # providers that do not load are not a fallback of the model: the metric says "passed", no fallback_from
+    sel = enc.selection
+    assert sel.first == "cpu-int8" and not sel.fell_back and sel.check_state == "passed" and sel.reason() == ""
+    assert [u.split(":")[0] for u in sel.unavailable] == [TENSORRT, CUDA]
 
 
 def test_encoder_picks_the_fp16_graph_when_cuda_loads(model_dir: Path) -> None:

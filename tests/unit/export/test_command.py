@@ -48,3 +48,48 @@ def test_missing_source_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureF
 def test_an_existing_verified_export_is_kept(model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert export_cmd.main(["--output", str(model_dir)]) == 0
     assert "already holds a verified export" in capsys.readouterr().out
+
+
+def test_export_detail_goes_to_the_log_file(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """What onnxruntime's quantizer (root logger), warnings and native code write to stderr lands in the log
+    file; the progress lines on stdout stay on the console."""
+    import logging
+    import os
+    import warnings
+
+    root = logging.getLogger()
+    handler = logging.StreamHandler()  # like the CLI's basicConfig: a handler on sys.stderr
+    root.addHandler(handler)
+    level = root.level
+    root.setLevel(logging.INFO)
+    log = tmp_path / "x.export.log"
+    try:
+        with export_cmd.detail_to_file(log):
+            print("building variant cpu-int8", flush=True)
+            logging.info("Quantization parameters for tensor:%s", "/layer.0/output")
+            warnings.warn("a TracerWarning-like warning", UserWarning, stacklevel=1)
+            os.write(2, b"[W:onnxruntime:native] from C++\n")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    out, err = capfd.readouterr()
+    assert out == "building variant cpu-int8\n" and err == ""
+    detail = log.read_text()
+    assert "Quantization parameters for tensor:/layer.0/output" in detail
+    assert "TracerWarning-like" in detail and "from C++" in detail
+    with export_cmd.detail_to_file(log, verbose=True):
+        os.write(2, b"shown with --verbose\n")
+    assert "shown with --verbose" in capfd.readouterr().err
+
+
+def test_a_stale_export_needs_overwrite(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    data = json.loads((old / "manifest.json").read_text())
+    data["variants"]["cpu-int8"]["recipe"]["reduce_range"] = False
+    (old / "manifest.json").write_text(json.dumps(data))
+    assert export_cmd.main(["--output", str(old)]) == 2
+    assert "not a verified export made by this version" in capsys.readouterr().err

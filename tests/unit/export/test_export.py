@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from streamrec.encoders import Manifest, load_manifest
+from streamrec.encoders import Manifest, ModelIntegrityError, load_manifest
 from streamrec.encoders.manifest import CPU, CUDA, TENSORRT, sha256_file
 from streamrec.export import (
     ExportError,
@@ -60,6 +61,40 @@ def test_every_variant_passed_its_thresholds(manifest: Manifest) -> None:
         assert val["n_texts"] >= 100
     assert manifest.variants["cpu-int8"].validation["cos_mean"] >= 0.995
     assert manifest.variants["cpu-int8"].validation["top10_overlap"] >= 0.90
+    for v in manifest.variants.values():  # the load-time self-check passed on the export machine too
+        check, t = v.validation["self_check"], v.validation["thresholds"]
+        assert check["cos_mean"] >= t["cos_mean"] and check["cos_min"] >= t["cos_min"], v.name
+        assert check["n_texts"] == manifest.self_check["n_texts"] >= 24
+
+
+def test_the_self_check_reference_set_is_written_and_hashed(model_dir: Path, manifest: Manifest) -> None:
+    data = json.loads((model_dir / manifest.self_check["file"]).read_text())
+    emb = np.asarray(data["embeddings"], dtype=np.float32)
+    assert emb.shape == (len(data["texts"]), manifest.dim) == (manifest.self_check["n_texts"], 384)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert manifest.self_check["file"] in manifest.files
+    assert set(data["texts"]) <= set(build_corpus(101).validation)  # held-out text, never calibration
+    # whole batches of the CPU validation run (length-sorted chunks of 8), run as such at load time
+    assert sum(data["batches"]) == len(data["texts"]) and max(data["batches"]) <= 8
+    assert len(data["batches"]) >= 3
+
+
+def test_an_export_by_an_older_version_is_stale(model_dir: Path, tmp_path: Path) -> None:
+    from streamrec.export import is_current_export, is_exported_model
+
+    assert is_current_export(model_dir)
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    data = json.loads((old / "manifest.json").read_text())
+    data["variants"]["cpu-int8"]["recipe"]["reduce_range"] = False  # the recipe before AVX2 was fixed
+    (old / "manifest.json").write_text(json.dumps(data))
+    assert is_exported_model(old) and not is_current_export(old)
+    data["format"] = 1
+    del data["self_check"]
+    (old / "manifest.json").write_text(json.dumps(data))
+    assert not is_exported_model(old)
+    with pytest.raises(ModelIntegrityError, match="format 1 is not supported"):
+        load_manifest(old)
 
 
 def test_tokenizer_pads_to_the_longest_not_to_128(model_dir: Path) -> None:
