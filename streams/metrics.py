@@ -101,7 +101,9 @@ class WorkerMetrics:
         self.index_capacity = Gauge("streamrec_index_capacity_items", "Allocated index slots.", registry=r)
         self.index_deleted = Gauge("streamrec_index_deleted_items", "Deleted (reusable) index slots.", registry=r)
         self.index_ready = Gauge(
-            "streamrec_index_ready", "1 once the catalogue replica caught up with the items topic.", registry=r
+            "streamrec_index_ready",
+            "1 once the catalogue replica caught up with the items topic and the worker holds its partitions.",
+            registry=r,
         )
         self.snapshot_age = Gauge(
             "streamrec_index_snapshot_age_seconds", "Seconds since the last index snapshot.", registry=r

@@ -7,6 +7,7 @@ latest record per item id is the catalogue, a tombstone deletes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,7 @@ async def ensure_topics(
             _raise_create_errors(response, security)
             for s in missing:
                 log.info("created topic %s (%d partitions)", s.name, s.partitions)
-        described = await admin.describe_topics([s.name for s in specs])
+        described = await _describe_settled(admin, [s.name for s in specs], wait_s=10.0 if missing else 0.0)
     finally:
         await admin.close()
     counts: dict[str, int] = {}
@@ -68,6 +69,21 @@ async def ensure_topics(
     return counts
 
 
+async def _describe_settled(admin: AIOKafkaAdminClient, names: list[str], wait_s: float) -> list[Any]:
+    """Describe ``names``; right after CreateTopics the metadata may not list a new topic (or its leader) yet,
+    so transient errors are retried for up to ``wait_s`` seconds."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        described: list[Any] = await admin.describe_topics(names)
+        transient = [t for t in described if t.get("error_code", 0) in _TRANSIENT]
+        if not transient or asyncio.get_running_loop().time() >= deadline:
+            return described
+        await asyncio.sleep(0.2)
+
+
+UNKNOWN_TOPIC_OR_PARTITION = 3
+LEADER_NOT_AVAILABLE = 5
+_TRANSIENT = (UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE)
 TOPIC_ALREADY_EXISTS = 36
 TOPIC_AUTHORIZATION_FAILED = 29
 CLUSTER_AUTHORIZATION_FAILED = 31

@@ -154,6 +154,11 @@ class StreamWorker(mode.Service):
             group_instance_id=f"{s.app_id}:{self.worker_name}" if s.static_membership else None,
             session_timeout_s=s.session_timeout_s, credentials=security.faust_credentials(),
         )
+        # Ready only once the consumer group has assigned this worker its partitions and Faust has recovered
+        # their table state: before that it serves nothing, and a SIGTERM in the middle of the group join can
+        # keep Faust's consumer from stopping until the watchdog ends it.
+        self._assigned = False
+        self.app.on_rebalance_complete.connect(self._on_rebalance_complete, weak=False)
         self.table = sessions_table(self.app, partitions)
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
         self.recommendations = Output(self.app, s.recommendations_topic)
@@ -227,7 +232,10 @@ class StreamWorker(mode.Service):
         return self.failed is None
 
     def ready(self) -> bool:
-        return self.failed is None and self.replica.ready
+        return self.failed is None and self.replica.ready and self._assigned
+
+    async def _on_rebalance_complete(self, sender: Any, **kwargs: Any) -> None:
+        self._assigned = True
 
     # ------------------------------------------------------------------ lifecycle
     async def on_start(self) -> None:
