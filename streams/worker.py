@@ -158,7 +158,7 @@ class StreamWorker(mode.Service):
         # their table state: before that it serves nothing, and a SIGTERM in the middle of the group join can
         # keep Faust's consumer from stopping until the watchdog ends it.
         self._assigned = False
-        self.app.on_rebalance_complete.connect(self._on_rebalance_complete, weak=False)
+        self.app.on_rebalance_complete.connect(self._on_rebalance_complete, weak=False)  # type: ignore[arg-type]
         self.table = sessions_table(self.app, partitions)
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
         self.recommendations = Output(self.app, s.recommendations_topic)
@@ -234,7 +234,8 @@ class StreamWorker(mode.Service):
     def ready(self) -> bool:
         return self.failed is None and self.replica.ready and self._assigned
 
-    async def _on_rebalance_complete(self, sender: Any, **kwargs: Any) -> None:
+    async def _on_rebalance_complete(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        # (mode's Signal type wants a keyword-only ``signal`` parameter it passes by name; **kwargs takes it)
         self._assigned = True
 
     # ------------------------------------------------------------------ lifecycle
