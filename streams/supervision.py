@@ -82,6 +82,17 @@ class SupervisedWorker(faust.Worker):
         self._watchdog.arm(self._shutdown_timeout_s, 1, f"received {getattr(signal, 'name', signal)}")
         super()._schedule_shutdown(signal)
 
+    async def start(self) -> None:
+        """A SIGTERM/SIGINT during start-up stops the services that are still starting, and the start-up
+        step they were in then fails (aiokafka's or Faust's internals torn down under it). That failure is the
+        stop's consequence, not a crash: the worker stops cleanly (exit 0; nothing was acked yet)."""
+        try:
+            await super().start()
+        except Exception as exc:
+            if not self._signal_stop_time:
+                raise
+            self.log.warning("start-up interrupted by the stop signal (%r): stopping cleanly", exc)
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
