@@ -20,7 +20,7 @@ Serving rule
 For a user whose recent distinct items are i_0 (most recent), i_1, ... the collaborative score of a
 candidate j is
 
-    score(j) = sum_p  r(p) * c[i_p][j](t) / (n[i_p](t) ** (1 - damping) * n[j](t) ** damping)
+    score(j) = sum_p  r(p) * c[i_p][j](t) / (n[i_p](t) ** a * n[j](t) ** damping)     a = 1 - damping
     r(p)     = 0.5 ** (p / position_half_life)        for p < sources
 
 ``damping`` = 0 is the conditional probability P(j | i); 0.5 the cosine; larger values favour rarer
@@ -80,6 +80,7 @@ class CovisitConfig:
     position_half_life: float = 5.0  # serving: weight 0.5 at this many items back
     per_source: int = 50  # serving: neighbours read per source item
     damping: float = 0.5  # serving: popularity damping exponent of the candidate
+    source_norm: float | None = None  # serving: exponent of the source's weight (None: 1 - damping)
 
     def __post_init__(self) -> None:
         for name in ("window", "neighbours", "sources", "per_source"):
@@ -91,6 +92,12 @@ class CovisitConfig:
                 raise ConfigError(f"covisit {name} must be a positive number")
         if not 0.0 <= self.damping <= 1.0:
             raise ConfigError(f"covisit damping must be in [0, 1], not {self.damping}")
+        if self.source_norm is not None and not 0.0 <= self.source_norm <= 1.0:
+            raise ConfigError(f"covisit source_norm must be in [0, 1], not {self.source_norm}")
+
+    @property
+    def source_exponent(self) -> float:
+        return 1.0 - self.damping if self.source_norm is None else self.source_norm
         if not self.backward_weight >= 0:
             raise ConfigError("covisit backward_weight must be >= 0")
 
@@ -301,9 +308,10 @@ class CovisitGraph:
 
         All counts of a score decay at the same rate, so c / (n_i ** (1 - d) * n_j ** d) does not change with
         time: each row caches its ``per_source`` best normalised neighbours (as arrays) when it is first read
-        after a change (n_j as it was then). ``now_s`` is therefore not needed today; it stays in the
-        signature for signals whose scores do depend on time."""
+        after a change (n_j as it was then). With ``source_norm`` + ``damping`` != 1 a score scales with
+        (decay since the row's reference time) ** (1 - source_norm - damping), applied per source."""
         cfg = self.config
+        drift = 1.0 - cfg.source_exponent - cfg.damping
         idx_parts: list[npt.NDArray[np.int64]] = []
         val_parts: list[npt.NDArray[np.float64]] = []
         with self._lock:
@@ -316,8 +324,11 @@ class CovisitGraph:
                 if top is None:
                     top = row.top = self._normalised_top(row)
                 if top[0].size:
+                    r = 0.5 ** (p / cfg.position_half_life)
+                    if drift:  # exponents not summing to 1: the cached scores scale with the row's age
+                        r *= _shift(row.ref_s, now_s, cfg.half_life_s) ** drift
                     idx_parts.append(top[0])
-                    val_parts.append(top[1] * 0.5 ** (p / cfg.position_half_life))
+                    val_parts.append(top[1] * r)
             if not idx_parts:
                 return {}
             ids = self._ids
@@ -336,7 +347,7 @@ class CovisitGraph:
         if row.n <= 0 or not row.nbrs:
             return _EMPTY
         hl, damp, rows = cfg.half_life_s, cfg.damping, self._rows
-        src = row.n ** (1.0 - damp)
+        src = row.n ** cfg.source_exponent
         scored = []
         for j, c in row.nbrs.items():
             other = rows.get(j)
