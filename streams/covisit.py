@@ -42,7 +42,7 @@ import heapq
 import json
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,9 +302,10 @@ class CovisitGraph:
         row.ref_s = ref_s
 
     # ------------------------------------------------------------------ reads
-    def scores(self, recent: Sequence[str], now_s: float, limit: int | None = None) -> dict[str, float]:
+    def scores(self, recent: Sequence[str], now_s: float, limit: int | None = None,
+               exclude: Collection[str] = ()) -> dict[str, float]:
         """Collaborative scores of candidates for a user whose recent distinct items are ``recent`` (most
-        recent first), the ``limit`` best (None: all); see the module docstring. Sources are not excluded.
+        recent first): the ``limit`` best (None: all) not in ``exclude``; see the module docstring.
 
         All counts of a score decay at the same rate, so c / (n_i ** (1 - d) * n_j ** d) does not change with
         time: each row caches its ``per_source`` best normalised neighbours (as arrays) when it is first read
@@ -337,6 +338,12 @@ class CovisitGraph:
             else:
                 uniq, inverse = np.unique(np.concatenate(idx_parts), return_inverse=True)
                 sums = np.bincount(inverse, weights=np.concatenate(val_parts)).astype(np.float64)
+            if exclude:
+                pos = self._pos
+                drop = np.fromiter((i for x in exclude if (i := pos.get(x)) is not None), dtype=np.int64)
+                if drop.size:
+                    keep_mask = ~np.isin(uniq, drop)
+                    uniq, sums = uniq[keep_mask], sums[keep_mask]
             if limit is not None and sums.size > limit:
                 keep = np.argpartition(-sums, limit - 1)[:limit] if limit > 0 else np.empty(0, np.int64)
                 uniq, sums = uniq[keep], sums[keep]

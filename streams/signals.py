@@ -101,9 +101,8 @@ class CovisitSignal:
     def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
         out: list[Scores] = []
         for r in requests:
-            scores = self.graph.scores(r.state.recent_items, r.now_s, limit=depth + len(r.exclude))
-            out.append({j: s for j, s in scores.items()
-                        if j not in r.exclude and (self.eligible is None or self.eligible(j))})
+            scores = self.graph.scores(r.state.recent_items, r.now_s, limit=depth, exclude=r.exclude)
+            out.append(scores if self.eligible is None else {j: s for j, s in scores.items() if self.eligible(j)})
         return out
 
 
