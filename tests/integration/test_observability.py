@@ -164,7 +164,7 @@ async def test_prometheus_scrapes_a_real_worker_and_the_dashboard_matches_it(
                 evaluated += 1
                 hits += item not in seen[user]
             seen.setdefault(user, set()).add(item)
-        assert 0 < hits < evaluated
+        assert 0 < hits <= evaluated  # (misses and ranks: tests/unit/streams/test_core.py)
         assert m['streamrec_quality_live_evaluated_total{type="click"}'] == evaluated
         assert m['streamrec_quality_live_hits_total{type="click"}'] == hits
 
