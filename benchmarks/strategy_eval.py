@@ -186,7 +186,7 @@ def build_recommender(v: Variant, *, model: TextEncoder, memo: dict[str, npt.NDA
     else:  # the session strategy alone (+ the popularity prior), as before the collaborative signal
         encoder = CachedEncoder(counting, capacity=WORKER_CACHE)
         rec = StrategyRecommender(make_strategy(v.kind, config), encoder, index, titles, k,
-                                  config=CoreConfig(k=k, covisit_weight=0.0))
+                                  config=CoreConfig(k=k, covisit_weight=0.0, text_weight=1.0))
     return rec, counting
 
 

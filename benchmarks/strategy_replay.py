@@ -140,7 +140,7 @@ class StrategyRecommender:
         self.core = RecommenderCore(
             encoder=encoder, index=index, titles=titles, strategy=strategy,
             popularity=popularity or RecentPopularity(half_life_s=strategy.config.half_life_s), covisit=covisit,
-            config=config or CoreConfig(k=k),
+            config=config or CoreConfig(k=k, text_weight=1.0),  # the session strategy as the main signal
         )
         self.states: dict[str, SessionState] = {}
         self.cost = Cost()

@@ -282,6 +282,11 @@ class CovisitGraph:
             self._rows[row.item] = new
             return True
 
+    def version(self, item: str) -> int:
+        """The version of the row held for ``item`` (0: none)."""
+        row = self._rows.get(item)  # one dict read: atomic under the GIL, no lock needed
+        return 0 if row is None else row.version
+
     def remove(self, item: str) -> None:
         with self._lock:
             self._rows.pop(item, None)
