@@ -6,7 +6,7 @@ For an event with item x, type weight w and time t, and the user's previous dist
 y_1, y_2, ... (most recent first, from the session state, before this event):
 
     n[x]      += w                                  (x's interaction weight)
-    c[y_d][x] += w / d           for d = 1 .. window   (forward: "after y_d, people chose x")
+    c[y_d][x] += w / d           for d = 1 .. window (10)   (forward: "after y_d, people chose x")
     c[x][y_d] += b * w / d                          (backward, b = ``backward_weight``, default 1)
 
 so the last-item transition (d = 1) is the strongest pair and older context counts less (1/d, the
@@ -74,7 +74,7 @@ class CovisitRowError(StreamrecError):
 class CovisitConfig:
     """How the co-visitation graph learns and serves (module docstring)."""
 
-    window: int = 20  # learning: pair each item with the user's last `window` distinct items
+    window: int = 10  # learning: pair each item with the user's last `window` distinct items
     backward_weight: float = 1.0  # learning: weight of (new -> earlier) relative to (earlier -> new)
     half_life_s: float = 30 * 86400.0  # decay of counts, event time
     neighbours: int = 50  # published neighbours per item (2x kept while updating)
@@ -114,11 +114,18 @@ class CovisitDelta:
     pairs: dict[str, float] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
-        return {"item": self.item, "ts": self.ts_s, "n": self.n, "pairs": [[j, w] for j, w in self.pairs.items()]}
+        """JSON form; ``pairs`` flattened to [j1, w1, j2, w2, ...] (fewer tokens to write and parse)."""
+        flat: list[str | float] = []
+        for j, w in self.pairs.items():
+            flat += (j, w)
+        return {"item": self.item, "ts": self.ts_s, "n": self.n, "pairs": flat}
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> CovisitDelta:
-        pairs = {str(j): float(w) for j, w in doc["pairs"]}
+        flat = doc["pairs"]
+        if len(flat) % 2:
+            raise ValueError("covisit delta pairs must alternate item ids and weights")
+        pairs = {str(flat[i]): float(flat[i + 1]) for i in range(0, len(flat), 2)}
         return cls(str(doc["item"]), float(doc["ts"]), float(doc["n"]), pairs)
 
 

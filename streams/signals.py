@@ -116,5 +116,20 @@ class PopularitySignal:
         self.eligible = eligible
 
     def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
-        # the consumed set is applied by the core to the blended list (cheaper than per popular item here)
-        return [dict(self.popularity.top(depth, r.now_s, exclude=r.exclude, eligible=self.eligible)) for r in requests]
+        # One ranked list per batch (popularity learns between batches, and a common decay does not change the
+        # order), cut per event: the exact exclusions here, the consumed set by the core on the blended list.
+        if not requests:
+            return []
+        longest = max(len(r.exclude) for r in requests)
+        now_s = max(r.now_s for r in requests)
+        ranked = self.popularity.top(depth + longest, now_s, eligible=self.eligible)
+        out: list[Scores] = []
+        for r in requests:
+            scores: Scores = {}
+            for item, score in ranked:
+                if item not in r.exclude:
+                    scores[item] = score
+                    if len(scores) == depth:
+                        break
+            out.append(scores)
+        return out
