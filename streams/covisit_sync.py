@@ -188,9 +188,12 @@ class CovisitReplica:
             raise
 
     def _apply(self, records: Sequence[Any]) -> None:
+        rows: list[CovisitRow] = []
         for r in records:
             if r.value is None:
                 if r.key is not None:
+                    self.applied += self.graph.put_rows(rows)  # keep the order: rows before the tombstone
+                    rows = []
                     self.graph.remove(r.key.decode("utf-8", "replace"))
                 continue
             if r.key is not None and not self._newer(r.key, r.headers):
@@ -201,8 +204,8 @@ class CovisitReplica:
                 self.invalid += 1
                 log.warning("skipped an unreadable covisit row at %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
                 continue
-            if self.graph.put_row(row):
-                self.applied += 1
+            rows.append(row)
+        self.applied += self.graph.put_rows(rows)
 
     def _newer(self, key: bytes, headers: Sequence[tuple[str, bytes]] | None) -> bool:
         """False when the record's version header says the graph already holds this row or a newer one."""

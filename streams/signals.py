@@ -99,11 +99,14 @@ class CovisitSignal:
         self.eligible = eligible
 
     def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
-        out: list[Scores] = []
-        for r in requests:
-            scores = self.graph.scores(r.state.recent_items, r.now_s, limit=depth, exclude=r.exclude)
-            out.append(scores if self.eligible is None else {j: s for j, s in scores.items() if self.eligible(j)})
-        return out
+        if not requests:
+            return []
+        found = self.graph.scores_many([(r.state.recent_items, r.exclude) for r in requests],
+                                       max(r.now_s for r in requests), limit=depth)
+        if self.eligible is None:
+            return found
+        eligible = self.eligible
+        return [{j: s for j, s in scores.items() if eligible(j)} for scores in found]
 
 
 class PopularitySignal:
