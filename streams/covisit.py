@@ -78,7 +78,7 @@ class CovisitConfig:
     backward_weight: float = 1.0  # learning: weight of (new -> earlier) relative to (earlier -> new)
     half_life_s: float = 30 * 86400.0  # decay of counts, event time
     neighbours: int = 50  # published neighbours per item (2x kept while updating)
-    sources: int = 20  # serving: the user's last `sources` distinct items
+    sources: int = 12  # serving: the user's last `sources` distinct items
     position_half_life: float = 5.0  # serving: weight 0.5 at this many items back
     per_source: int = 50  # serving: neighbours read per source item
     damping: float = 0.1  # serving: popularity damping exponent of the candidate
