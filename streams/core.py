@@ -44,6 +44,7 @@ import heapq
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -284,7 +285,7 @@ def _top_allowed(total: dict[str, float], k: int, req: SignalRequest) -> list[tu
     """The ``k`` best of ``total`` outside the exclusions; hashes only the few candidates near the top."""
     want = k + 16
     while True:
-        best = heapq.nlargest(want, total.items(), key=lambda kv: (kv[1], kv[0]))
+        best = sorted(heapq.nlargest(want, total.items(), key=itemgetter(1)), key=lambda kv: (-kv[1], kv[0]))
         ids = [j for j, _ in best if j not in req.exclude]
         consumed = req.state.consumed.contains_many(ids)
         allowed = {j for j, c in zip(ids, consumed, strict=True) if not c}

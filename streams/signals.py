@@ -123,7 +123,8 @@ class PopularitySignal:
         # order), cut per event: the exact exclusions here, the consumed set by the core on the blended list.
         if not requests:
             return []
-        longest = max(len(r.exclude) for r in requests)
+        # a prior: a user whose exclusions fill the popular head gets fewer than `depth` (never a scan of 250+)
+        longest = min(max(len(r.exclude) for r in requests), 2 * depth)
         now_s = max(r.now_s for r in requests)
         ranked = self.popularity.top(depth + longest, now_s, eligible=self.eligible)
         out: list[Scores] = []
