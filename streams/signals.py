@@ -67,6 +67,9 @@ class WeightedSignal:
     signal: Signal
     weight: float
     prior: bool = False  # True: a prior (popularity) -- a list made only of priors counts as a fallback
+    # True: asked only for the events where the signals before it in the list found fewer than `depth`
+    # candidates, or that are searches (the text signal by default: it answers cold starts and queries)
+    when_thin: bool = False
 
 
 class TextSignal:

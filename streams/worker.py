@@ -186,7 +186,7 @@ class StreamWorker(mode.Service):
             strategy=make_strategy(s.strategy, session_config(s)),
             popularity=RecentPopularity(half_life_s=s.popularity_half_life_s), covisit=self.covisit,
             config=CoreConfig(k=s.k, covisit_weight=s.covisit_weight, text_weight=s.text_weight,
-                              popularity_weight=s.popularity_weight),
+                              popularity_weight=s.popularity_weight, text_always=s.text_always),
         )
         self.hotpath = HotPath(
             table=self.table, recommendations=self.recommendations, dead_letter=self.dead_letter, core=self.core,
