@@ -6,16 +6,14 @@
 The 1,682 movies are indexed (``item_text`` encoded once, HNSW as in the worker). The ratings of a seeded sample
 of users are replayed in timestamp order (rating -> event type by ``streamrec.streams.movielens.rating_to_type``;
 ``ts`` = the rating's ORIGINAL timestamp, so the session half-life acts on MovieLens time, not wall clock), in
-micro-batches of ``--batch`` events driven like the worker's hot path (``benchmarks/strategy_core.py``). After each
+micro-batches of ``--batch`` events driven like the worker's hot path (``benchmarks/strategy_replay.py``). After each
 event with >= ``--warmup`` items of history the top-10 (purchased + recently seen excluded) is scored against the
 user's next item (hit rate@10, MRR@10) and next 5 items (recall@10, NDCG@10). Compared: ``decayed_mean``,
 ``sequence`` (blend alpha 0.25/0.5/0.75/1.0), half-life variants, recent popularity (fed with ALL users' ratings)
 and random. Cost per event = plan + encode + apply + search, measured on a cold embedding cache per strategy
 (variants reuse the sequence run's embeddings: same texts, so the same encoder work; only their quality is new).
 
-Writes ``strategy_<time>.json`` + ``.png`` (quality vs cost) into the output folder (``--out``; default
-``~/.cache/streamrec/bench``, outside git: the committed reference runs in ``benchmarks/results/`` are
-chosen by hand, see benchmarks/README.md).
+Writes ``benchmarks/results/strategy_<time>.json`` + ``.png`` (quality vs cost) and ``strategy_latest.*``.
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make `streamrec` and `benchmar
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.strategy_core import (
+from benchmarks.strategy_replay import (
     METRICS,
     EvalPoint,
     PopularityRecommender,
@@ -57,21 +55,14 @@ from benchmarks.strategy_core import (
 )
 from streamrec.encoders import CachedEncoder, TextEncoder
 from streamrec.index import HnswIndex
-from streamrec.machine import machine
 from streamrec.streams.catalog import item_text
-from streamrec.streams.movielens import (
-    Movie,
-    Rating,
-    load_movies,
-    load_ratings,
-    movie_item,
-    rating_to_type,
-    replay_events,
-)
+from streamrec.streams.core import CoreConfig
+from streamrec.streams.covisit import CovisitGraph
+from streamrec.streams.movielens import Movie, Rating, load_movies, load_ratings, rating_to_type, replay_events
 from streamrec.streams.schemas import Event, EventType
 from streamrec.streams.session import SessionConfig, make_strategy
 
-DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"  # outside git
+RESULTS = Path(__file__).resolve().parent / "results"
 WORKER_CACHE = 50_000  # STREAMREC_ENCODER_CACHE_SIZE default
 DAY = 86_400.0
 
@@ -149,7 +140,7 @@ def gap_stats(events: Sequence[Event]) -> dict[str, float]:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    kind: str  # decayed_mean | sequence | popularity | random
+    kind: str  # default | decayed_mean | sequence | popularity | random
     half_life_s: float = 1800.0
     alpha: float = 0.5
     cost_run: bool = True  # False: reuses the embeddings of an earlier run (its encoder cost is not its own)
@@ -157,6 +148,7 @@ class Variant:
 
 def variants(quick: bool) -> list[Variant]:
     out = [
+        Variant("default (+covisit)", "default"),
         Variant("decayed_mean", "decayed_mean"),
         Variant("sequence a=0.5", "sequence"),
         Variant("popularity", "popularity"),
@@ -187,9 +179,14 @@ def build_recommender(v: Variant, *, model: TextEncoder, memo: dict[str, npt.NDA
         rec = PopularityRecommender(config, catalogue, k, background=background)
     elif v.kind == "random":
         rec = RandomRecommender(config, catalogue, k, seed=seed)
-    else:
+    elif v.kind == "default":  # the worker's default: the session strategy + the co-visitation graph, blended
         encoder = CachedEncoder(counting, capacity=WORKER_CACHE)
-        rec = StrategyRecommender(make_strategy(v.kind, config), encoder, index, titles, k)
+        rec = StrategyRecommender(make_strategy("decayed_mean", config), encoder, index, titles, k,
+                                  covisit=CovisitGraph(), config=CoreConfig(k=k))
+    else:  # the session strategy alone (+ the popularity prior), as before the collaborative signal
+        encoder = CachedEncoder(counting, capacity=WORKER_CACHE)
+        rec = StrategyRecommender(make_strategy(v.kind, config), encoder, index, titles, k,
+                                  config=CoreConfig(k=k, covisit_weight=0.0, text_weight=1.0))
     return rec, counting
 
 
@@ -208,6 +205,19 @@ def summarise(v: Variant, r: RunResult, enc: MemoEncoder, n_items: int) -> dict[
 
 
 # ------------------------------------------------------------------------------------------ output
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(),
+            "note": "shared 2-core machine; a colleague's latency benchmarks ran at the same time"}
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("numpy", "hnswlib", "onnxruntime", "onnxruntime-gpu", "tokenizers", "streamrec"):
@@ -281,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--search-fraction", type=float, default=0.0, help="ratings preceded by a synthetic search")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="40 users, <= 60 ratings each, fewer variants")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.quick:
         args.users, args.max_events = 40, 60
@@ -301,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(users)} users, {len(events)} events, {len(points)} evaluated points", flush=True)
 
     model = OnnxTextEncoder(default_model_dir(), OnnxEncoderConfig(provider="cpu", intra_op_threads=1))
-    items = [movie_item(m) for m in movies]
+    items = [m.to_item() for m in movies]
     t = time.perf_counter()
     vectors = model.encode([item_text(it) for it in items])
     catalogue_encode_s = time.perf_counter() - t
@@ -341,8 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result: dict[str, Any] = {
         "benchmark": "strategy_eval",
         "command": "python -m benchmarks.strategy_eval" + (" --quick" if args.quick else ""),
-        "machine": machine("shared 2-core machine; a colleague's latency benchmarks ran at the same time"),
-        "versions": versions(),
+        "machine": machine(), "versions": versions(),
         "load": {"loadavg_before": load_before, "loadavg_after": os.getloadavg()},
         "params": {**{k: (str(x) if isinstance(x, Path) else x) for k, x in vars(args).items()},
                    "encoder": model.name, "provider": model.provider, "intra_op_threads": 1,
@@ -361,8 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     title = (f"MovieLens-100K next-item eval: {len(users)} users, {len(points)} points, K={args.k}, "
              f"{model.name} on CPU (1 thread), batch {args.batch}")
-    (args.out / f"strategy_{stamp}.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(rows, args.out / f"strategy_{stamp}.png", title)
+    for name in (f"strategy_{stamp}", "strategy_latest"):
+        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        plot(rows, args.out / f"{name}.png", title)
 
     print()
     print(table(rows))
@@ -371,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name:<44} HR {d['hit']['mean']:+.4f} [{d['hit']['lo95']:+.4f}, {d['hit']['hi95']:+.4f}]  "
               f"NDCG {d['ndcg']['mean']:+.4f} [{d['ndcg']['lo95']:+.4f}, {d['ndcg']['hi95']:+.4f}]")
     print(f"\ngaps between a user's events (MovieLens time): {result['sample']['gaps']}")
-    print(f"wrote {args.out}/strategy_{stamp}.json and .png in {result['seconds']:.0f}s, "
+    print(f"wrote {args.out}/strategy_{stamp}.json and .png (and strategy_latest.*) in {result['seconds']:.0f}s, "
           f"{result['cpu_seconds']:.0f} CPU s; load {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
     return 0
 

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamrec.encoders import TextEncoder
 from streamrec.index import IndexConfig, SnapshotError, VectorIndex, load_index, new_index
 from streamrec.streams.schemas import DeadLetterReason, InvalidMessage, ItemDeletion, ItemRecord, decode_item
+from streamrec.streams.titles import ItemTitles
 from streamrec.streams.topics import TopicError
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class CatalogReplica:
         self.batch_max = batch_max
         self.stats = CatalogStats()
         self.index: VectorIndex
-        self.titles: dict[str, str]
+        self.titles: ItemTitles  # this replica is its only writer (see streams/titles.py)
         self.start_offsets: dict[int, int]
         self.index, self.titles, self.start_offsets = self._restore(index_config, dim)
         self._ready = asyncio.Event()
@@ -145,7 +146,7 @@ class CatalogReplica:
         self.max_consecutive_errors = max_consecutive_errors
         self._consecutive_errors = 0
 
-    def _restore(self, config: IndexConfig, dim: int) -> tuple[VectorIndex, dict[str, str], dict[int, int]]:
+    def _restore(self, config: IndexConfig, dim: int) -> tuple[VectorIndex, ItemTitles, dict[int, int]]:
         try:
             index, extra = load_index(config, self.snapshot_dir, dim)
             info = SnapshotInfo.from_extra(extra)
@@ -155,10 +156,10 @@ class CatalogReplica:
             if self.snapshot_dir.exists():
                 log.warning("index snapshot in %s not usable (%s): rebuilding from the items topic",
                             self.snapshot_dir, exc)
-            return new_index(config, dim), {}, {}
+            return new_index(config, dim), ItemTitles(), {}
         log.info("index snapshot loaded: %d items, resuming %s at %s", len(index), self.topic, info.offsets)
         self.stats.last_snapshot_wall = _mtime(self.snapshot_dir)
-        return index, dict(info.titles), dict(info.offsets)
+        return index, ItemTitles(info.titles), dict(info.offsets)
 
     @property
     def ready(self) -> bool:
@@ -313,10 +314,7 @@ class CatalogReplica:
                 self.index.delete(deletes)
 
         await asyncio.get_running_loop().run_in_executor(self.pool, work)
-        for it in embed:
-            self.titles[it.item_id] = it.title
-        for i in deletes:
-            self.titles.pop(i, None)
+        self.titles.apply(((it.item_id, it.title) for it in embed), deletes)
         self.stats.upserts += len(ids)
         self.stats.unavailable += len(unavailable)
         self.stats.deletes += len(deletes)
@@ -338,7 +336,7 @@ class CatalogReplica:
     async def snapshot(self) -> None:
         """Save the index with the offsets it reflects (atomic; runs in the pool)."""
         offsets = dict(self.stats.positions)
-        extra = SnapshotInfo(self.topic, self.model, offsets, dict(self.titles)).to_extra()
+        extra = SnapshotInfo(self.topic, self.model, offsets, self.titles.copy()).to_extra()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.pool, lambda: self.index.save(self.snapshot_dir, extra))
         self._dirty = False

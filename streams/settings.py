@@ -13,10 +13,15 @@ from pydantic_settings import SettingsConfigDict
 
 from streamrec.encoders.providers import ProviderName
 from streamrec.index import IndexKind
+from streamrec.streams.core import CoreConfig
+from streamrec.streams.covisit import CovisitConfig
+from streamrec.streams.schemas import EventType
 from streamrec.streams.security import KafkaSecuritySettings
 from streamrec.streams.session import DEFAULT_STRATEGY, SessionConfig, StrategyName
 
 _SESSION = SessionConfig()  # the session defaults live in SessionConfig; the settings only expose them
+_CORE = CoreConfig()  # the signals' defaults live with the code that uses them
+_COVISIT = CovisitConfig()
 
 
 class WorkerSettings(KafkaSecuritySettings):
@@ -59,6 +64,44 @@ class WorkerSettings(KafkaSecuritySettings):
     )
     exclude_seen: bool = Field(_SESSION.exclude_seen, description="exclude the user's recently seen items")
     exclude_purchased: bool = Field(_SESSION.exclude_purchased, description="exclude the user's purchased items")
+    consumed_types: str = Field(
+        ",".join(t.value for t in EventType if t in _SESSION.consumed_types),
+        description="event types whose items are never recommended to that user again (others may be re-shown)",
+    )
+    max_consumed: int = Field(
+        _SESSION.max_consumed, ge=0, description="consumed items remembered per user (8 bytes each)"
+    )
+    popularity_half_life_s: float = Field(86400.0, gt=0, description="popularity prior: half-life of counts, s")
+
+    # --- collaborative signal (co-visitation graph, shared through Kafka) ----------------
+    covisit: bool = Field(True, description="learn and serve the co-visitation signal")
+    covisit_weight: float = Field(_CORE.covisit_weight, ge=0, description="blend weight of the co-visitation signal")
+    text_weight: float = Field(_CORE.text_weight, ge=0, description="blend weight of the text (session vector) signal")
+    popularity_weight: float = Field(_CORE.popularity_weight, ge=0, description="blend weight of the popularity prior")
+    text_always: bool = Field(
+        _CORE.text_always, description="search the index for every event (default: searches and cold users only)"
+    )
+    covisit_window: int = Field(
+        _COVISIT.window, ge=0, description="learning: pair an item with the user's last N distinct items"
+    )
+    covisit_neighbours: int = Field(
+        _COVISIT.neighbours, ge=1, description="neighbours kept per item (memory: items x this)"
+    )
+    covisit_half_life_s: float = Field(
+        _COVISIT.half_life_s, gt=0, description="decay of co-visitation counts (event time)"
+    )
+    covisit_sources: int = Field(
+        _COVISIT.sources, ge=0, description="serving: the user's last N distinct items used as sources"
+    )
+    covisit_damping: float = Field(
+        _COVISIT.damping, ge=0, le=1, description="serving: popularity damping exponent of candidates"
+    )
+    covisit_source_norm: float = Field(
+        _COVISIT.source_exponent, ge=0, le=1, description="serving: exponent of the source item's weight"
+    )
+    covisit_flush_interval_s: float = Field(
+        5.0, gt=0, description="owners publish changed co-visitation rows at most this often, s"
+    )
 
     # --- hot path ------------------------------------------------------------------------
     batch_max: int = Field(64, ge=1, description="max events per micro-batch")

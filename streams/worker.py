@@ -33,18 +33,22 @@ from streamrec.errors import ConfigError
 from streamrec.index import IndexConfig
 from streamrec.streams.batcher import BatcherStopped, EventBatcher
 from streamrec.streams.catalog import CatalogReplica
+from streamrec.streams.core import CoreConfig, RecommenderCore
+from streamrec.streams.covisit import CovisitConfig, CovisitGraph
+from streamrec.streams.covisit_sync import CovisitOwner, CovisitPublisher, CovisitReplica
 from streamrec.streams.deadletter import dead_letter_record
 from streamrec.streams.faust_app import build_faust_app, sessions_table
 from streamrec.streams.hotpath import HotPath, Output
 from streamrec.streams.metrics import GcPauseTimer, WorkerMetrics
 from streamrec.streams.popularity import RecentPopularity
+from streamrec.streams.schemas import EventType
 from streamrec.streams.session import SessionConfig, make_strategy
 from streamrec.streams.settings import WorkerSettings
 from streamrec.streams.supervision import HealthServer, ShutdownWatchdog
 
 log = logging.getLogger(__name__)
 
-COMPONENTS = ("events_agent", "hot_path", "catalogue_replica")
+COMPONENTS = ("events_agent", "hot_path", "catalogue_replica", "covisit_replica", "covisit_owner")
 
 def default_worker_name(settings: WorkerSettings) -> str:
     return settings.worker_name or socket.gethostname()
@@ -90,6 +94,24 @@ def index_config(settings: WorkerSettings) -> IndexConfig:
     """The item index the settings ask for (built or loaded by the catalogue replica)."""
     return IndexConfig(kind=settings.index_kind, m=settings.index_m, ef_construction=settings.index_ef_construction,
                        ef=settings.index_ef, full_scan_below=settings.index_full_scan_below)
+def covisit_topics(settings: WorkerSettings) -> tuple[str, str]:
+    """The internal topics of the collaborative signal: (deltas, compacted rows)."""
+    return f"{settings.app_id}-covisit-deltas", f"{settings.app_id}-covisit-rows"
+
+
+def session_config(s: WorkerSettings) -> SessionConfig:
+    names = [t.strip() for t in s.consumed_types.split(",") if t.strip()]
+    unknown = sorted(set(names) - {t.value for t in EventType})
+    if unknown:
+        raise ConfigError(f"unknown event types in consumed_types: {unknown}; use {[t.value for t in EventType]}")
+    return SessionConfig(half_life_s=s.half_life_s, blend_alpha=s.blend_alpha, exclude_seen=s.exclude_seen,
+                         exclude_purchased=s.exclude_purchased, max_consumed=s.max_consumed,
+                         consumed_types=frozenset(EventType(n) for n in names))
+
+
+def covisit_config(s: WorkerSettings) -> CovisitConfig:
+    return CovisitConfig(window=s.covisit_window, neighbours=s.covisit_neighbours, half_life_s=s.covisit_half_life_s,
+                         sources=s.covisit_sources, damping=s.covisit_damping, source_norm=s.covisit_source_norm)
 
 
 def model_label(encoder: OnnxTextEncoder) -> str:
@@ -119,6 +141,7 @@ class StreamWorker(mode.Service):
         *,
         encoder: OnnxTextEncoder,
         partitions: int,
+        covisit_partitions: int | None = None,
         registry: CollectorRegistry | None = None,
         watchdog: ShutdownWatchdog | None = None,
         **kwargs: Any,
@@ -163,13 +186,38 @@ class StreamWorker(mode.Service):
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
         self.recommendations = Output(self.app, s.recommendations_topic)
         self.dead_letter = Output(self.app, s.dead_letter_topic)
-        config = SessionConfig(half_life_s=s.half_life_s, blend_alpha=s.blend_alpha, exclude_seen=s.exclude_seen,
-                               exclude_purchased=s.exclude_purchased)
-        self.hotpath = HotPath(
-            table=self.table, recommendations=self.recommendations, dead_letter=self.dead_letter,
+        self.covisit: CovisitGraph | None = None
+        self.covisit_replica: CovisitReplica | None = None
+        self.covisit_owner: CovisitOwner | None = None
+        publisher: CovisitPublisher | None = None
+        if s.covisit:
+            deltas_topic, rows_topic = covisit_topics(s)
+            self.covisit = CovisitGraph(covisit_config(s))
+            # the co-visitation bookkeeping runs on the event loop in small steps (pool=None): a third busy
+            # thread would make the hot path's pool thread wait for the GIL (measured: streamrec bench)
+            self.covisit_replica = CovisitReplica(bootstrap=s.bootstrap, topic=rows_topic, graph=self.covisit,
+                                                  pool=None, batch_max=64,
+                                                  client_kwargs=security.aiokafka_kwargs())
+            m = self.metrics
+            self.covisit_owner = CovisitOwner(
+                bootstrap=s.bootstrap, group_id=f"{s.app_id}-covisit", deltas_topic=deltas_topic,
+                rows_out=Output(self.app, rows_topic), graph=self.covisit, replica=self.covisit_replica,
+                pool=None, flush_interval_s=s.covisit_flush_interval_s,
+                on_merged=m.covisit_deltas.labels("merged").inc, on_published=m.covisit_published.inc,
+                client_kwargs=security.aiokafka_kwargs(),
+            )
+            publisher = CovisitPublisher(Output(self.app, deltas_topic), covisit_partitions or partitions)
+        self.core = RecommenderCore(
             encoder=self.encoder, index=self.index, titles=self.titles,
-            strategy=make_strategy(s.strategy, config), popularity=RecentPopularity(half_life_s=s.half_life_s),
-            metrics=self.metrics, pool=self.pool, k=s.k, model_name=self.model_name, worker_name=self.worker_name,
+            strategy=make_strategy(s.strategy, session_config(s)),
+            popularity=RecentPopularity(half_life_s=s.popularity_half_life_s), covisit=self.covisit,
+            config=CoreConfig(k=s.k, covisit_weight=s.covisit_weight, text_weight=s.text_weight,
+                              popularity_weight=s.popularity_weight, text_always=s.text_always),
+        )
+        self.hotpath = HotPath(
+            table=self.table, recommendations=self.recommendations, dead_letter=self.dead_letter, core=self.core,
+            metrics=self.metrics, pool=self.pool, model_name=self.model_name, worker_name=self.worker_name,
+            covisit_out=publisher,
         )
         self.batcher: EventBatcher[Any] = EventBatcher(
             self.hotpath.process, max_batch=s.batch_max, linger_s=s.batch_linger_ms / 1000,
@@ -199,6 +247,8 @@ class StreamWorker(mode.Service):
     async def _agent(self, stream: faust.StreamT[Any]) -> None:
         try:
             await self.replica.wait_ready()
+            if self.covisit_replica is not None:
+                await self.covisit_replica.wait_ready()
             async for event in stream.noack().events():  # type: ignore[attr-defined]
                 try:
                     await self.batcher.put(event)
@@ -232,7 +282,8 @@ class StreamWorker(mode.Service):
         return self.failed is None
 
     def ready(self) -> bool:
-        return self.failed is None and self.replica.ready and self._assigned
+        covisit_ready = self.covisit_replica is None or self.covisit_replica.ready
+        return self.failed is None and self.replica.ready and covisit_ready and self._assigned
 
     async def _on_rebalance_complete(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         # (mode's Signal type wants a keyword-only ``signal`` parameter it passes by name; **kwargs takes it)
@@ -248,6 +299,9 @@ class StreamWorker(mode.Service):
             self._metrics_server.start()
             log.info("metrics on http://%s:%d/metrics (and /healthz, /readyz)", s.metrics_host, s.metrics_port)
         await self.replica.start()
+        if self.covisit_replica is not None and self.covisit_owner is not None:
+            await self.covisit_replica.start()
+            await self.covisit_owner.start()
         await self.batcher.start()
         self.add_future(self._refresh_gauges())
 
@@ -268,6 +322,10 @@ class StreamWorker(mode.Service):
         with contextlib.suppress(Exception):
             await self.batcher.stop(drain=True, timeout_s=self.settings.shutdown_timeout_s / 2)
         await self.replica.stop(snapshot=True)
+        if self.covisit_owner is not None:
+            await self.covisit_owner.stop()  # publishes what it merged, commits, leaves the group
+        if self.covisit_replica is not None:
+            await self.covisit_replica.stop()
         self.pool.shutdown(wait=True, cancel_futures=False)
         if self._metrics_server is not None:
             self._metrics_server.stop()
@@ -277,12 +335,17 @@ class StreamWorker(mode.Service):
     async def _refresh_gauges(self) -> None:
         m = self.metrics
         while not self.should_stop:
-            if self.replica.error is not None:
-                await self.fail("catalogue_replica", self.replica.error)
-                return
-            if self.batcher.error is not None:
-                await self.fail("hot_path", self.batcher.error)
-                return
+            for component, error in (
+                ("catalogue_replica", self.replica.error),
+                ("hot_path", self.batcher.error),
+                ("covisit_replica", self.covisit_replica.error if self.covisit_replica is not None else None),
+                ("covisit_owner", self.covisit_owner.error if self.covisit_owner is not None else None),
+            ):
+                if error is not None:
+                    await self.fail(component, error)
+                    return
+            if self.covisit is not None:
+                m.covisit_rows.set(len(self.covisit))
             st = self.index.stats()
             m.index_items.set(st.items)
             m.index_capacity.set(st.capacity)

@@ -34,7 +34,20 @@ def topic_specs(s: WorkerSettings) -> list[TopicSpec]:
         TopicSpec(s.recommendations_topic, s.partitions, replication_factor=rf),
         TopicSpec(s.dead_letter_topic, s.partitions, replication_factor=rf),
         TopicSpec(s.items_topic, s.items_partitions, (("cleanup.policy", "compact"),), replication_factor=rf),
+        *covisit_specs(s),
     ]
+
+
+def covisit_specs(s: WorkerSettings) -> list[TopicSpec]:
+    """The collaborative signal's internal topics: deltas (partitioned like events) and compacted rows."""
+    if not s.covisit:
+        return []
+    from streamrec.streams.worker import covisit_topics
+
+    deltas, rows = covisit_topics(s)
+    rf = s.replication_factor
+    return [TopicSpec(deltas, s.partitions, replication_factor=rf),
+            TopicSpec(rows, s.items_partitions, (("cleanup.policy", "compact"),), replication_factor=rf)]
 
 
 def permissions_needed(s: WorkerSettings) -> list[Need]:
@@ -50,6 +63,11 @@ def permissions_needed(s: WorkerSettings) -> list[Need]:
             Need(t, name, op, "Faust's internal topic")
             for name in internal_topics(s.app_id)
             for op in (Operation.READ, Operation.WRITE)
+        ),
+        *(
+            [Need(g, f"{s.app_id}-covisit", Operation.READ, "the co-visitation owners' consumer group")]
+            + [Need(t, spec.name, op, "the co-visitation signal's internal topic")
+               for spec in covisit_specs(s) for op in (Operation.READ, Operation.WRITE)]
         ),
     ]
 
@@ -82,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder(settings, settings.model_dir or default_model_dir())
     log.info("encoder: %s", encoder)
     watchdog = ShutdownWatchdog()
-    worker = StreamWorker(settings, encoder=encoder, partitions=partitions, watchdog=watchdog)
+    covisit_partitions = counts.get(f"{settings.app_id}-covisit-deltas")
+    worker = StreamWorker(settings, encoder=encoder, partitions=partitions, covisit_partitions=covisit_partitions,
+                          watchdog=watchdog)
     SupervisedWorker(
         worker.app, worker, loglevel=logging.getLevelName(logging.getLogger().level), quiet=True,
         watchdog=watchdog, shutdown_timeout_s=settings.shutdown_timeout_s,
