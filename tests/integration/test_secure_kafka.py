@@ -96,6 +96,7 @@ def _worker_acls(user: str, t: dict[str, str], *, skip: tuple[str, Operation] | 
         Acl(p, ResourceType.TOPIC, t["recommendations_topic"], Operation.WRITE),
         Acl(p, ResourceType.TOPIC, t["dead_letter_topic"], Operation.WRITE),
         Acl(p, ResourceType.GROUP, t["app_id"], Operation.READ),
+        Acl(p, ResourceType.GROUP, f"{t['app_id']}-covisit", Operation.READ),
         # Faust's internal topics (<app_id>-sessions-changelog, <app_id>-__assignor-__leader): it creates them
         *(Acl(p, ResourceType.TOPIC, f"{t['app_id']}-", op, PatternType.PREFIXED)
           for op in (Operation.READ, Operation.WRITE, Operation.CREATE)),

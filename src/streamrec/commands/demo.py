@@ -181,6 +181,7 @@ def _secure_demo_user(broker: Any, topics: dict[str, str]) -> tuple[KafkaSecurit
         Acl(p, t, topics["STREAMREC_RECOMMENDATIONS_TOPIC"], Operation.READ),
         Acl(p, t, topics["STREAMREC_DEAD_LETTER_TOPIC"], Operation.WRITE),
         Acl(p, ResourceType.GROUP, app_id, Operation.READ),
+        Acl(p, ResourceType.GROUP, f"{app_id}-covisit", Operation.READ),  # the co-visitation owners
         *(Acl(p, t, f"{app_id}-", op, PatternType.PREFIXED)  # Faust's internal topics: internal_topics(app_id)
           for op in (Operation.READ, Operation.WRITE, Operation.CREATE)),
         *(Acl(p, t, topics[k], Operation.CREATE) for k in

@@ -217,6 +217,9 @@ def test_the_worker_asks_for_exactly_the_documented_acls() -> None:
         (t, "dead-letter", Operation.WRITE), (g, "app", Operation.READ),
         (t, "app-sessions-changelog", Operation.READ), (t, "app-sessions-changelog", Operation.WRITE),
         (t, "app-__assignor-__leader", Operation.READ), (t, "app-__assignor-__leader", Operation.WRITE),
+        (g, "app-covisit", Operation.READ),
+        (t, "app-covisit-deltas", Operation.READ), (t, "app-covisit-deltas", Operation.WRITE),
+        (t, "app-covisit-rows", Operation.READ), (t, "app-covisit-rows", Operation.WRITE),
     }
 
 

@@ -47,7 +47,7 @@ def pool() -> Iterator[ThreadPoolExecutor]:
 async def _fill_and_snapshot(replica: CatalogReplica) -> None:
     vecs = np.eye(DIM, dtype=np.float32)[:3]
     replica.index.upsert(["a", "b", "c"], vecs)
-    replica.titles.update({"a": "Alpha", "b": "Beta", "c": "Gamma"})
+    replica.titles.apply([("a", "Alpha"), ("b", "Beta"), ("c", "Gamma")])
     replica.stats.positions = {0: 17, 1: 4}
     await replica.snapshot()
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from streamrec.index import ExactIndex
+from streamrec.streams.core import CoreConfig, RecommenderCore
 from streamrec.streams.deadletter import parse_dead_letter_headers
 from streamrec.streams.hotpath import HotPath, ProcessingHalted
 from streamrec.streams.metrics import WorkerMetrics
@@ -88,18 +89,21 @@ def make_hotpath(
     recs = recs or FakeOutput()
     dlq = FakeOutput()
     metrics = WorkerMetrics(CollectorRegistry())
-    hp = HotPath(
-        table={},
-        recommendations=recs,
-        dead_letter=dlq,
-        encoder=encoder or FakeEncoder(),  # type: ignore[arg-type]
+    core = RecommenderCore(
+        encoder=encoder or FakeEncoder(),
         index=index,
         titles={i: f"title of {i}" for i in ITEMS},
         strategy=make_strategy("decayed_mean"),
         popularity=RecentPopularity(half_life_s=300),
+        config=CoreConfig(k=5),
+    )
+    hp = HotPath(
+        table={},
+        recommendations=recs,  # type: ignore[arg-type]
+        dead_letter=dlq,  # type: ignore[arg-type]
+        core=core,
         metrics=metrics,
         pool=pool,
-        k=5,
         model_name="m",
         worker_name="w",
         clock=lambda: NOW_S,

@@ -123,6 +123,8 @@ async def test_a_failed_component_turns_health_red_arms_the_watchdog_and_crashes
     worker.failed = None
     worker.batcher = EventBatcher(lambda batch: asyncio.sleep(0))
     worker.replica = SimpleNamespace(ready=True, wait_ready=lambda: asyncio.sleep(0))  # type: ignore[assignment]
+    worker.covisit_replica = None
+    worker._assigned = True  # the consumer group assigned its partitions
 
     async def crash(exc: BaseException) -> None:
         crashed.append(exc)
