@@ -24,7 +24,7 @@ from streamrec.streams.evaluation.baselines import (
     Transition,
     make_baseline,
 )
-from streamrec.streams.evaluation.data import EventLog, EvaluationDataError, jsonl_log, movielens_log
+from streamrec.streams.evaluation.data import EvaluationDataError, EventLog, jsonl_log, movielens_log
 from streamrec.streams.evaluation.scoring import (
     BootstrapInterval,
     EvalPoint,

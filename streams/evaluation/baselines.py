@@ -231,7 +231,7 @@ class CoOccurrence(Baseline):
             if rows:
                 keys = np.concatenate([np.fromiter(r.keys(), dtype=np.int64, count=len(r)) for r in rows])
                 values = np.concatenate([np.fromiter(r.values(), dtype=np.float64, count=len(r)) for r in rows])
-                counts = np.bincount(keys, weights=values, minlength=len(counts))
+                counts = np.bincount(keys, weights=values, minlength=len(counts)).astype(np.float64)
         return counts + self.popularity_tiebreak()  # integer sums first: both layouts give the same floats
 
 

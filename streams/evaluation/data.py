@@ -27,7 +27,15 @@ from pathlib import Path
 
 from streamrec.errors import StreamrecError
 from streamrec.streams.movielens import load_movies, load_ratings, replay_events
-from streamrec.streams.schemas import Event, EventType, InvalidMessage, ItemDeletion, ItemRecord, decode_event, decode_item
+from streamrec.streams.schemas import (
+    Event,
+    EventType,
+    InvalidMessage,
+    ItemDeletion,
+    ItemRecord,
+    decode_event,
+    decode_item,
+)
 
 __all__ = ["EvaluationDataError", "EventLog", "jsonl_log", "movielens_log"]
 

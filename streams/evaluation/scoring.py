@@ -135,7 +135,7 @@ def _user_sums(values: Sequence[Floats], users: Sequence[str]) -> tuple[list[Flo
     index: dict[str, int] = {}
     g = np.fromiter((index.setdefault(u, len(index)) for u in users), dtype=np.int64, count=len(users))
     counts = np.bincount(g, minlength=len(index)).astype(np.float64)
-    return [np.bincount(g, weights=v, minlength=len(index)) for v in values], counts
+    return [np.bincount(g, weights=v, minlength=len(index)).astype(np.float64) for v in values], counts
 
 
 def _draws(n_users: int, rounds: int, seed: int) -> npt.NDArray[np.int64]:

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from streamrec.streams.evaluation.baselines import ItemSpace, make_baseline
@@ -58,14 +59,14 @@ def baseline_candidates(plan: EvaluationPlan, space: ItemSpace) -> list[Candidat
             for h in plan.decayed_half_lives_s:
                 out.append(Candidate(f"popularity_decayed (half-life {_duration(h)})", "baseline",
                                      {"baseline": name, "half_life_s": h},
-                                     lambda h=h: make_baseline("popularity_decayed", space, plan.k, half_life_s=h)))
+                                     partial(make_baseline, name, space, plan.k, half_life_s=h)))
         elif name == "cooccurrence":
             for w in plan.cooccurrence_windows:
                 out.append(Candidate(f"cooccurrence (last {w} items)", "baseline", {"baseline": name, "window": w},
-                                     lambda w=w: make_baseline("cooccurrence", space, plan.k, window=w)))
+                                     partial(make_baseline, name, space, plan.k, window=w)))
         else:
             out.append(Candidate(name, "baseline", {"baseline": name},
-                                 lambda name=name: make_baseline(name, space, plan.k)))
+                                 partial(make_baseline, name, space, plan.k)))
     return out
 
 
