@@ -58,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamrec.errors import ConfigError, StreamrecError
+from streamrec.streams.consumed import EMPTY_CONSUMED, ConsumedSet, ConsumedSetError
 from streamrec.streams.schemas import Event, EventType
 
 __all__ = [
@@ -104,6 +105,11 @@ class SessionConfig:
     blend_alpha: float = 0.75  # sequence: weight of the session-text vector (measured: 0.75 > 0.5 > 0.25)
     exclude_seen: bool = True
     exclude_purchased: bool = True
+    # items of events of these types are "consumed": never recommended to that user again (others may be re-shown)
+    consumed_types: frozenset[EventType] = frozenset(
+        {EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE}
+    )
+    max_consumed: int = 4096  # consumed items remembered per user (8 bytes each; see streams/consumed.py)
 
     def __post_init__(self) -> None:
         if not (self.half_life_s > 0 and math.isfinite(self.half_life_s)):
@@ -114,7 +120,8 @@ class SessionConfig:
                 raise ConfigError(f"the weight of {t.value!r} events must be >= 0, not {w}")
         if not 0.0 <= self.blend_alpha <= 1.0:
             raise ConfigError(f"blend_alpha must be in [0, 1], not {self.blend_alpha}")
-        for name in ("max_recent", "max_purchased", "max_event_ids", "sequence_length", "sequence_max_chars"):
+        for name in ("max_recent", "max_purchased", "max_event_ids", "sequence_length", "sequence_max_chars",
+                     "max_consumed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
 
@@ -127,7 +134,9 @@ class SessionState:
     """One user's session. Lists are most-recent-first and bounded by :class:`SessionConfig`.
 
     ``embedding``: unit float32 vector s (None before the first usable vector); ``weight``: W;
-    ``mean_norm``: r = ||S|| / W; ``recent_texts``: ("item" | "query", text) pairs.
+    ``mean_norm``: r = ||S|| / W; ``recent_texts``: ("item" | "query", text) pairs; ``consumed``: hashes of
+    every item consumed (bounded, see :class:`SessionConfig`); ``last_list``: the item ids of the last list
+    published to the user (for the live quality metric).
     """
 
     embedding: Vector | None = None
@@ -139,8 +148,10 @@ class SessionState:
     recent_texts: tuple[tuple[str, str], ...] = ()
     n_events: int = 0
     last_event_ids: tuple[str, ...] = ()
+    consumed: ConsumedSet = EMPTY_CONSUMED
+    last_list: tuple[str, ...] = ()
 
-    FORMAT: ClassVar[int] = 1
+    FORMAT: ClassVar[int] = 2  # 1: without consumed / last_list (still read)
 
     def to_json_bytes(self) -> bytes:
         emb = None
@@ -157,6 +168,8 @@ class SessionState:
             "recent_texts": self.recent_texts,
             "n_events": self.n_events,
             "last_event_ids": self.last_event_ids,
+            "consumed": self.consumed.to_text(),
+            "last_list": self.last_list,
         }
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
@@ -171,14 +184,14 @@ class SessionState:
             return cls._from_doc(doc, dim)
         except SessionStateError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError, binascii.Error) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, binascii.Error, ConsumedSetError) as exc:
             raise SessionStateError(f"corrupt session state ({exc!r}); drop it to start the session afresh") from None
 
     @classmethod
     def _from_doc(cls, doc: Any, dim: int | None) -> SessionState:
         if not isinstance(doc, dict):
             raise SessionStateError("session state is not a JSON object")
-        if doc.get("v") != cls.FORMAT:
+        if doc.get("v") not in (1, cls.FORMAT):
             raise SessionStateError(f"session state format {doc.get('v')!r} is not {cls.FORMAT}")
         embedding: Vector | None = None
         if doc["embedding"] is not None:
@@ -213,6 +226,8 @@ class SessionState:
             recent_texts=texts,
             n_events=n_events,
             last_event_ids=_strs(doc["last_event_ids"], "last_event_ids"),
+            consumed=ConsumedSet.from_text(_typed(doc.get("consumed", ""), str, "consumed")),
+            last_list=_strs(doc.get("last_list", []), "last_list"),
         )
 
 
@@ -279,11 +294,13 @@ def _text_of(event: Event, title: str | None) -> tuple[str, str] | None:
 
 def _bookkeeping(state: SessionState, event: Event, title: str | None, config: SessionConfig) -> SessionState:
     """Everything an event changes except the vector part (embedding, weight, mean_norm, last_ts)."""
-    recent, purchased = state.recent_items, state.purchased
+    recent, purchased, consumed = state.recent_items, state.purchased, state.consumed
     if event.item_id is not None:
         recent = _bounded_front(recent, event.item_id, config.max_recent)
         if event.type is EventType.PURCHASE:
             purchased = _bounded_front(purchased, event.item_id, config.max_purchased)
+        if event.type in config.consumed_types:
+            consumed = consumed.with_added((event.item_id,), config.max_consumed)
     texts = state.recent_texts
     text = _text_of(event, title)
     if text is not None and config.sequence_length > 0:
@@ -291,7 +308,7 @@ def _bookkeeping(state: SessionState, event: Event, title: str | None, config: S
     ids = (event.event_id, *state.last_event_ids)[: config.max_event_ids]
     return replace(
         state, recent_items=recent, purchased=purchased, recent_texts=texts,
-        n_events=state.n_events + 1, last_event_ids=ids,
+        n_events=state.n_events + 1, last_event_ids=ids, consumed=consumed,
     )
 
 

@@ -236,7 +236,10 @@ def _corrupt(doc_patch: dict[str, object]) -> bytes:
         b"\x80\x03}q\x00.",  # a pickle
         b"not json",
         b"[]",
-        _corrupt({"v": 2}),
+        _corrupt({"v": 99}),
+        _corrupt({"consumed": "!!notbase64"}),
+        _corrupt({"consumed": base64.b64encode(b"abc").decode()}),  # not 8-byte hashes
+        _corrupt({"last_list": [1]}),
         _corrupt({"embedding": "!!notbase64"}),
         _corrupt({"embedding": base64.b64encode(b"abc").decode()}),
         _corrupt({"embedding": base64.b64encode(np.full(D, 3.0, "<f4").tobytes()).decode()}),  # not unit

@@ -1,0 +1,339 @@
+"""The collaborative signal: an item-to-item co-visitation graph learned online from the events.
+
+Learning rule (Amazon item-to-item / session-kNN style)
+------------------------------------------------------
+For an event with item x, type weight w and time t, and the user's previous distinct items
+y_1, y_2, ... (most recent first, from the session state, before this event):
+
+    n[x]      += w                                  (x's interaction weight)
+    c[y_d][x] += w / d           for d = 1 .. window   (forward: "after y_d, people chose x")
+    c[x][y_d] += b * w / d                          (backward, b = ``backward_weight``)
+
+so the last-item transition (d = 1) is the strongest pair and older context counts less (1/d, the
+harmonic position weighting of session-kNN). All counts decay exponentially with the EVENT time
+(``half_life_s``; event time, not wall time, so a replay learns what the live stream would have). Each
+row keeps at most ``2 * neighbours`` entries while it is being updated and is cut to the ``neighbours``
+largest when it is published: memory is bounded by items x neighbours.
+
+Serving rule
+------------
+For a user whose recent distinct items are i_0 (most recent), i_1, ... the collaborative score of a
+candidate j is
+
+    score(j) = sum_p  r(p) * c[i_p][j](t) / (n[i_p](t) ** (1 - damping) * n[j](t) ** damping)
+    r(p)     = 0.5 ** (p / position_half_life)        for p < sources
+
+``damping`` = 0 is the conditional probability P(j | i); 0.5 the cosine; larger values favour rarer
+items (popularity damping). Only the ``per_source`` strongest neighbours of each source are read, so a
+user costs at most ``sources x per_source`` dictionary updates.
+
+Where the graph lives (see :mod:`streamrec.streams.covisit_sync`): offline (``streamrec evaluate``,
+benchmarks) one :class:`CovisitGraph` learns synchronously (``apply``); in the workers the deltas go
+through Kafka, the owner of each item's partition merges them and publishes the row to a compacted topic
+that every worker replicates into its own :class:`CovisitGraph` (``put_row``).
+
+Thread safety: one lock guards the graph; every public method takes it, so the worker may apply rows
+from one pool thread while another scores a batch. Never call it on the event loop with a large batch.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import math
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamrec.errors import ConfigError, StreamrecError
+
+__all__ = [
+    "CovisitConfig",
+    "CovisitDelta",
+    "CovisitGraph",
+    "CovisitRow",
+    "CovisitRowError",
+    "DeltaBatch",
+]
+
+_REBASE_HALF_LIVES = 16.0  # a row's reference time moves forward once it is this many half-lives old
+
+
+class CovisitRowError(StreamrecError):
+    """A published row that cannot be read back."""
+
+
+@dataclass(frozen=True, slots=True)
+class CovisitConfig:
+    """How the co-visitation graph learns and serves (module docstring)."""
+
+    window: int = 20  # learning: pair each item with the user's last `window` distinct items
+    backward_weight: float = 0.5  # learning: weight of (new -> earlier) relative to (earlier -> new)
+    half_life_s: float = 30 * 86400.0  # decay of counts, event time
+    neighbours: int = 50  # published neighbours per item (2x kept while updating)
+    sources: int = 20  # serving: the user's last `sources` distinct items
+    position_half_life: float = 5.0  # serving: weight 0.5 at this many items back
+    per_source: int = 50  # serving: neighbours read per source item
+    damping: float = 0.5  # serving: popularity damping exponent of the candidate
+
+    def __post_init__(self) -> None:
+        for name in ("window", "neighbours", "sources", "per_source"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"covisit {name} must be >= 0")
+        for name in ("half_life_s", "position_half_life"):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"covisit {name} must be a positive number")
+        if not 0.0 <= self.damping <= 1.0:
+            raise ConfigError(f"covisit damping must be in [0, 1], not {self.damping}")
+        if not self.backward_weight >= 0:
+            raise ConfigError("covisit backward_weight must be >= 0")
+
+
+@dataclass(slots=True)
+class CovisitDelta:
+    """Increments of one item's row: ``n`` to its weight, ``pairs[j]`` to c[item][j]; values at ``ts_s``."""
+
+    item: str
+    ts_s: float
+    n: float = 0.0
+    pairs: dict[str, float] = field(default_factory=dict)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"item": self.item, "ts": self.ts_s, "n": self.n, "pairs": [[j, w] for j, w in self.pairs.items()]}
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> CovisitDelta:
+        pairs = {str(j): float(w) for j, w in doc["pairs"]}
+        return cls(str(doc["item"]), float(doc["ts"]), float(doc["n"]), pairs)
+
+
+class DeltaBatch:
+    """Collects the deltas of a batch of events, one :class:`CovisitDelta` per touched row."""
+
+    def __init__(self, config: CovisitConfig) -> None:
+        self.config = config
+        self.rows: dict[str, CovisitDelta] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def observe(self, item: str, weight: float, ts_s: float, previous: Sequence[str]) -> None:
+        """Event on ``item`` (type weight ``weight``) after the user's ``previous`` items (most recent first)."""
+        if weight <= 0:
+            return
+        hl = self.config.half_life_s
+        own = self._row(item, ts_s, hl)
+        own.n += weight * _shift(ts_s, own.ts_s, hl)
+        back = self.config.backward_weight
+        d = 0
+        for y in previous:
+            if y == item:
+                continue
+            d += 1
+            if d > self.config.window:
+                break
+            w = weight / d
+            row = self._row(y, ts_s, hl)
+            row.pairs[item] = row.pairs.get(item, 0.0) + w * _shift(ts_s, row.ts_s, hl)
+            if back > 0:
+                own.pairs[y] = own.pairs.get(y, 0.0) + back * w * _shift(ts_s, own.ts_s, hl)
+
+    def _row(self, item: str, ts_s: float, hl: float) -> CovisitDelta:
+        row = self.rows.get(item)
+        if row is None:
+            row = self.rows[item] = CovisitDelta(item, ts_s)
+        elif ts_s > row.ts_s:  # move the row's reference time forward
+            f = _shift(row.ts_s, ts_s, hl)
+            row.n *= f
+            row.pairs = {j: w * f for j, w in row.pairs.items()}
+            row.ts_s = ts_s
+        return row
+
+    def deltas(self) -> list[CovisitDelta]:
+        return list(self.rows.values())
+
+
+def _shift(t_from: float, t_to: float, half_life_s: float) -> float:
+    """The factor that turns a value at ``t_from`` into its decayed value at ``t_to``."""
+    return float(0.5 ** ((t_to - t_from) / half_life_s))
+
+
+@dataclass(frozen=True, slots=True)
+class CovisitRow:
+    """One item's published row: weight ``n`` and neighbour counts ``weights`` (best first), valued at
+    ``ref_s``; ``version`` orders the writes of a row (the replica keeps the highest)."""
+
+    item: str
+    n: float
+    ref_s: float
+    ids: tuple[str, ...]
+    weights: tuple[float, ...]
+    version: int
+
+    def to_json_bytes(self) -> bytes:
+        doc = {"v": 1, "item": self.item, "n": self.n, "ref": self.ref_s, "ver": self.version,
+               "ids": list(self.ids), "w": [round(w, 6) for w in self.weights]}
+        return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes) -> CovisitRow:
+        try:
+            doc = json.loads(data.decode("utf-8"))
+            if doc.get("v") != 1:
+                raise CovisitRowError(f"covisit row format {doc.get('v')!r} is not 1")
+            ids = tuple(str(i) for i in doc["ids"])
+            weights = tuple(float(w) for w in doc["w"])
+            if len(ids) != len(weights):
+                raise CovisitRowError("covisit row has different numbers of ids and weights")
+            n, ref = float(doc["n"]), float(doc["ref"])
+            if not (math.isfinite(n) and math.isfinite(ref) and all(math.isfinite(w) for w in weights)):
+                raise CovisitRowError("covisit row holds a non-finite number")
+            return cls(str(doc["item"]), n, ref, ids, weights, int(doc["ver"]))
+        except CovisitRowError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CovisitRowError(f"corrupt covisit row ({exc!r})") from None
+
+
+class _Row:
+    """A row being served and updated: values at ``ref_s``; ``top`` caches the best ``per_source``."""
+
+    __slots__ = ("n", "nbrs", "ref_s", "top", "version")
+
+    def __init__(self, ref_s: float) -> None:
+        self.n = 0.0
+        self.nbrs: dict[str, float] = {}
+        self.ref_s = ref_s
+        self.top: tuple[tuple[str, float], ...] | None = None
+        self.version = 0
+
+
+class CovisitGraph:
+    """Rows of the co-visitation graph, updated by ``apply`` (deltas) or ``put_row`` (published rows)."""
+
+    def __init__(self, config: CovisitConfig | None = None) -> None:
+        self.config = config or CovisitConfig()
+        self._rows: dict[str, _Row] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._rows
+
+    # ------------------------------------------------------------------ writes
+    def apply(self, deltas: Iterable[CovisitDelta], version: int | None = None) -> list[str]:
+        """Merge deltas into their rows; returns the items changed. ``version``: the deltas' source offset --
+        a row already at or past it skips them (a re-delivered delta message is applied once); None:
+        always apply and count versions up by one (offline use)."""
+        changed: list[str] = []
+        cfg = self.config
+        hl = cfg.half_life_s
+        cap = 2 * cfg.neighbours
+        with self._lock:
+            for d in deltas:
+                row = self._rows.get(d.item)
+                if row is None:
+                    row = self._rows[d.item] = _Row(d.ts_s)
+                if version is not None and row.version >= version:
+                    continue
+                if d.ts_s - row.ref_s > _REBASE_HALF_LIVES * hl:
+                    self._rebase(row, d.ts_s, hl)
+                f = _shift(d.ts_s, row.ref_s, hl)
+                row.n += d.n * f
+                nbrs = row.nbrs
+                for j, w in d.pairs.items():
+                    nbrs[j] = nbrs.get(j, 0.0) + w * f
+                if len(nbrs) > cap:
+                    row.nbrs = dict(heapq.nlargest(cfg.neighbours, nbrs.items(), key=_value))
+                row.top = None
+                row.version = row.version + 1 if version is None else version
+                changed.append(d.item)
+        return changed
+
+    def put_row(self, row: CovisitRow) -> bool:
+        """Replace a row by a published one unless ours is as new or newer; True if it was applied."""
+        with self._lock:
+            mine = self._rows.get(row.item)
+            if mine is not None and mine.version >= row.version:
+                return False
+            new = _Row(row.ref_s)
+            new.n = row.n
+            new.nbrs = dict(zip(row.ids, row.weights, strict=True))
+            new.version = row.version
+            self._rows[row.item] = new
+            return True
+
+    def remove(self, item: str) -> None:
+        with self._lock:
+            self._rows.pop(item, None)
+
+    def row(self, item: str) -> CovisitRow | None:
+        """The publishable form of a row: the ``neighbours`` largest counts, best first."""
+        with self._lock:
+            r = self._rows.get(item)
+            if r is None:
+                return None
+            best = heapq.nlargest(self.config.neighbours, r.nbrs.items(), key=_value)
+            return CovisitRow(item, r.n, r.ref_s, tuple(j for j, _ in best), tuple(w for _, w in best), r.version)
+
+    @staticmethod
+    def _rebase(row: _Row, ref_s: float, half_life_s: float) -> None:
+        """Re-express the row's values at a later reference time (keeps the numbers in range)."""
+        f = _shift(row.ref_s, ref_s, half_life_s)
+        row.n *= f
+        row.nbrs = {j: w * f for j, w in row.nbrs.items() if w * f > 1e-12}
+        row.ref_s = ref_s
+
+    # ------------------------------------------------------------------ reads
+    def scores(self, recent: Sequence[str], now_s: float) -> dict[str, float]:
+        """Collaborative scores of candidates for a user whose recent distinct items are ``recent`` (most
+        recent first); see the module docstring. Sources themselves are not excluded here.
+
+        All counts of a score decay at the same rate, so c / (n_i ** (1 - d) * n_j ** d) does not change with
+        time: each row caches its ``per_source`` best normalised neighbours when it is first read after a
+        change (n_j as it was then; a row is re-read after its own next change)."""
+        cfg = self.config
+        out: dict[str, float] = {}
+        with self._lock:
+            rows = self._rows
+            for p, item in enumerate(recent[: cfg.sources]):
+                row = rows.get(item)
+                if row is None:
+                    continue
+                top = row.top
+                if top is None:
+                    top = row.top = self._normalised_top(row)
+                r = 0.5 ** (p / cfg.position_half_life)
+                for j, s in top:
+                    out[j] = out.get(j, 0.0) + r * s
+        return out
+
+    def _normalised_top(self, row: _Row) -> tuple[tuple[str, float], ...]:
+        cfg = self.config
+        if row.n <= 0:
+            return ()
+        hl, damp, rows = cfg.half_life_s, cfg.damping, self._rows
+        src = row.n ** (1.0 - damp)
+        scored = []
+        for j, c in row.nbrs.items():
+            other = rows.get(j)
+            nj = other.n * _shift(other.ref_s, row.ref_s, hl) if other is not None else 0.0
+            scored.append((j, c / (src * max(nj, c) ** damp)))  # nj < c only for items never seen as events
+        return tuple(heapq.nlargest(cfg.per_source, scored, key=_value))
+
+    def _weight(self, item: str, now_s: float, hl: float) -> float:
+        row = self._rows.get(item)
+        return 0.0 if row is None else row.n * _shift(row.ref_s, now_s, hl)
+
+    def weight(self, item: str, now_s: float) -> float:
+        """The item's decayed interaction weight at ``now_s`` (0 if never seen)."""
+        with self._lock:
+            return self._weight(item, now_s, self.config.half_life_s)
+
+
+def _value(kv: tuple[str, float]) -> float:
+    return kv[1]

@@ -1,0 +1,126 @@
+"""Pluggable candidate signals of the recommender core.
+
+A signal turns a batch of :class:`SignalRequest` (one per event: the event, the user's state after it,
+the session vector) into scored candidates, one ``{item_id: score}`` per request, highest = best. The
+core (:mod:`streamrec.streams.core`) normalises each signal's scores by their maximum in the list and
+blends them with the signal's weight. Adding a signal is a new class here (or anywhere) with a ``name``
+and ``candidates``, passed to the core in its ``signals`` list: nothing else changes.
+
+Signals must not recommend from the exclusions they are handed (``request.exclude``); the core also
+drops everything in the user's consumed set afterwards, so a signal may over-fetch instead.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from streamrec.index import VectorIndex
+from streamrec.streams.covisit import CovisitGraph
+from streamrec.streams.popularity import RecentPopularity
+from streamrec.streams.schemas import Event
+from streamrec.streams.session import SessionState
+
+__all__ = [
+    "CovisitSignal",
+    "PopularitySignal",
+    "Signal",
+    "SignalRequest",
+    "TextSignal",
+    "WeightedSignal",
+]
+
+Vector = npt.NDArray[np.float32]
+Scores = dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRequest:
+    """One event's question to the signals. ``state``: the user's session after the event; ``query``: the
+    session vector (None before the first usable vector); ``now_s``: the event time; ``exclude``: ids the
+    signal must not return."""
+
+    event: Event
+    state: SessionState
+    query: Vector | None
+    now_s: float
+    exclude: frozenset[str] | set[str]
+
+
+class Signal(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
+        """Up to ``depth`` scored candidates per request, aligned with ``requests``."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedSignal:
+    """A signal and its blending weight (its scores are scaled to [0, weight] per list)."""
+
+    signal: Signal
+    weight: float
+    prior: bool = False  # True: a prior (popularity) -- a list made only of priors counts as a fallback
+
+
+class TextSignal:
+    """Nearest items to the session vector in the HNSW index (text similarity of titles and queries)."""
+
+    name = "text"
+
+    def __init__(self, index: VectorIndex) -> None:
+        self.index = index
+
+    def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
+        out: list[Scores] = [{} for _ in requests]
+        asked = [i for i, r in enumerate(requests) if r.query is not None]
+        if not asked or depth <= 0:
+            return out
+        queries = np.stack([requests[i].query for i in asked])  # type: ignore[misc]
+        found = self.index.search(queries, depth, exclude=[requests[i].exclude for i in asked])
+        for i, hits in zip(asked, found, strict=True):
+            out[i] = {item: max(0.0, float(s)) for item, s in zip(hits.ids, hits.scores, strict=True)}
+        return out
+
+
+class CovisitSignal:
+    """What other users chose next to the user's recent items (:mod:`streamrec.streams.covisit`)."""
+
+    name = "covisit"
+
+    def __init__(self, graph: CovisitGraph, eligible: Callable[[str], bool] | None = None) -> None:
+        self.graph = graph
+        self.eligible = eligible
+
+    def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
+        out: list[Scores] = []
+        for r in requests:
+            scores = self.graph.scores(r.state.recent_items, r.now_s)
+            best = heapq.nlargest(depth + len(r.exclude), scores.items(), key=_value)
+            out.append({j: s for j, s in best if j not in r.exclude and (self.eligible is None or self.eligible(j))})
+        return out
+
+
+class PopularitySignal:
+    """Recently popular items: the prior for users (and items) the other signals know nothing about."""
+
+    name = "popularity"
+
+    def __init__(self, popularity: RecentPopularity, eligible: Callable[[str], bool] | None = None) -> None:
+        self.popularity = popularity
+        self.eligible = eligible
+
+    def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
+        # the consumed set is applied by the core to the blended list (cheaper than per popular item here)
+        return [dict(self.popularity.top(depth, r.now_s, exclude=r.exclude, eligible=self.eligible)) for r in requests]
+
+
+def _value(kv: tuple[str, float]) -> float:
+    return kv[1]
