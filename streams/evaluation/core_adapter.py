@@ -1,0 +1,123 @@
+"""The recommender core (:mod:`streamrec.streams.core`) as an evaluation candidate, built like the worker.
+
+The catalogue is embedded once (``item_text`` of every item, the worker's encoder and model) and each candidate
+gets its OWN index filled from those vectors, its own popularity, co-visitation graph and session states, so no
+candidate sees what another learned. The core is driven as its docstring says for offline use: one ``step`` per
+micro-batch, then ``learn`` (the co-visitation graph takes the batch's deltas after the batch answered -- the
+worker's graph gets them later still, through Kafka).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from streamrec.encoders import CachedEncoder, EmbeddingCache, OnnxEncoderConfig, OnnxTextEncoder, TextEncoder
+from streamrec.index import HnswIndex
+from streamrec.streams.catalog import item_text
+from streamrec.streams.core import CoreConfig, RecommenderCore
+from streamrec.streams.covisit import CovisitConfig, CovisitGraph
+from streamrec.streams.evaluation.data import EventLog
+from streamrec.streams.evaluation.suite import Candidate
+from streamrec.streams.popularity import RecentPopularity
+from streamrec.streams.schemas import Event
+from streamrec.streams.session import STRATEGIES, SessionConfig, SessionState, make_strategy
+from streamrec.streams.settings import WorkerSettings
+
+__all__ = ["CoreRecommender", "EmbeddedCatalogue", "core_candidates", "embed_catalogue"]
+
+log = logging.getLogger(__name__)
+
+
+class CoreRecommender:
+    """Drives one :class:`RecommenderCore` over a log: step, learn, keep the states."""
+
+    def __init__(self, core: RecommenderCore) -> None:
+        self.core = core
+        self.states: dict[str, SessionState] = {}
+
+    def recommend(self, batch: Sequence[Event]) -> list[list[str]]:
+        result = self.core.step(batch, {e.user_id: self.states.get(e.user_id) for e in batch})
+        self.core.learn(result)
+        self.states.update(result.states)
+        return [[item for item, _ in outcome.items] for outcome in result.outcomes]
+
+
+@dataclass(frozen=True)
+class EmbeddedCatalogue:
+    encoder: TextEncoder
+    ids: list[str]
+    vectors: npt.NDArray[np.float32]
+    unavailable: list[str]
+    titles: dict[str, str]
+    seconds: float
+
+
+def _encoder(settings: WorkerSettings) -> OnnxTextEncoder:
+    from streamrec.commands.export import default_model_dir
+
+    return OnnxTextEncoder(settings.model_dir or default_model_dir(),
+                           OnnxEncoderConfig(provider=settings.provider,  # type: ignore[arg-type]
+                                             intra_op_threads=settings.encoder_threads))
+
+
+def embed_catalogue(log_: EventLog, settings: WorkerSettings, *, chunk: int = 256) -> EmbeddedCatalogue:
+    """Every item's text embedded once with the worker's encoder (its model, provider, threads)."""
+    raw = _encoder(settings)
+    t = time.perf_counter()
+    items = [i for i in log_.items if i.title]
+    texts = [item_text(i) for i in items]
+    vectors = np.concatenate([raw.encode(texts[s : s + chunk]) for s in range(0, len(texts), chunk)]) if texts \
+        else np.empty((0, raw.dim), np.float32)
+    encoder: TextEncoder = CachedEncoder(raw, cache=EmbeddingCache(settings.encoder_cache_size)) \
+        if settings.encoder_cache_size > 0 else raw
+    return EmbeddedCatalogue(encoder, [i.item_id for i in items], vectors.astype(np.float32, copy=False),
+                             [i.item_id for i in items if not i.available], {i.item_id: i.title for i in items},
+                             time.perf_counter() - t)
+
+
+def _index(settings: WorkerSettings, catalogue: EmbeddedCatalogue) -> HnswIndex:
+    index = HnswIndex(catalogue.encoder.dim, m=settings.index_m, ef_construction=settings.index_ef_construction,
+                      ef=settings.index_ef, full_scan_below=settings.index_full_scan_below)
+    if catalogue.ids:
+        index.upsert(catalogue.ids, catalogue.vectors)
+    if catalogue.unavailable:
+        index.set_available(catalogue.unavailable, False)
+    return index
+
+
+def build_core(settings: WorkerSettings, strategy: str, catalogue: EmbeddedCatalogue, *, k: int) -> RecommenderCore:
+    """A fresh core configured like a worker with ``settings`` would be, with ``strategy``."""
+    config = SessionConfig(half_life_s=settings.half_life_s, blend_alpha=settings.blend_alpha,
+                           exclude_seen=settings.exclude_seen, exclude_purchased=settings.exclude_purchased)
+    return RecommenderCore(
+        encoder=catalogue.encoder, index=_index(settings, catalogue), titles=catalogue.titles,
+        strategy=make_strategy(strategy, config), popularity=RecentPopularity(half_life_s=86_400.0),
+        covisit=CovisitGraph(CovisitConfig()), config=CoreConfig(k=k),
+    )
+
+
+def _make(settings: WorkerSettings, strategy: str, catalogue: EmbeddedCatalogue, k: int) -> CoreRecommender:
+    return CoreRecommender(build_core(settings, strategy, catalogue, k=k))
+
+
+def core_candidates(log_: EventLog, settings: WorkerSettings, strategies: Sequence[str], *,
+                    k: int) -> list[Candidate]:
+    """One candidate per strategy name, each a fresh core over the same embedded catalogue."""
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        from streamrec.errors import ConfigError
+
+        raise ConfigError(f"unknown strategies {unknown} (one of {', '.join(STRATEGIES)})")
+    catalogue = embed_catalogue(log_, settings)
+    log.info("embedded %d items in %.1f s", len(catalogue.ids), catalogue.seconds)
+    params: dict[str, Any] = {"half_life_s": settings.half_life_s, "k": k}
+    return [Candidate(s, "strategy", {"strategy": s, **params}, partial(_make, settings, s, catalogue, k))
+            for s in strategies]
