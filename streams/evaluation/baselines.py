@@ -2,8 +2,9 @@
 
 Every baseline is learned online from ALL users' events in log order: the list after event t knows events
 1..t (the user's own event t included) and nothing later. Every one applies the same exclusions as the
-strategies -- an item the user's events already named (any type but ``search``) is never recommended to that
-user again -- and recommends only available catalogue items. Where a baseline has fewer than K items with a
+strategies -- an item the user consumed (an event of one of ``consumed_types``: by default every type that
+names an item, as ``SessionConfig.consumed_types``) is never recommended to that user again -- and recommends
+only available catalogue items. Where a baseline has fewer than K items with a
 score, or ties, plain popularity decides (that makes it stronger, never weaker).
 
 * ``popularity`` -- plain causal counts: how many events so far named the item.
@@ -30,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from streamrec.streams.evaluation.scoring import names_item
-from streamrec.streams.schemas import Event
+from streamrec.streams.schemas import Event, EventType
 
 __all__ = [
     "BASELINES",
@@ -47,6 +48,7 @@ __all__ = [
 BASELINES = ("popularity", "popularity_decayed", "transition", "cooccurrence")
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
+_ITEM_TYPES = frozenset(t for t in EventType if t is not EventType.SEARCH)
 
 
 @dataclass(frozen=True)
@@ -92,11 +94,12 @@ class Baseline:
 
     name = "baseline"
 
-    def __init__(self, space: ItemSpace, k: int) -> None:
+    def __init__(self, space: ItemSpace, k: int, consumed_types: frozenset[EventType] | None = None) -> None:
         if k < 1:
             raise ValueError("k must be >= 1")
         self.space = space
         self.k = k
+        self.consumed_types = consumed_types if consumed_types is not None else _ITEM_TYPES
         self.counts = np.zeros(len(space))
         self.total = 0
         self.history: dict[str, list[int]] = {}  # user -> item indices, oldest first
@@ -115,7 +118,8 @@ class Baseline:
                 self.counts[item] += 1.0
                 self.total += 1
                 history.append(item)
-                self.consumed.setdefault(e.user_id, set()).add(item)
+                if e.type in self.consumed_types:
+                    self.consumed.setdefault(e.user_id, set()).add(item)
             out.append(self.rank(e.user_id))
         return out
 
@@ -149,8 +153,9 @@ class DecayedPopularity(Baseline):
 
     name = "popularity_decayed"
 
-    def __init__(self, space: ItemSpace, k: int, half_life_s: float = 86_400.0) -> None:
-        super().__init__(space, k)
+    def __init__(self, space: ItemSpace, k: int, half_life_s: float = 86_400.0,
+                 consumed_types: frozenset[EventType] | None = None) -> None:
+        super().__init__(space, k, consumed_types)
         if not (half_life_s > 0 and math.isfinite(half_life_s)):
             raise ValueError("half_life_s must be > 0")
         self.half_life_s = half_life_s
@@ -174,8 +179,8 @@ class DecayedPopularity(Baseline):
 class Transition(Baseline):
     name = "transition"
 
-    def __init__(self, space: ItemSpace, k: int) -> None:
-        super().__init__(space, k)
+    def __init__(self, space: ItemSpace, k: int, consumed_types: frozenset[EventType] | None = None) -> None:
+        super().__init__(space, k, consumed_types)
         self.rows: dict[int, dict[int, float]] = {}
 
     def learn(self, event: Event, item: int, history: list[int]) -> None:
@@ -199,8 +204,9 @@ class CoOccurrence(Baseline):
 
     name = "cooccurrence"
 
-    def __init__(self, space: ItemSpace, k: int, window: int = 20, dense_max_items: int = 4096) -> None:
-        super().__init__(space, k)
+    def __init__(self, space: ItemSpace, k: int, window: int = 20, dense_max_items: int = 4096,
+                 consumed_types: frozenset[EventType] | None = None) -> None:
+        super().__init__(space, k, consumed_types)
         if window < 1:
             raise ValueError("window must be >= 1")
         self.window = window
@@ -235,15 +241,15 @@ class CoOccurrence(Baseline):
         return counts + self.popularity_tiebreak()  # integer sums first: both layouts give the same floats
 
 
-def make_baseline(name: str, space: ItemSpace, k: int, *, half_life_s: float = 86_400.0,
-                  window: int = 20) -> Baseline:
+def make_baseline(name: str, space: ItemSpace, k: int, *, half_life_s: float = 86_400.0, window: int = 20,
+                  consumed_types: frozenset[EventType] | None = None) -> Baseline:
     """A baseline by name (one of :data:`BASELINES`)."""
     if name == "popularity":
-        return Popularity(space, k)
+        return Popularity(space, k, consumed_types)
     if name == "popularity_decayed":
-        return DecayedPopularity(space, k, half_life_s=half_life_s)
+        return DecayedPopularity(space, k, half_life_s=half_life_s, consumed_types=consumed_types)
     if name == "transition":
-        return Transition(space, k)
+        return Transition(space, k, consumed_types)
     if name == "cooccurrence":
-        return CoOccurrence(space, k, window=window)
+        return CoOccurrence(space, k, window=window, consumed_types=consumed_types)
     raise ValueError(f"unknown baseline {name!r} (one of {', '.join(BASELINES)})")

@@ -31,7 +31,7 @@ from streamrec.streams.schemas import Event
 from streamrec.streams.session import STRATEGIES, SessionConfig, SessionState, make_strategy
 from streamrec.streams.settings import WorkerSettings
 
-__all__ = ["CoreRecommender", "EmbeddedCatalogue", "core_candidates", "embed_catalogue"]
+__all__ = ["CoreRecommender", "EmbeddedCatalogue", "build_core", "core_candidates", "embed_catalogue", "session_config"]
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,15 @@ def _index(settings: WorkerSettings, catalogue: EmbeddedCatalogue) -> HnswIndex:
     return index
 
 
+def session_config(settings: WorkerSettings) -> SessionConfig:
+    """The session configuration a worker with ``settings`` runs (its exclusions are the baselines' too)."""
+    return SessionConfig(half_life_s=settings.half_life_s, blend_alpha=settings.blend_alpha,
+                         exclude_seen=settings.exclude_seen, exclude_purchased=settings.exclude_purchased)
+
+
 def build_core(settings: WorkerSettings, strategy: str, catalogue: EmbeddedCatalogue, *, k: int) -> RecommenderCore:
     """A fresh core configured like a worker with ``settings`` would be, with ``strategy``."""
-    config = SessionConfig(half_life_s=settings.half_life_s, blend_alpha=settings.blend_alpha,
-                           exclude_seen=settings.exclude_seen, exclude_purchased=settings.exclude_purchased)
+    config = session_config(settings)
     return RecommenderCore(
         encoder=catalogue.encoder, index=_index(settings, catalogue), titles=catalogue.titles,
         strategy=make_strategy(strategy, config), popularity=RecentPopularity(half_life_s=86_400.0),

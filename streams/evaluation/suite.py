@@ -17,6 +17,7 @@ from streamrec.streams.evaluation.data import EventLog
 from streamrec.streams.evaluation.offline import Recommender, SystemResult, run_system
 from streamrec.streams.evaluation.report import compare, goals, machine, system_intervals, versions
 from streamrec.streams.evaluation.scoring import EvalPoint, eval_points
+from streamrec.streams.schemas import EventType
 
 __all__ = ["Candidate", "EvaluationPlan", "baseline_candidates", "evaluate_log"]
 
@@ -32,6 +33,7 @@ class EvaluationPlan:
     cooccurrence_windows: tuple[int, ...] = (5, 20)
     bootstrap_rounds: int = 2000
     seed: int = 0
+    consumed_types: tuple[str, ...] | None = None  # excluded for the baselines (None: every item-naming type)
 
 
 @dataclass(frozen=True)
@@ -53,20 +55,22 @@ def _duration(seconds: float) -> str:
 
 
 def baseline_candidates(plan: EvaluationPlan, space: ItemSpace) -> list[Candidate]:
+    consumed = None if plan.consumed_types is None else frozenset(EventType(t) for t in plan.consumed_types)
+    make = partial(make_baseline, consumed_types=consumed)
     out = []
     for name in plan.baselines:
         if name == "popularity_decayed":
             for h in plan.decayed_half_lives_s:
                 out.append(Candidate(f"popularity_decayed (half-life {_duration(h)})", "baseline",
                                      {"baseline": name, "half_life_s": h},
-                                     partial(make_baseline, name, space, plan.k, half_life_s=h)))
+                                     partial(make, name, space, plan.k, half_life_s=h)))
         elif name == "cooccurrence":
             for w in plan.cooccurrence_windows:
                 out.append(Candidate(f"cooccurrence (last {w} items)", "baseline", {"baseline": name, "window": w},
-                                     partial(make_baseline, name, space, plan.k, window=w)))
+                                     partial(make, name, space, plan.k, window=w)))
         else:
             out.append(Candidate(name, "baseline", {"baseline": name},
-                                 partial(make_baseline, name, space, plan.k)))
+                                 partial(make, name, space, plan.k)))
     return out
 
 

@@ -86,7 +86,7 @@ def _out_dir(s: EvaluateSettings) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from streamrec.streams.evaluation import jsonl_log, movielens_log
-    from streamrec.streams.evaluation.core_adapter import core_candidates
+    from streamrec.streams.evaluation.core_adapter import core_candidates, session_config
     from streamrec.streams.evaluation.report import finite, plot, slug, table
     from streamrec.streams.evaluation.suite import EvaluationPlan, document, evaluate_log
     from streamrec.streams.settings import WorkerSettings
@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         decayed_half_lives_s=_floats(s.decayed_half_lives_s, "--decayed-half-lives-s"),
         cooccurrence_windows=tuple(int(w) for w in _floats(s.cooccurrence_windows, "--cooccurrence-windows")),
         bootstrap_rounds=s.bootstrap_rounds, seed=s.seed,
+        consumed_types=tuple(sorted(t.value for t in session_config(worker).consumed_types)),
     )
     strategies = _names(s.strategies) or (worker.strategy,)
     candidates = core_candidates(log_, worker, strategies, k=s.k)

@@ -136,6 +136,12 @@ def test_causal_the_list_after_event_t_ignores_later_events(name: str) -> None:
     assert batched == full
 
 
+def test_only_consumed_types_are_excluded() -> None:
+    events = [ev("u1", "a", 0), ev("u1", "b", 1, EventType.PURCHASE), ev("u2", "a", 2), ev("u2", "c", 3)]
+    out = Popularity(space(), 3, consumed_types=frozenset({EventType.PURCHASE})).recommend(events)
+    assert out[1] == ["a", "c", "d"]  # u1 viewed a (may be shown again) and bought b (never again)
+
+
 def test_item_space_keeps_event_only_items_out_of_recommendations() -> None:
     sp = ItemSpace.build(["a", "b"], ["b", "x", "x", "y"])
     assert sp.ids == ("a", "b", "x", "y")
