@@ -1,4 +1,4 @@
-"""The per-event hot path, one micro-batch at a time.
+"""The per-event hot path, one micro-batch at a time: the Kafka side of :mod:`streamrec.streams.core`.
 
 For a batch of Faust events (in arrival order):
 
@@ -6,15 +6,15 @@ For a batch of Faust events (in arrival order):
    reason in headers and are counted -- the worker goes on);
 2. **state read**: each user's session state from the Faust table (on the loop: table operations
    send changelog records through Faust's producer);
-3. **compute**, in ONE call on the bounded thread pool: item vectors from the index, the session
-   strategy's plan for every event, one encoder call for every text still needed (cached), the
-   session updates in event order (a user's later event sees the earlier one), one batched index
-   search with per-event exclusions, the popularity fallback where no session vector exists;
+3. **compute**: ``RecommenderCore.step`` in ONE call on the bounded thread pool (session updates,
+   one encoder call, the signals -- batched HNSW search, co-visitation, popularity -- blended, the
+   exclusions, the live quality bookkeeping);
 4. **state write + publish** (on the loop): the final state of each user to the table, one
-   recommendation per valid event, straight into the app's Kafka producer (see :class:`Output`); each
-   event is acked when the broker has acknowledged its output (acks=all). Faust commits an offset
-   only once every earlier event of the partition is acked, so an offset is committed only after the
-   output it caused was produced; a failed delivery stops the worker instead of being skipped.
+   recommendation per valid event and the batch's co-visitation deltas, straight into the app's Kafka
+   producer (see :class:`Output`); each event is acked when the broker has acknowledged ALL the output
+   it caused (its recommendation and the batch's deltas; acks=all). Faust commits an offset only once
+   every earlier event of the partition is acked, so an offset is committed only after the output it
+   caused was produced; a failed delivery stops the worker instead of being skipped.
 
 Every recommendation carries ``latency_ms`` with the stage breakdown; batch stages are charged to
 every event of the batch, ``queue`` is the event's own wait between the consumer and the batch.
@@ -27,44 +27,19 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 from faust.types import EventT
 
-from streamrec.encoders import TextEncoder
-from streamrec.index import SearchHits, UnknownItemError, VectorIndex
+from streamrec.streams.core import RecommenderCore, StepResult
+from streamrec.streams.covisit_sync import CovisitPublisher
 from streamrec.streams.deadletter import dead_letter_record
 from streamrec.streams.faust_app import set_current_event
 from streamrec.streams.metrics import WorkerMetrics
-from streamrec.streams.popularity import RecentPopularity
-from streamrec.streams.schemas import Event, EventType, InvalidMessage, Recommendation, decode_event
-from streamrec.streams.session import SessionPlan, SessionState, SessionStateError, SessionStrategy, exclusions
+from streamrec.streams.schemas import Event, InvalidMessage, Recommendation, decode_event
+from streamrec.streams.session import SessionState, SessionStateError
 
 log = logging.getLogger(__name__)
-
-Vector = npt.NDArray[np.float32]
-
-
-@dataclass
-class _Outcome:
-    """What the pool computed for one valid event."""
-
-    items: list[tuple[str, float]] = field(default_factory=list)
-    fallback: str | None = None  # reason, when the popularity fallback answered
-    duplicate: bool = False
-
-
-@dataclass
-class _BatchResult:
-    outcomes: list[_Outcome]
-    states: dict[str, SessionState]
-    encode_s: float
-    index_s: float
-    texts_encoded: int
 
 
 class DeliveryFailed(RuntimeError):
@@ -87,12 +62,14 @@ class Output:
         self._started = False
 
     async def send(self, key: bytes | None, value: bytes | None,
-                   headers: Sequence[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+                   headers: Sequence[tuple[str, bytes]] | None = None, partition: int | None = None,
+                   ) -> asyncio.Future[Any]:
         if not self._started:  # normally started with the app already; this is the once-only check
             await self.app.maybe_start_producer()
             self._started = True
         fut: asyncio.Future[Any] = await self.app.producer.send(
-            self.topic, key, value, partition=None, timestamp=None, headers=list(headers) if headers else None,
+            self.topic, key, value, partition=partition, timestamp=None,
+            headers=list(headers) if headers else None,
         )
         return fut
 
@@ -106,45 +83,38 @@ class HotPath:
         table: Any,
         recommendations: Output,
         dead_letter: Output,
-        encoder: TextEncoder,
-        index: VectorIndex,
-        titles: dict[str, str],
-        strategy: SessionStrategy,
-        popularity: RecentPopularity,
+        core: RecommenderCore,
         metrics: WorkerMetrics,
         pool: Executor,
-        k: int,
         model_name: str,
         worker_name: str,
+        covisit_out: CovisitPublisher | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.table = table
         self.recommendations = recommendations
         self.dead_letter = dead_letter
-        self.encoder = encoder
-        self.index = index
-        self.titles = titles
-        self.strategy = strategy
-        self.popularity = popularity
+        self.core = core
+        self.covisit_out = covisit_out
         self.metrics = metrics
         self.pool = pool
-        self.k = k
         self.model_name = model_name
         self.worker_name = worker_name
         self.clock = clock
         self.monotonic = monotonic
-        self._dim = encoder.dim
-        self._filler = _unit(np.random.default_rng(7).standard_normal(self._dim))
+        self._dim = core.encoder.dim
         self._delivery_error: BaseException | None = None
 
     # ------------------------------------------------------------------ the batch
     async def process(self, events: list[EventT[Any]]) -> None:
+        """Process one micro-batch (see the module docstring); raises :class:`DeliveryFailed` once an earlier
+        output was not delivered."""
         if self._delivery_error is not None:
             raise DeliveryFailed(f"an output was not delivered: {self._delivery_error!r}") from self._delivery_error
         m = self.metrics
         start_mono = self.monotonic()
-        delivered: list[tuple[EventT[Any], asyncio.Future[Any]]] = []
+        outputs: list[tuple[EventT[Any], list[asyncio.Future[Any]]]] = []
         m.batch_size.observe(len(events))
 
         valid: list[tuple[EventT[Any], Event]] = []
@@ -156,7 +126,7 @@ class HotPath:
                     partition=msg.partition, offset=msg.offset, key=msg.key,
                 )))
             except InvalidMessage as exc:
-                delivered.append((ev, await self._send_dead_letter(ev, exc)))
+                outputs.append((ev, [await self._send_dead_letter(ev, exc)]))
         decode_s = self.monotonic() - start_mono
 
         t = self.monotonic()
@@ -166,8 +136,8 @@ class HotPath:
                 states[e.user_id] = self._read_state(ev, e.user_id)
         state_read_s = self.monotonic() - t
 
-        result = await asyncio.get_running_loop().run_in_executor(
-            self.pool, self._compute, [e for _, e in valid], states
+        result: StepResult = await asyncio.get_running_loop().run_in_executor(
+            self.pool, self.core.step, [e for _, e in valid], states
         )
         if result.texts_encoded:
             m.encoder_batch.observe(result.texts_encoded)
@@ -188,14 +158,23 @@ class HotPath:
             "encode": result.encode_s * 1000,
             "index": result.index_s * 1000,
         }
+        strategy = self.core.name
+        caused: list[list[asyncio.Future[Any]]] = []
         for (ev, e), outcome in zip(valid, result.outcomes, strict=True):
             queue_ms = _queue_ms(ev, start_mono)
             rec = Recommendation(
                 user_id=e.user_id, event_id=e.event_id, items=tuple(outcome.items), model=self.model_name,
                 event_ts=e.ts_ms, emitted_ts=now_ms, latency_ms={"queue": round(queue_ms, 3), **_rounded(stages)},
-                strategy=self.strategy.name, fallback=outcome.fallback is not None,
+                strategy=strategy, fallback=outcome.fallback is not None,
             )
-            delivered.append((ev, await self.recommendations.send(e.user_id.encode(), rec.to_json_bytes())))
+            own = [await self.recommendations.send(e.user_id.encode(), rec.to_json_bytes())]
+            outputs.append((ev, own))
+            caused.append(own)
+        if self.covisit_out is not None and result.deltas:
+            shared = await self.covisit_out.send(result.deltas)
+            m.covisit_deltas.labels("sent").inc(len(result.deltas))
+            for futs in caused:  # every valid event of the batch caused them
+                futs.extend(shared)
         publish_s = self.monotonic() - t
 
         done_mono = self.monotonic()
@@ -205,6 +184,11 @@ class HotPath:
             m.events.labels(e.type.value, kind).inc()
             if outcome.fallback:
                 m.fallbacks.labels(outcome.fallback).inc()
+            if outcome.live_evaluated:
+                m.live_evaluated.labels(e.type.value).inc()
+                if outcome.live_rank is not None:
+                    m.live_hits.labels(e.type.value).inc()
+                    m.live_reciprocal_rank.labels(e.type.value).inc(1.0 / outcome.live_rank)
             m.end_to_end.labels("event_ts").observe(max(0.0, (done_ms - e.ts_ms) / 1000))
             time_in = getattr(ev.message, "time_in", None)
             if time_in is not None:
@@ -214,16 +198,10 @@ class HotPath:
         for stage, seconds in (("decode", decode_s / max(1, len(events))), ("state", state_s),
                                ("encode", result.encode_s), ("index", result.index_s), ("publish", publish_s)):
             m.stage.labels(stage).observe(seconds)
-        for ev, fut in delivered:
-            fut.add_done_callback(partial(self._ack_when_delivered, ev))
+        for ev, futs in outputs:
+            _AckWhenDelivered(self, ev, futs)
 
-    def _ack_when_delivered(self, ev: EventT[Any], fut: asyncio.Future[Any]) -> None:
-        """Ack ``ev`` once its output is acknowledged; a failed delivery leaves it un-acked and stops the
-        worker at the next batch (runs on the loop, as a done-callback)."""
-        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
-        if exc is None:
-            ev.ack()
-            return
+    def _delivery_failed(self, ev: EventT[Any], exc: BaseException) -> None:
         if self._delivery_error is None:
             log.error("output of %s[%s]@%s was not delivered: %r", ev.message.topic, ev.message.partition,
                       ev.message.offset, exc)
@@ -256,94 +234,27 @@ class HotPath:
         self.metrics.events.labels("invalid", "dead_letter").inc()
         return fut
 
-    # ------------------------------------------------------------------ the pool's part
-    def _compute(self, events: Sequence[Event], states: dict[str, SessionState | None]) -> _BatchResult:
-        t0 = time.perf_counter()
-        item_vectors = self._item_vectors({e.item_id for e in events if e.item_id is not None})
 
-        plans: list[SessionPlan] = []
-        planning = dict(states)
-        for e in events:
-            title = self.titles.get(e.item_id) if e.item_id is not None else None
-            plan = self.strategy.plan(
-                planning[e.user_id], e, title=title, item_vector_known=e.item_id in item_vectors
-            )
-            planning[e.user_id] = plan.state
-            plans.append(plan)
-        texts = list(dict.fromkeys(t for p in plans for t in p.texts))
-        t1 = time.perf_counter()
-        rows = self.encoder.encode(texts) if texts else np.empty((0, self._dim), np.float32)
-        row_of = {text: i for i, text in enumerate(texts)}
-        encode_s = time.perf_counter() - t1
+class _AckWhenDelivered:
+    """Acks ``ev`` once every future of its outputs succeeded; a failure leaves it un-acked and stops the
+    worker at the next batch (runs on the loop, as done-callbacks)."""
 
-        current: dict[str, SessionState | None] = dict(states)
-        queries: list[Vector | None] = []
-        excludes: list[set[str]] = []
-        outcomes: list[_Outcome] = []
-        config = self.strategy.config
-        for e, plan in zip(events, plans, strict=True):
-            update = self.strategy.apply(
-                current[e.user_id], plan,
-                item_vector=item_vectors.get(e.item_id) if e.item_id is not None else None,
-                text_vectors=rows[[row_of[t] for t in plan.texts]] if plan.texts else rows[:0],
-            )
-            current[e.user_id] = update.state
-            queries.append(update.query)
-            excludes.append(exclusions(update.state, config))
-            outcomes.append(_Outcome(duplicate=update.duplicate))
-            if not update.duplicate and e.item_id is not None and e.type is not EventType.SEARCH:
-                self.popularity.add(e.item_id, config.weight_of(e.type), e.ts_ms / 1000)
+    __slots__ = ("ev", "hotpath", "pending")
 
-        t2 = time.perf_counter()
-        with_vector = [(i, q) for i, q in enumerate(queries) if q is not None]
-        hits: dict[int, SearchHits] = {}
-        if with_vector:
-            found = self.index.search(
-                np.stack([q for _, q in with_vector]), self.k, exclude=[excludes[i] for i, _ in with_vector]
-            )
-            hits = dict(zip([i for i, _ in with_vector], found, strict=True))
-        now_s = self.clock()
-        for i, outcome in enumerate(outcomes):
-            h = hits.get(i)
-            if h is not None and len(h) > 0:
-                outcome.items = [(item, round(float(s), 5)) for item, s in zip(h.ids, h.scores, strict=True)]
-            else:
-                outcome.fallback = "no_session_vector" if h is None else "no_neighbours"
-                outcome.items = self._fallback(excludes[i], now_s)
-        index_s = (time.perf_counter() - t2) + (t1 - t0)
-        final = {u: s for u, s in current.items() if s is not None}
-        return _BatchResult(outcomes, final, encode_s, index_s, len(texts))
+    def __init__(self, hotpath: HotPath, ev: EventT[Any], futs: Sequence[asyncio.Future[Any]]) -> None:
+        self.hotpath, self.ev, self.pending = hotpath, ev, len(futs)
+        for fut in futs:
+            fut.add_done_callback(self._done)
 
-    def _item_vectors(self, ids: set[str]) -> dict[str, Vector]:
-        known = [i for i in ids if i in self.index]
-        if not known:
-            return {}
-        try:
-            vectors = self.index.get(known)
-        except UnknownItemError:  # deleted between the check and the get: fetch one by one
-            out: dict[str, Vector] = {}
-            for i in known:
-                try:
-                    out[i] = self.index.get([i])[0]
-                except UnknownItemError:
-                    continue
-            return out
-        return dict(zip(known, vectors, strict=True))
-
-    def _fallback(self, exclude: set[str], now_s: float) -> list[tuple[str, float]]:
-        """Recently popular available items; topped up from the catalogue when popularity is thin."""
-        eligible = getattr(self.index, "is_available", None)
-        items = self.popularity.top(self.k, now_s, exclude=exclude, eligible=eligible)
-        if len(items) < self.k:
-            taken = exclude | {i for i, _ in items}
-            (extra,) = self.index.search(self._filler[None, :], self.k, exclude=[taken])
-            items += [(i, 0.0) for i in extra.ids[: self.k - len(items)]]
-        return [(i, round(float(s), 5)) for i, s in items]
-
-
-def _unit(v: npt.NDArray[Any]) -> Vector:
-    out: Vector = np.asarray(v, dtype=np.float32)
-    return out / np.float32(np.linalg.norm(out))
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            self.pending = -1  # never acked
+            self.hotpath._delivery_failed(self.ev, exc)
+            return
+        self.pending -= 1
+        if self.pending == 0:
+            self.ev.ack()
 
 
 def _queue_ms(ev: EventT[Any], batch_start_mono: float) -> float:

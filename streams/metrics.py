@@ -97,6 +97,32 @@ class WorkerMetrics:
             "Stop-the-world pauses of Python's cyclic garbage collector, by generation (every thread waits).",
             ["generation"], buckets=LATENCY_BUCKETS, registry=r,
         )
+        self.live_evaluated = Counter(
+            "streamrec_quality_live_evaluated_total",
+            "Events that named an item after the user had been shown a list (the live quality metric's points), "
+            "by event type.", ["type"], registry=r,
+        )
+        self.live_hits = Counter(
+            "streamrec_quality_live_hits_total",
+            "Evaluated events whose item was in the list last shown to that user (hit@K), by event type.",
+            ["type"], registry=r,
+        )
+        self.live_reciprocal_rank = Counter(
+            "streamrec_quality_live_reciprocal_rank_total",
+            "Sum of 1/rank of the event's item in the list last shown (0 when absent): MRR@K = this / evaluated.",
+            ["type"], registry=r,
+        )
+        self.covisit_deltas = Counter(
+            "streamrec_covisit_deltas_total",
+            "Co-visitation row deltas: sent by this worker's hot path, merged by it as an item owner.",
+            ["op"], registry=r,
+        )
+        self.covisit_rows = Gauge("streamrec_covisit_rows", "Items with a co-visitation row in this worker.",
+                                  registry=r)
+        self.covisit_published = Counter(
+            "streamrec_covisit_rows_published_total", "Co-visitation rows this worker published as owner.",
+            registry=r,
+        )
         self.build_info = Info("streamrec_build", "streamrec version and model manifest hash.", registry=r)
 
     def prime(self, sources: Sequence[str]) -> None:
@@ -123,6 +149,13 @@ class WorkerMetrics:
             self.catalog_updates.labels(op)
         for generation in ("0", "1", "2"):
             self.gc_pause.labels(generation)
+        for kind in EventType:
+            if kind is not EventType.SEARCH:
+                self.live_evaluated.labels(kind.value)
+                self.live_hits.labels(kind.value)
+                self.live_reciprocal_rank.labels(kind.value)
+        for op in ("sent", "merged"):
+            self.covisit_deltas.labels(op)
 
 
 class GcPauseTimer:

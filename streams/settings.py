@@ -43,6 +43,26 @@ class WorkerSettings(BaseSettings):
     blend_alpha: float = Field(0.75, ge=0, le=1, description="sequence strategy: weight of the session-text vector")
     exclude_seen: bool = Field(True, description="exclude the user's recently seen items")
     exclude_purchased: bool = Field(True, description="exclude the user's purchased items")
+    consumed_types: str = Field(
+        "view,click,add_to_cart,purchase",
+        description="event types whose items are never recommended to that user again (others may be re-shown)",
+    )
+    max_consumed: int = Field(4096, ge=0, description="consumed items remembered per user (8 bytes each)")
+    popularity_half_life_s: float = Field(86400.0, gt=0, description="popularity prior: half-life of counts, s")
+
+    # --- collaborative signal (co-visitation graph, shared through Kafka) ----------------
+    covisit: bool = Field(True, description="learn and serve the co-visitation signal")
+    covisit_weight: float = Field(1.0, ge=0, description="blend weight of the co-visitation signal")
+    text_weight: float = Field(0.3, ge=0, description="blend weight of the text (session vector) signal")
+    popularity_weight: float = Field(0.1, ge=0, description="blend weight of the popularity prior")
+    covisit_window: int = Field(20, ge=0, description="learning: pair an item with the user's last N distinct items")
+    covisit_neighbours: int = Field(50, ge=1, description="neighbours kept per item (memory: items x this)")
+    covisit_half_life_s: float = Field(30 * 86400.0, gt=0, description="decay of co-visitation counts (event time)")
+    covisit_sources: int = Field(20, ge=0, description="serving: the user's last N distinct items used as sources")
+    covisit_damping: float = Field(0.5, ge=0, le=1, description="popularity damping of candidates (0.5: cosine)")
+    covisit_flush_interval_s: float = Field(
+        1.0, gt=0, description="owners publish changed co-visitation rows at most this often, s"
+    )
 
     # --- hot path ------------------------------------------------------------------------
     batch_max: int = Field(64, ge=1, description="max events per micro-batch")

@@ -31,11 +31,15 @@ from streamrec.errors import ConfigError
 from streamrec.index import HnswIndex, SnapshotError
 from streamrec.streams.batcher import BatcherStopped, EventBatcher
 from streamrec.streams.catalog import CatalogReplica
+from streamrec.streams.core import CoreConfig, RecommenderCore
+from streamrec.streams.covisit import CovisitConfig, CovisitGraph
+from streamrec.streams.covisit_sync import CovisitOwner, CovisitPublisher, CovisitReplica
 from streamrec.streams.deadletter import dead_letter_record
 from streamrec.streams.faust_app import build_faust_app, sessions_table
 from streamrec.streams.hotpath import HotPath, Output
 from streamrec.streams.metrics import GcPauseTimer, WorkerMetrics
 from streamrec.streams.popularity import RecentPopularity
+from streamrec.streams.schemas import EventType
 from streamrec.streams.session import SessionConfig, make_strategy
 from streamrec.streams.settings import WorkerSettings
 
@@ -85,6 +89,26 @@ def load_encoder(settings: WorkerSettings, model_dir: Path) -> OnnxTextEncoder:
     )
 
 
+def covisit_topics(settings: WorkerSettings) -> tuple[str, str]:
+    """The internal topics of the collaborative signal: (deltas, compacted rows)."""
+    return f"{settings.app_id}-covisit-deltas", f"{settings.app_id}-covisit-rows"
+
+
+def session_config(s: WorkerSettings) -> SessionConfig:
+    names = [t.strip() for t in s.consumed_types.split(",") if t.strip()]
+    unknown = sorted(set(names) - {t.value for t in EventType})
+    if unknown:
+        raise ConfigError(f"unknown event types in consumed_types: {unknown}; use {[t.value for t in EventType]}")
+    return SessionConfig(half_life_s=s.half_life_s, blend_alpha=s.blend_alpha, exclude_seen=s.exclude_seen,
+                         exclude_purchased=s.exclude_purchased, max_consumed=s.max_consumed,
+                         consumed_types=frozenset(EventType(n) for n in names))
+
+
+def covisit_config(s: WorkerSettings) -> CovisitConfig:
+    return CovisitConfig(window=s.covisit_window, neighbours=s.covisit_neighbours, half_life_s=s.covisit_half_life_s,
+                         sources=s.covisit_sources, damping=s.covisit_damping)
+
+
 def model_label(encoder: OnnxTextEncoder) -> str:
     digest = encoder.manifest.files.get(encoder.variant.file, "")
     return f"{encoder.manifest.name}:{encoder.variant.name}@{digest[:12]}"
@@ -99,6 +123,7 @@ class StreamWorker(mode.Service):
         *,
         encoder: OnnxTextEncoder,
         partitions: int,
+        covisit_partitions: int | None = None,
         registry: CollectorRegistry | None = None,
         **kwargs: Any,
     ) -> None:
@@ -138,13 +163,34 @@ class StreamWorker(mode.Service):
             snapshot_extra={"model": self.model_name},
         )
         self.replica.stats.last_snapshot_wall = snapshot_wall
-        config = SessionConfig(half_life_s=s.half_life_s, blend_alpha=s.blend_alpha, exclude_seen=s.exclude_seen,
-                               exclude_purchased=s.exclude_purchased)
-        self.hotpath = HotPath(
-            table=self.table, recommendations=self.recommendations, dead_letter=self.dead_letter,
+        self.covisit: CovisitGraph | None = None
+        self.covisit_replica: CovisitReplica | None = None
+        self.covisit_owner: CovisitOwner | None = None
+        publisher: CovisitPublisher | None = None
+        if s.covisit:
+            deltas_topic, rows_topic = covisit_topics(s)
+            self.covisit = CovisitGraph(covisit_config(s))
+            self.covisit_replica = CovisitReplica(bootstrap=s.bootstrap, topic=rows_topic, graph=self.covisit,
+                                                  pool=self.pool)
+            m = self.metrics
+            self.covisit_owner = CovisitOwner(
+                bootstrap=s.bootstrap, group_id=f"{s.app_id}-covisit", deltas_topic=deltas_topic,
+                rows_out=Output(self.app, rows_topic), graph=self.covisit, replica=self.covisit_replica,
+                pool=self.pool, flush_interval_s=s.covisit_flush_interval_s,
+                on_merged=m.covisit_deltas.labels("merged").inc, on_published=m.covisit_published.inc,
+            )
+            publisher = CovisitPublisher(Output(self.app, deltas_topic), covisit_partitions or partitions)
+        self.core = RecommenderCore(
             encoder=self.encoder, index=self.index, titles=self.titles,
-            strategy=make_strategy(s.strategy, config), popularity=RecentPopularity(half_life_s=s.half_life_s),
-            metrics=self.metrics, pool=self.pool, k=s.k, model_name=self.model_name, worker_name=self.worker_name,
+            strategy=make_strategy(s.strategy, session_config(s)),
+            popularity=RecentPopularity(half_life_s=s.popularity_half_life_s), covisit=self.covisit,
+            config=CoreConfig(k=s.k, covisit_weight=s.covisit_weight, text_weight=s.text_weight,
+                              popularity_weight=s.popularity_weight),
+        )
+        self.hotpath = HotPath(
+            table=self.table, recommendations=self.recommendations, dead_letter=self.dead_letter, core=self.core,
+            metrics=self.metrics, pool=self.pool, model_name=self.model_name, worker_name=self.worker_name,
+            covisit_out=publisher,
         )
         self.batcher: EventBatcher[Any] = EventBatcher(
             self.hotpath.process, max_batch=s.batch_max, linger_s=s.batch_linger_ms / 1000,
@@ -185,6 +231,8 @@ class StreamWorker(mode.Service):
     # ------------------------------------------------------------------ the agent
     async def _agent(self, stream: faust.StreamT[Any]) -> None:
         await self.replica.wait_ready()
+        if self.covisit_replica is not None:
+            await self.covisit_replica.wait_ready()
         async for event in stream.noack().events():  # type: ignore[attr-defined]
             try:
                 await self.batcher.put(event)
@@ -200,6 +248,9 @@ class StreamWorker(mode.Service):
             self._metrics_server, _ = start_http_server(s.metrics_port, addr=s.metrics_host, registry=self.registry)
             log.info("metrics on http://%s:%d/metrics", s.metrics_host, s.metrics_port)
         await self.replica.start()
+        if self.covisit_replica is not None and self.covisit_owner is not None:
+            await self.covisit_replica.start()
+            await self.covisit_owner.start()
         await self.batcher.start()
         self.add_future(self._refresh_gauges())
 
@@ -215,6 +266,10 @@ class StreamWorker(mode.Service):
         with contextlib.suppress(Exception):
             await self.batcher.stop(drain=True)
         await self.replica.stop(snapshot=True)
+        if self.covisit_owner is not None:
+            await self.covisit_owner.stop()  # publishes what it merged, commits, leaves the group
+        if self.covisit_replica is not None:
+            await self.covisit_replica.stop()
         self.pool.shutdown(wait=True, cancel_futures=False)
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -225,10 +280,15 @@ class StreamWorker(mode.Service):
     async def _refresh_gauges(self) -> None:
         m = self.metrics
         while not self.should_stop:
-            if self.replica.error is not None:
-                log.critical("catalogue replica failed: stopping the worker")
-                await self.crash(self.replica.error)
-                return
+            for part, error in (("catalogue replica", self.replica.error),
+                                ("covisit replica", self.covisit_replica and self.covisit_replica.error),
+                                ("covisit owner", self.covisit_owner and self.covisit_owner.error)):
+                if error:
+                    log.critical("%s failed: stopping the worker", part)
+                    await self.crash(error)
+                    return
+            if self.covisit is not None:
+                m.covisit_rows.set(len(self.covisit))
             st = self.index.stats()
             m.index_items.set(st.items)
             m.index_capacity.set(st.capacity)

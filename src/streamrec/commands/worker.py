@@ -32,7 +32,20 @@ def topic_specs(s: WorkerSettings) -> list[TopicSpec]:
         TopicSpec(s.recommendations_topic, s.partitions, replication_factor=rf),
         TopicSpec(s.dead_letter_topic, s.partitions, replication_factor=rf),
         TopicSpec(s.items_topic, s.items_partitions, (("cleanup.policy", "compact"),), replication_factor=rf),
+        *covisit_specs(s),
     ]
+
+
+def covisit_specs(s: WorkerSettings) -> list[TopicSpec]:
+    """The collaborative signal's internal topics: deltas (partitioned like events) and compacted rows."""
+    if not s.covisit:
+        return []
+    from streamrec.streams.worker import covisit_topics
+
+    deltas, rows = covisit_topics(s)
+    rf = s.replication_factor
+    return [TopicSpec(deltas, s.partitions, replication_factor=rf),
+            TopicSpec(rows, s.items_partitions, (("cleanup.policy", "compact"),), replication_factor=rf)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     partitions = counts[settings.events_topic]
     encoder = load_encoder(settings, settings.model_dir or default_model_dir())
     log.info("encoder: %s", encoder)
-    worker = StreamWorker(settings, encoder=encoder, partitions=partitions)
+    covisit_partitions = counts.get(f"{settings.app_id}-covisit-deltas")
+    worker = StreamWorker(settings, encoder=encoder, partitions=partitions, covisit_partitions=covisit_partitions)
     faust.Worker(
         worker.app, worker, loglevel=logging.getLevelName(logging.getLogger().level), quiet=True,
     ).execute_from_commandline()

@@ -1,71 +1,144 @@
-"""The hot path acks an event only when Kafka acknowledged its output, and stops after a failed delivery."""
+"""The hot path acks an event only when Kafka acknowledged ALL the output it caused (its recommendation or dead
+letter, and the batch's co-visitation deltas), and stops after a failed delivery -- driven through
+``HotPath.process``, as the worker's batcher drives it, with a producer whose acknowledgements the test controls."""
 
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
+import json
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from streamrec.index import ExactIndex
+from streamrec.streams.core import RecommenderCore
+from streamrec.streams.covisit import CovisitGraph
+from streamrec.streams.covisit_sync import CovisitPublisher, decode_deltas
 from streamrec.streams.hotpath import DeliveryFailed, HotPath, Output
 from streamrec.streams.metrics import WorkerMetrics
+from streamrec.streams.popularity import RecentPopularity
+from streamrec.streams.schemas import decode_recommendation
+from streamrec.streams.session import SessionState, make_strategy
+
+D = 4
 
 
-class FakeEvent:
-    def __init__(self, offset: int) -> None:
-        self.message = SimpleNamespace(topic="events", partition=0, offset=offset)
+class Producer:
+    """Records what was sent; each send returns a future the test resolves (the broker's acknowledgement)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None, int | None, asyncio.Future[Any]]] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, **kw: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.sent.append((topic, key, value, kw.get("partition"), fut))
+        return fut
+
+    def to(self, topic: str) -> list[tuple[str, bytes | None, bytes | None, int | None, asyncio.Future[Any]]]:
+        return [s for s in self.sent if s[0] == topic]
+
+
+class App:
+    def __init__(self) -> None:
+        self.producer = Producer()
+        self.started = 0
+
+    async def maybe_start_producer(self) -> None:
+        self.started += 1
+
+
+class Message:
+    def __init__(self, offset: int, value: bytes, key: bytes) -> None:
+        self.topic, self.partition, self.offset = "events", 0, offset
+        self.value, self.key, self.timestamp = value, key, 1_700_000_000.0
+
+
+class FaustEvent:
+    def __init__(self, offset: int, value: bytes, key: bytes = b"u1") -> None:
+        self.message = Message(offset, value, key)
         self.acked = False
 
     def ack(self) -> None:
         self.acked = True
 
 
-def hotpath() -> HotPath:
+class Encoder:
+    dim = D
+    name = "unused"
+
+    def encode(self, texts: Any) -> Any:
+        raise AssertionError("every item is in the index: nothing to encode")
+
+
+def event(offset: int, item: str, user: str = "u1") -> FaustEvent:
+    doc = {"user_id": user, "type": "view", "item_id": item, "ts": 1_700_000_000_000 + offset}
+    return FaustEvent(offset, json.dumps(doc).encode(), user.encode())
+
+
+def hotpath(app: App, table: dict[bytes, bytes]) -> HotPath:
+    index = ExactIndex(D)
+    index.upsert([f"i{n}" for n in range(8)], np.eye(D, dtype=np.float32)[[n % D for n in range(8)]])
+    core = RecommenderCore(encoder=Encoder(), index=index, titles={}, strategy=make_strategy("decayed_mean"),
+                           popularity=RecentPopularity(), covisit=CovisitGraph())
     return HotPath(
-        table=None, recommendations=None, dead_letter=None,  # type: ignore[arg-type]
-        encoder=SimpleNamespace(dim=4), index=None, titles={}, strategy=None,  # type: ignore[arg-type]
-        popularity=None, metrics=WorkerMetrics(CollectorRegistry()), pool=None,  # type: ignore[arg-type]
-        k=10, model_name="m", worker_name="w",
+        table=table, recommendations=Output(app, "recs"), dead_letter=Output(app, "dlq"), core=core,
+        metrics=WorkerMetrics(CollectorRegistry()), pool=None,  # type: ignore[arg-type]  # the default executor
+        model_name="m", worker_name="w", covisit_out=CovisitPublisher(Output(app, "deltas"), partitions=2),
     )
 
 
-async def test_ack_follows_delivery_and_a_failure_stops_the_next_batch() -> None:
-    hp = hotpath()
-    loop = asyncio.get_running_loop()
-    ok, pending, failed = FakeEvent(1), FakeEvent(2), FakeEvent(3)
-    futs = [loop.create_future() for _ in range(3)]
-    for ev, fut in zip((ok, pending, failed), futs, strict=True):
-        fut.add_done_callback(lambda f, ev=ev: hp._ack_when_delivered(ev, f))  # type: ignore[misc]
-    assert not ok.acked  # handed to the producer is not enough
-    futs[0].set_result(object())
-    futs[2].set_exception(RuntimeError("broker said no"))
+async def test_an_event_is_acked_once_its_recommendation_and_the_batch_deltas_are_delivered() -> None:
+    app, table = App(), {}
+    hp = hotpath(app, table)
+    first, second, bad = event(1, "i1"), event(2, "i2"), FaustEvent(3, b"not json")
+    await hp.process([first, second, bad])
+    p = app.producer
+    recs, deltas, dlq = p.to("recs"), p.to("deltas"), p.to("dlq")
+    assert [decode_recommendation(v).event_id for _, _, v, _, _ in recs if v] == ["events:0:1", "events:0:2"]
+    assert len(dlq) == 1 and deltas, "one dead letter, and the deltas of the batch"
+    learned = {d.item for _, _, v, _, _ in deltas if v for d in decode_deltas(v)}
+    assert learned == {"i1", "i2"}  # i2 after i1: the row of i1 (forward) and of i2 (its weight, backward)
+    assert SessionState.from_json_bytes(table[b"u1"]).recent_items == ("i2", "i1")
     await asyncio.sleep(0)
-    assert ok.acked and not pending.acked and not failed.acked
+    assert not (first.acked or second.acked or bad.acked)  # handed to the producer is not enough
+
+    recs[0][4].set_result(None)
+    dlq[0][4].set_result(None)
+    await asyncio.sleep(0)
+    assert bad.acked  # a dead letter is its only output
+    assert not first.acked  # its recommendation is out, the deltas it caused are not
+    for *_, fut in deltas:
+        fut.set_result(None)
+    await asyncio.sleep(0)
+    assert first.acked and not second.acked
+    recs[1][4].set_result(None)
+    await asyncio.sleep(0)
+    assert second.acked
+
+
+async def test_a_failed_delivery_leaves_the_event_unacked_and_stops_the_next_batch() -> None:
+    app = App()
+    hp = hotpath(app, {})
+    ev = event(1, "i1")
+    await hp.process([ev])
+    for topic, *_, fut in app.producer.sent:
+        if topic == "recs":
+            fut.set_exception(RuntimeError("broker said no"))
+        else:
+            fut.set_result(None)
+    await asyncio.sleep(0)
+    assert not ev.acked
     with pytest.raises(DeliveryFailed, match="broker said no"):
-        await hp.process([])
+        await hp.process([event(2, "i2")])
 
 
 async def test_output_appends_to_the_app_producer_without_faust_topic_send() -> None:
-    sent: list[tuple[Any, ...]] = []
-    started = 0
-
-    class Producer:
-        async def send(self, topic: str, key: bytes | None, value: bytes | None, **kw: Any) -> asyncio.Future[Any]:
-            sent.append((topic, key, value, kw["headers"]))
-            fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            return fut
-
-    class App:
-        producer = Producer()
-
-        async def maybe_start_producer(self) -> None:
-            nonlocal started
-            started += 1
-
-    out = Output(App(), "recs")
+    app = App()
+    out = Output(app, "recs")
     f1 = await out.send(b"u1", b"v1")
-    await out.send(b"u2", b"v2", [("reason", b"x")])
-    assert sent == [("recs", b"u1", b"v1", None), ("recs", b"u2", b"v2", [("reason", b"x")])]
-    assert started == 1 and not f1.done()  # the caller awaits delivery through the future
+    await out.send(b"u2", b"v2", [("reason", b"x")], partition=1)
+    assert [(t, k, v, part) for t, k, v, part, _ in app.producer.sent] == [("recs", b"u1", b"v1", None),
+                                                                          ("recs", b"u2", b"v2", 1)]
+    assert app.started == 1 and not f1.done()  # the caller awaits delivery through the future

@@ -1,0 +1,334 @@
+"""Sharing the co-visitation graph between the workers of a consumer group, through Kafka.
+
+A worker sees only its partitions' events, so what it learns must reach every worker:
+
+1. **deltas** (``<app_id>-covisit-deltas``, not compacted): the hot path publishes each batch's row
+   deltas (:class:`~streamrec.streams.covisit.CovisitDelta`), grouped by the partition that owns the
+   row's item (``blake2b64(item) % partitions``): one message per partition per batch. The batch's
+   events are acked only when these messages are acknowledged too (at-least-once, like the
+   recommendations).
+2. **owner** (:class:`CovisitOwner`, consumer group ``<app_id>-covisit``): the worker assigned a deltas
+   partition owns the rows of its items. It merges their deltas into its graph (versioned by the delta
+   message's offset, so a re-delivered message is merged once) and, at most every ``flush_interval_s``,
+   publishes each changed row (its ``neighbours`` best, ~1-2 KB) to ...
+3. **rows** (``<app_id>-covisit-rows``, compacted, key = item id): every worker replicates the whole
+   topic into its own graph (:class:`CovisitReplica`; a row replaces the held one only if its version is
+   newer). Delta offsets are committed only after the rows they changed were acknowledged, so a crash
+   loses nothing: the next owner re-merges the uncommitted deltas on top of the last published rows
+   (it first catches its replica up to the end of the rows topic).
+
+All workers therefore serve the same rows (up to the flush interval plus replication delay), restarts
+rebuild the graph from the compacted topic, and the rows topic is bounded by items x neighbours.
+Rows are written at most once per flush interval per item however many events touch them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from streamrec.streams.consumed import item_hash
+from streamrec.streams.covisit import CovisitDelta, CovisitGraph, CovisitRow, CovisitRowError
+
+__all__ = [
+    "CovisitOwner",
+    "CovisitPublisher",
+    "CovisitReplica",
+    "decode_deltas",
+    "encode_deltas",
+    "owner_partition",
+]
+
+log = logging.getLogger(__name__)
+
+_MAX_ROWS_PER_MESSAGE = 512
+
+
+class Sender(Protocol):
+    """What :class:`~streamrec.streams.hotpath.Output` offers: append a record, get its delivery future."""
+
+    async def send(self, key: bytes | None, value: bytes | None,
+                   headers: Sequence[tuple[str, bytes]] | None = None, partition: int | None = None,
+                   ) -> asyncio.Future[Any]: ...
+
+
+def owner_partition(item: str, partitions: int) -> int:
+    """The deltas partition (and so the owner) of an item's row: stable across processes."""
+    return item_hash(item) % partitions
+
+
+def encode_deltas(deltas: Sequence[CovisitDelta]) -> bytes:
+    doc = {"v": 1, "rows": [d.to_doc() for d in deltas]}
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def decode_deltas(value: bytes) -> list[CovisitDelta]:
+    """Raise ``ValueError`` on anything that is not a deltas message."""
+    try:
+        doc = json.loads(value.decode("utf-8"))
+        if doc.get("v") != 1:
+            raise ValueError(f"deltas format {doc.get('v')!r} is not 1")
+        return [CovisitDelta.from_doc(d) for d in doc["rows"]]
+    except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"corrupt deltas message: {exc!r}") from None
+
+
+class CovisitPublisher:
+    """The hot path's side: one message per owning partition per batch."""
+
+    def __init__(self, output: Sender, partitions: int) -> None:
+        self.output = output
+        self.partitions = partitions
+
+    async def send(self, deltas: Sequence[CovisitDelta]) -> list[asyncio.Future[Any]]:
+        by_partition: dict[int, list[CovisitDelta]] = {}
+        for d in deltas:
+            by_partition.setdefault(owner_partition(d.item, self.partitions), []).append(d)
+        futs = []
+        for partition, rows in sorted(by_partition.items()):
+            for start in range(0, len(rows), _MAX_ROWS_PER_MESSAGE):
+                chunk = rows[start : start + _MAX_ROWS_PER_MESSAGE]
+                futs.append(await self.output.send(None, encode_deltas(chunk), partition=partition))
+        return futs
+
+
+class CovisitReplica:
+    """Every worker: the whole compacted rows topic, applied to ``graph`` (newest version wins)."""
+
+    def __init__(self, *, bootstrap: str, topic: str, graph: CovisitGraph, pool: Executor,
+                 batch_max: int = 1024) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.graph = graph
+        self.pool = pool
+        self.batch_max = batch_max
+        self.applied = 0
+        self.invalid = 0
+        self.positions: dict[int, int] = {}
+        self._ends_at_start: dict[int, int] = {}
+        self._ready = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    async def wait_ready(self) -> None:
+        await self._ready.wait()
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+                                    auto_offset_reset="earliest", isolation_level="read_committed")
+        await consumer.start()
+        self._consumer = consumer
+        tps = [TopicPartition(self.topic, p) for p in await _partitions(consumer, self.topic)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        self._ends_at_start = {tp.partition: int(o) for tp, o in (await consumer.end_offsets(tps)).items()}
+        self.positions = {tp.partition: 0 for tp in tps}
+        self._check_ready()
+        self._task = asyncio.create_task(self._run(), name="covisit-replica")
+
+    async def caught_up(self, timeout_s: float = 60.0) -> None:
+        """Wait until the replica has applied every row published before this call (owners call it before
+        merging deltas on top of the rows)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        tps = [TopicPartition(self.topic, p) for p in self.positions]
+        ends = {tp.partition: int(o) for tp, o in (await consumer.end_offsets(tps)).items()}
+        deadline = time.monotonic() + timeout_s
+        while any(self.positions.get(p, 0) < end for p, end in ends.items()):
+            if self.error is not None:
+                raise self.error
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"covisit replica did not catch up with {self.topic} in {timeout_s}s")
+            await asyncio.sleep(0.02)
+
+    def _check_ready(self) -> None:
+        if not self._ready.is_set() and all(self.positions.get(p, 0) >= e for p, e in self._ends_at_start.items()):
+            self._ready.set()
+            log.info("covisit replica ready: %d rows", len(self.graph))
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=200, max_records=self.batch_max)
+                for tp, records in batch.items():
+                    if records:
+                        await loop.run_in_executor(self.pool, self._apply, records)
+                        self.positions[tp.partition] = records[-1].offset + 1
+                if not batch:  # compaction and transaction markers leave gaps: trust the consumer's position
+                    for tp in consumer.assignment():
+                        self.positions[tp.partition] = await consumer.position(tp)
+                self._check_ready()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.exception("covisit replica failed")
+            self.error = exc
+            raise
+
+    def _apply(self, records: Sequence[Any]) -> None:
+        for r in records:
+            if r.value is None:
+                if r.key is not None:
+                    self.graph.remove(r.key.decode("utf-8", "replace"))
+                continue
+            try:
+                row = CovisitRow.from_json_bytes(r.value)
+            except CovisitRowError as exc:
+                self.invalid += 1
+                log.warning("skipped an unreadable covisit row at %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
+                continue
+            if self.graph.put_row(row):
+                self.applied += 1
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+class CovisitOwner:
+    """Merges the deltas of the rows this worker owns and publishes the changed rows (module docstring)."""
+
+    def __init__(self, *, bootstrap: str, group_id: str, deltas_topic: str, rows_out: Sender, graph: CovisitGraph,
+                 replica: CovisitReplica, pool: Executor, flush_interval_s: float = 1.0, max_dirty: int = 10_000,
+                 on_merged: Callable[[int], None] | None = None, on_published: Callable[[int], None] | None = None,
+                 ) -> None:
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.deltas_topic = deltas_topic
+        self.rows_out = rows_out
+        self.graph = graph
+        self.replica = replica
+        self.pool = pool
+        self.flush_interval_s = flush_interval_s
+        self.max_dirty = max_dirty
+        self.on_merged = on_merged
+        self.on_published = on_published
+        self.invalid = 0
+        self._dirty: set[str] = set()
+        self._pending: dict[TopicPartition, int] = {}  # next offset to commit, once the dirty rows are out
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()
+        self.error: BaseException | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    isolation_level="read_committed")
+        await consumer.start()
+        consumer.subscribe([self.deltas_topic], listener=_Rebalance(self))
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name="covisit-owner")
+
+    async def _run(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        loop = asyncio.get_running_loop()
+        last_flush = time.monotonic()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100, max_records=256)
+                for tp, records in batch.items():
+                    for r in records:
+                        try:
+                            deltas = decode_deltas(r.value)
+                        except ValueError as exc:
+                            self.invalid += 1
+                            log.warning("skipped a corrupt covisit deltas message %s[%d]@%d: %s",
+                                        r.topic, r.partition, r.offset, exc)
+                            continue
+                        changed = await loop.run_in_executor(self.pool, self.graph.apply, deltas, r.offset)
+                        self._dirty.update(changed)
+                        if self.on_merged is not None:
+                            self.on_merged(len(deltas))
+                    if records:
+                        self._pending[tp] = records[-1].offset + 1
+                now = time.monotonic()
+                if self._pending and (now - last_flush >= self.flush_interval_s or len(self._dirty) >= self.max_dirty):
+                    await self.flush()
+                    last_flush = now
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            log.exception("covisit owner failed")
+            self.error = exc
+            raise
+
+    async def flush(self) -> None:
+        """Publish the changed rows, wait for their acknowledgement, then commit the merged deltas' offsets."""
+        async with self._flush_lock:
+            consumer = self._consumer
+            dirty, self._dirty = sorted(self._dirty), set()
+            pending, self._pending = dict(self._pending), {}
+            if dirty:
+                loop = asyncio.get_running_loop()
+                rows = await loop.run_in_executor(self.pool, lambda: [self.graph.row(i) for i in dirty])
+                futs = [await self.rows_out.send(r.item.encode("utf-8"), r.to_json_bytes()) for r in rows if r]
+                await asyncio.gather(*futs)
+                if self.on_published is not None:
+                    self.on_published(len(futs))
+            if pending and consumer is not None:
+                assigned = consumer.assignment()
+                offsets = {tp: o for tp, o in pending.items() if tp in assigned}
+                if offsets:
+                    await consumer.commit(offsets)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.flush()
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: CovisitOwner) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        # hand over cleanly: what we merged is published and committed before another worker owns it
+        await self.owner.flush()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        # merge only on top of every row published so far (by the previous owner too)
+        await self.owner.replica.caught_up()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    for _ in range(100):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return sorted(parts)
+        await consumer._client.force_metadata_update()  # aiokafka: no public call for this
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
+
+
