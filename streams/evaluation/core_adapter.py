@@ -23,7 +23,7 @@ from streamrec.encoders import CachedEncoder, EmbeddingCache, OnnxEncoderConfig,
 from streamrec.index import HnswIndex
 from streamrec.streams.catalog import item_text
 from streamrec.streams.core import CoreConfig, RecommenderCore
-from streamrec.streams.covisit import CovisitConfig, CovisitGraph
+from streamrec.streams.covisit import CovisitGraph
 from streamrec.streams.evaluation.data import EventLog
 from streamrec.streams.evaluation.suite import Candidate
 from streamrec.streams.popularity import RecentPopularity
@@ -94,18 +94,23 @@ def _index(settings: WorkerSettings, catalogue: EmbeddedCatalogue) -> HnswIndex:
 
 
 def session_config(settings: WorkerSettings) -> SessionConfig:
-    """The session configuration a worker with ``settings`` runs (its exclusions are the baselines' too)."""
-    return SessionConfig(half_life_s=settings.half_life_s, blend_alpha=settings.blend_alpha,
-                         exclude_seen=settings.exclude_seen, exclude_purchased=settings.exclude_purchased)
+    """The session configuration a worker with ``settings`` runs (its consumed types are the baselines' too)."""
+    from streamrec.streams.worker import session_config as worker_session_config
+
+    return worker_session_config(settings)
 
 
 def build_core(settings: WorkerSettings, strategy: str, catalogue: EmbeddedCatalogue, *, k: int) -> RecommenderCore:
-    """A fresh core configured like a worker with ``settings`` would be, with ``strategy``."""
-    config = session_config(settings)
+    """A fresh core configured as ``StreamWorker`` configures its own from ``settings``, with ``strategy``."""
+    from streamrec.streams.worker import covisit_config
+
     return RecommenderCore(
         encoder=catalogue.encoder, index=_index(settings, catalogue), titles=catalogue.titles,
-        strategy=make_strategy(strategy, config), popularity=RecentPopularity(half_life_s=86_400.0),
-        covisit=CovisitGraph(CovisitConfig()), config=CoreConfig(k=k),
+        strategy=make_strategy(strategy, session_config(settings)),
+        popularity=RecentPopularity(half_life_s=settings.popularity_half_life_s),
+        covisit=CovisitGraph(covisit_config(settings)) if settings.covisit else None,
+        config=CoreConfig(k=k, covisit_weight=settings.covisit_weight, text_weight=settings.text_weight,
+                          popularity_weight=settings.popularity_weight),
     )
 
 
@@ -123,6 +128,8 @@ def core_candidates(log_: EventLog, settings: WorkerSettings, strategies: Sequen
         raise ConfigError(f"unknown strategies {unknown} (one of {', '.join(STRATEGIES)})")
     catalogue = embed_catalogue(log_, settings)
     log.info("embedded %d items in %.1f s", len(catalogue.ids), catalogue.seconds)
-    params: dict[str, Any] = {"half_life_s": settings.half_life_s, "k": k}
+    params: dict[str, Any] = {"k": k, "covisit": settings.covisit, "covisit_weight": settings.covisit_weight,
+                              "text_weight": settings.text_weight, "popularity_weight": settings.popularity_weight,
+                              "half_life_s": settings.half_life_s}
     return [Candidate(s, "strategy", {"strategy": s, **params}, partial(_make, settings, s, catalogue, k))
             for s in strategies]

@@ -25,16 +25,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streamrec.errors import StreamrecError
 from streamrec.streams.evaluation.data import EventLog
+from streamrec.streams.evaluation.offline import SystemResult
+from streamrec.streams.evaluation.report import compare
+from streamrec.streams.evaluation.scoring import EvalPoint, coverage, score_lists
 from streamrec.streams.schemas import InvalidMessage, decode_recommendation
 
-__all__ = ["LiveConfig", "LiveRun", "LiveRunError", "run_live"]
+__all__ = ["LiveConfig", "LiveRun", "LiveRunError", "agreement", "live_result", "run_live"]
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +203,7 @@ def run_live(log_: EventLog, config: LiveConfig) -> LiveRun:
         items = [(i.item_id.encode(), i.to_json_bytes()) for i in log_.items]
         asyncio.run(send_records(config.bootstrap, items_topic=names["items_topic"], items=items,
                                  events_topic=names["events_topic"], events=[], offsets=[]))
-        env = {**config.worker_env, "STREAMREC_BOOTSTRAP": config.bootstrap, "STREAMREC_CREATE_TOPICS": "false",
+        env = {**config.worker_env, "STREAMREC_BOOTSTRAP": config.bootstrap, "STREAMREC_CREATE_TOPICS": "true",
                "STREAMREC_DATA_DIR": str(config.work_dir / "data"), "STREAMREC_PARTITIONS": str(config.partitions),
                **{f"STREAMREC_{k.upper()}": v for k, v in names.items()}}
         worker = start_worker(env, worker_log)
@@ -222,3 +225,26 @@ def run_live(log_: EventLog, config: LiveConfig) -> LiveRun:
             internal = asyncio.run(_topics_with_prefix(config.bootstrap, names["app_id"]))
             delete_topics(config.bootstrap, [n for k, n in names.items() if k != "app_id"] + internal)
     return out
+
+
+def live_result(log_: EventLog, points: Sequence[EvalPoint], run: LiveRun, *, k: int, name: str,
+                params: dict[str, Any]) -> SystemResult:
+    """The messages' lists at the evaluation points (joined by ``event_id``; a missing answer is an empty list,
+    a miss), scored exactly as offline."""
+    lists = [run.lists.get(log_.events[p.position].event_id, []) for p in points]
+    return SystemResult(name, "kafka", params, score_lists(lists, points, k), coverage(lists, k, len(log_.catalogue)),
+                        lists, 0.0, run.elapsed_s, len(log_.events))
+
+
+def agreement(live: SystemResult, offline: SystemResult, *, k: int, rounds: int, seed: int) -> dict[str, Any]:
+    """How closely the run through Kafka matches the offline run of the same recommender, point by point."""
+    pairs = list(zip(live.lists, offline.lists, strict=True))
+    return {
+        "offline": offline.name,
+        "points": len(pairs),
+        "missing": sum(not a for a, _ in pairs),
+        "identical_lists": sum(a[:k] == b[:k] for a, b in pairs) / len(pairs),
+        "same_items": sum(set(a[:k]) == set(b[:k]) for a, b in pairs) / len(pairs),
+        "mean_top_k_overlap": sum(len(set(a[:k]) & set(b[:k])) for a, b in pairs) / (len(pairs) * k),
+        "kafka_minus_offline": compare(live, [offline], rounds=rounds, seed=seed)[offline.name],
+    }

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     ev = evaluate_log(log_, plan, candidates)
     extra: dict[str, Any] = {"worker_settings": json.loads(worker.model_dump_json()), "note": s.note}
     if s.kafka:
-        extra["kafka"] = _through_kafka(s, worker, ev, candidates[0].name if candidates else None)
+        extra["kafka"] = _through_kafka(s, worker, ev, strategies[0])
     command = "streamrec " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "streamrec evaluate"
     doc = document(ev, plan, started=started, command=command, extra=extra)
     print()
@@ -133,36 +133,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _through_kafka(s: EvaluateSettings, worker: Any, ev: Any, offline_name: str | None) -> dict[str, Any]:
-    """Run the log through a real worker, score its messages on the same points, compare with offline."""
-    from streamrec.streams.evaluation.live import LiveConfig, run_live
-    from streamrec.streams.evaluation.offline import SystemResult
-    from streamrec.streams.evaluation.report import compare
-    from streamrec.streams.evaluation.scoring import coverage, score_lists
+def _through_kafka(s: EvaluateSettings, worker: Any, ev: Any, strategy: str) -> dict[str, Any]:
+    """Run the log through a real worker (the first strategy, the worker's settings otherwise), score its
+    messages on the same points, compare with the offline run of the same strategy."""
+    from streamrec.streams.evaluation.live import LiveConfig, agreement, live_result, run_live
 
     env = {k: v for k, v in os.environ.items() if k.startswith("STREAMREC_") and not k.startswith("STREAMREC_EVALUATE")}
-    env["STREAMREC_K"] = str(max(s.k, worker.k))
+    env["STREAMREC_K"] = str(s.k)  # as the offline core
+    env["STREAMREC_STRATEGY"] = strategy
     with tempfile.TemporaryDirectory(prefix="streamrec-evaluate-") as tmp:
         config = LiveConfig(bootstrap=s.bootstrap or worker.bootstrap, work_dir=Path(tmp), rate=s.kafka_rate,
                             partitions=s.kafka_partitions, worker_env=env, keep_topics=s.keep_topics)
         print(f"through Kafka ({config.bootstrap}): {len(ev.log.events):,} events at "
               f"{s.kafka_rate or 'max'}/s into a real worker...", flush=True)
-        live = run_live(ev.log, config)
-    lists = [live.lists.get(ev.log.events[p.position].event_id, []) for p in ev.points]
-    result = SystemResult(f"kafka: {worker.strategy}", "kafka", {"strategy": worker.strategy, "rate": s.kafka_rate},
-                          score_lists(lists, ev.points, s.k), coverage(lists, s.k, len(ev.log.catalogue)), lists,
-                          0.0, live.elapsed_s, len(ev.log.events))
-    out: dict[str, Any] = {"run": live.summary(), "missing_at_points": sum(not x for x in lists)}
-    offline = next((r for r in ev.results if r.name == offline_name), None)
+        run = run_live(ev.log, config)
+    result = live_result(ev.log, ev.points, run, k=s.k, name=f"kafka: {strategy}",
+                         params={"strategy": strategy, "rate": s.kafka_rate})
+    out: dict[str, Any] = {"run": run.summary()}
+    offline = next((r for r in ev.results if r.name == strategy), None)
     if offline is not None:
-        same = sum(a[: s.k] == b[: s.k] for a, b in zip(lists, offline.lists, strict=True))
-        overlap = sum(len(set(a[: s.k]) & set(b[: s.k])) for a, b in zip(lists, offline.lists, strict=True))
-        out["agreement"] = {
-            "offline": offline.name,
-            "identical_lists": same / len(lists),
-            "mean_top_k_overlap": overlap / (len(lists) * s.k),
-            "kafka_minus_offline": compare(result, [offline], rounds=s.bootstrap_rounds, seed=s.seed)[offline.name],
-        }
+        out["agreement"] = agreement(result, offline, k=s.k, rounds=s.bootstrap_rounds, seed=s.seed)
     ev.results.append(result)
     return out
 
@@ -173,5 +163,6 @@ def _kafka_line(k: dict[str, Any]) -> str:
         return f"through Kafka: {k['run']['answered']} of {k['run']['sent']} events answered"
     hr = a["kafka_minus_offline"]["hr"]
     return (f"through Kafka vs offline ({a['offline']}): {a['identical_lists']:.1%} identical lists, "
-            f"{a['mean_top_k_overlap']:.1%} top-K overlap; HR difference {hr['diff']:+.4f} "
+            f"{a['same_items']:.1%} the same items, {a['mean_top_k_overlap']:.1%} top-K overlap; "
+            f"HR difference {hr['diff']:+.4f} "
             f"[{hr['diff_lo']:+.4f}, {hr['diff_hi']:+.4f}]; {k['run']['answered']} of {k['run']['sent']} answered")
