@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(s.events) != bool(s.items):
         raise ConfigError("give both --events and --items (JSON Lines in the topics' schemas), or neither")
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    load_start = [round(x, 2) for x in os.getloadavg()]
     log_ = jsonl_log(Path(s.events), Path(s.items)) if s.events else movielens_log(
         users=s.users, max_events=s.max_events, seed=s.seed)
     print(log_.describe(), flush=True)
@@ -109,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     strategies = _names(s.strategies) or (worker.strategy,)
     candidates = core_candidates(log_, worker, strategies, k=s.k)
     ev = evaluate_log(log_, plan, candidates)
-    extra: dict[str, Any] = {"worker_settings": json.loads(worker.model_dump_json()), "note": s.note}
+    extra: dict[str, Any] = {"worker_settings": json.loads(worker.model_dump_json()), "note": s.note,
+                             "load_average_start": load_start}
     if s.kafka:
         extra["kafka"] = _through_kafka(s, worker, ev, strategies[0])
     command = "streamrec " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "streamrec evaluate"
