@@ -6,7 +6,7 @@
 The 1,682 movies are indexed (``item_text`` encoded once, HNSW as in the worker). The ratings of a seeded sample
 of users are replayed in timestamp order (rating -> event type by ``streamrec.streams.movielens.rating_to_type``;
 ``ts`` = the rating's ORIGINAL timestamp, so the session half-life acts on MovieLens time, not wall clock), in
-micro-batches of ``--batch`` events driven like the worker's hot path (``benchmarks/strategy_core.py``). After each
+micro-batches of ``--batch`` events driven like the worker's hot path (``benchmarks/strategy_replay.py``). After each
 event with >= ``--warmup`` items of history the top-10 (purchased + recently seen excluded) is scored against the
 user's next item (hit rate@10, MRR@10) and next 5 items (recall@10, NDCG@10). Compared: ``decayed_mean``,
 ``sequence`` (blend alpha 0.25/0.5/0.75/1.0), half-life variants, recent popularity (fed with ALL users' ratings)
@@ -41,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make `streamrec` and `benchmar
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.strategy_core import (
+from benchmarks.strategy_replay import (
     METRICS,
     EvalPoint,
     PopularityRecommender,
@@ -56,6 +56,8 @@ from benchmarks.strategy_core import (
 from streamrec.encoders import CachedEncoder, TextEncoder
 from streamrec.index import HnswIndex
 from streamrec.streams.catalog import item_text
+from streamrec.streams.core import CoreConfig
+from streamrec.streams.covisit import CovisitGraph
 from streamrec.streams.movielens import Movie, Rating, load_movies, load_ratings, rating_to_type, replay_events
 from streamrec.streams.schemas import Event, EventType
 from streamrec.streams.session import SessionConfig, make_strategy
@@ -138,7 +140,7 @@ def gap_stats(events: Sequence[Event]) -> dict[str, float]:
 @dataclass(frozen=True)
 class Variant:
     name: str
-    kind: str  # decayed_mean | sequence | popularity | random
+    kind: str  # default | decayed_mean | sequence | popularity | random
     half_life_s: float = 1800.0
     alpha: float = 0.5
     cost_run: bool = True  # False: reuses the embeddings of an earlier run (its encoder cost is not its own)
@@ -146,6 +148,7 @@ class Variant:
 
 def variants(quick: bool) -> list[Variant]:
     out = [
+        Variant("default (+covisit)", "default"),
         Variant("decayed_mean", "decayed_mean"),
         Variant("sequence a=0.5", "sequence"),
         Variant("popularity", "popularity"),
@@ -176,9 +179,14 @@ def build_recommender(v: Variant, *, model: TextEncoder, memo: dict[str, npt.NDA
         rec = PopularityRecommender(config, catalogue, k, background=background)
     elif v.kind == "random":
         rec = RandomRecommender(config, catalogue, k, seed=seed)
-    else:
+    elif v.kind == "default":  # the worker's default: the session strategy + the co-visitation graph, blended
         encoder = CachedEncoder(counting, capacity=WORKER_CACHE)
-        rec = StrategyRecommender(make_strategy(v.kind, config), encoder, index, titles, k)
+        rec = StrategyRecommender(make_strategy("decayed_mean", config), encoder, index, titles, k,
+                                  covisit=CovisitGraph(), config=CoreConfig(k=k))
+    else:  # the session strategy alone (+ the popularity prior), as before the collaborative signal
+        encoder = CachedEncoder(counting, capacity=WORKER_CACHE)
+        rec = StrategyRecommender(make_strategy(v.kind, config), encoder, index, titles, k,
+                                  config=CoreConfig(k=k, covisit_weight=0.0))
     return rec, counting
 
 

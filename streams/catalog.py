@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamrec.encoders import TextEncoder
 from streamrec.index import VectorIndex
 from streamrec.streams.schemas import InvalidMessage, ItemDeletion, ItemRecord, decode_item
+from streamrec.streams.titles import ItemTitles
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class CatalogReplica:
         snapshot_interval_s: float = 60.0,
         start_offsets: dict[int, int] | None = None,
         dead_letter: DeadLetterSink | None = None,
-        titles: dict[str, str] | None = None,
+        titles: ItemTitles | None = None,
         batch_max: int = 256,
         snapshot_extra: dict[str, Any] | None = None,
     ) -> None:
@@ -90,7 +91,7 @@ class CatalogReplica:
         self.snapshot_interval_s = snapshot_interval_s
         self.start_offsets = dict(start_offsets or {})
         self.dead_letter = dead_letter
-        self.titles = titles if titles is not None else {}
+        self.titles = titles if titles is not None else ItemTitles()  # this replica is its only writer
         self.batch_max = batch_max
         self.snapshot_extra = dict(snapshot_extra or {})
         self.stats = CatalogStats()
@@ -214,10 +215,7 @@ class CatalogReplica:
                 self.index.delete(deletes)
 
         await asyncio.get_running_loop().run_in_executor(self.pool, work)
-        for it in embed:
-            self.titles[it.item_id] = it.title
-        for i in deletes:
-            self.titles.pop(i, None)
+        self.titles.apply(((it.item_id, it.title) for it in embed), deletes)
         self.stats.upserts += len(ids)
         self.stats.unavailable += len(unavailable)
         self.stats.deletes += len(deletes)
@@ -239,7 +237,7 @@ class CatalogReplica:
     async def snapshot(self) -> None:
         """Save the index with the offsets it reflects (atomic; runs in the pool)."""
         offsets = {str(p): o for p, o in self.stats.positions.items()}
-        extra = {**self.snapshot_extra, "topic": self.topic, "offsets": offsets, "titles": dict(self.titles)}
+        extra = {**self.snapshot_extra, "topic": self.topic, "offsets": offsets, "titles": self.titles.copy()}
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.pool, lambda: self.index.save(self.snapshot_dir, extra))
         self._dirty = False

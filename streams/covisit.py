@@ -226,9 +226,9 @@ class CovisitGraph:
 
     # ------------------------------------------------------------------ writes
     def apply(self, deltas: Iterable[CovisitDelta], version: int | None = None) -> list[str]:
-        """Merge deltas into their rows; returns the items changed. ``version``: the deltas' source offset --
-        a row already at or past it skips them (a re-delivered delta message is applied once); None:
-        always apply and count versions up by one (offline use)."""
+        """Merge deltas into their rows; returns the items changed. ``version`` (>= 1): the deltas' source
+        offset + 1 -- a row already at or past it skips them (a re-delivered delta message is applied once);
+        None: always apply and count versions up by one (offline use)."""
         changed: list[str] = []
         cfg = self.config
         hl = cfg.half_life_s

@@ -260,7 +260,8 @@ class CovisitOwner:
                             log.warning("skipped a corrupt covisit deltas message %s[%d]@%d: %s",
                                         r.topic, r.partition, r.offset, exc)
                             continue
-                        changed = await loop.run_in_executor(self.pool, self.graph.apply, deltas, r.offset)
+                        # version = offset + 1: a new row starts at version 0
+                        changed = await loop.run_in_executor(self.pool, self.graph.apply, deltas, r.offset + 1)
                         self._dirty.update(changed)
                         if self.on_merged is not None:
                             self.on_merged(len(deltas))

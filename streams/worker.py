@@ -42,6 +42,7 @@ from streamrec.streams.popularity import RecentPopularity
 from streamrec.streams.schemas import EventType
 from streamrec.streams.session import SessionConfig, make_strategy
 from streamrec.streams.settings import WorkerSettings
+from streamrec.streams.titles import ItemTitles
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class StreamWorker(mode.Service):
         )
         self.metrics.build_info.info({"version": streamrec.__version__, "model": self.model_name})
         self.index, start_offsets, titles = self._load_index()
-        self.titles: dict[str, str] = titles
+        self.titles = ItemTitles(titles)  # written only by the catalogue replica (see streams/titles.py)
         self.pool = ThreadPoolExecutor(max_workers=s.pool_threads, thread_name_prefix="streamrec-pool")
         self.app = build_faust_app(
             app_id=s.app_id, bootstrap=s.bootstrap, data_dir=self.state_dir / "faust", partitions=partitions,

@@ -152,6 +152,21 @@ async def test_prometheus_scrapes_a_real_worker_and_the_dashboard_matches_it(
         assert m['streamrec_pipeline_events_total{outcome="duplicate",type="click"}'] == 0
         assert m['streamrec_pipeline_end_to_end_seconds_count{clock="event_ts"}'] == n_valid
 
+        # The live quality metric, on a stream whose hits are known in advance: with 10 items and K = 10, every
+        # list holds all the items the user has not consumed yet, so an event is a hit exactly when its item is
+        # new to the user; each user's first event has no list to score.
+        seen: dict[str, set[str]] = {}
+        evaluated = hits = 0
+        for i in range(n_valid):
+            user, item = f"u{i % 9}", f"i{i % 10}"
+            if user in seen:
+                evaluated += 1
+                hits += item not in seen[user]
+            seen.setdefault(user, set()).add(item)
+        assert 0 < hits < evaluated
+        assert m['streamrec_quality_live_evaluated_total{type="click"}'] == evaluated
+        assert m['streamrec_quality_live_hits_total{type="click"}'] == hits
+
         # Every metric a dashboard query names is one the running worker exports.
         exported = {key.partition("{")[0] for key in m}
         used = set().union(*(metric_names(e) for e in dashboard_queries()))

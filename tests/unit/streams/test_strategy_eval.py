@@ -1,4 +1,4 @@
-"""The strategy evaluation's core (benchmarks/strategy_core.py) on a tiny synthetic catalogue, no model."""
+"""The strategy evaluation's core (benchmarks/strategy_replay.py) on a tiny synthetic catalogue, no model."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repo root: `benchmarks` is not installed
 
-from benchmarks.strategy_core import (
+from benchmarks.strategy_replay import (
     Cost,
     PopularityRecommender,
     RandomRecommender,

@@ -1,4 +1,5 @@
-"""The offline evaluation core behind ``benchmarks/strategy_eval.py``: recommenders, metrics, the replay loop.
+"""The offline replay behind ``benchmarks/strategy_eval.py``: baselines, metrics, the replay loop. The recommender
+under test is the worker's own core (:mod:`streamrec.streams.core`), never a copy of it.
 
 No model, no MovieLens here: everything takes an encoder, an index and a list of events, so the unit tests run
 it on a synthetic catalogue with a fake encoder.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,13 +27,14 @@ import numpy as np
 import numpy.typing as npt
 
 from streamrec.encoders import TextEncoder
-from streamrec.index import SearchHits, VectorIndex
+from streamrec.index import VectorIndex
+from streamrec.streams.core import CoreConfig, RecommenderCore
+from streamrec.streams.covisit import CovisitGraph
 from streamrec.streams.popularity import RecentPopularity
 from streamrec.streams.schemas import Event, EventType
 from streamrec.streams.session import (
     DecayedMeanStrategy,
     SessionConfig,
-    SessionPlan,
     SessionState,
     SessionStrategy,
     exclusions,
@@ -128,82 +130,37 @@ class Recommender(Protocol):
 
 # ------------------------------------------------------------------------------------------ recommenders
 class StrategyRecommender:
-    """A session strategy driven exactly as the worker's hot path drives it (``HotPath._compute``): item vectors
-    from the index, plan per event, ONE encoder call for the batch's texts, apply in order, ONE batched search
-    with per-event exclusions, the popularity fallback where no session vector exists."""
+    """The worker's own batch step (:class:`streamrec.streams.core.RecommenderCore`), fed synchronously: no copy
+    of it here. ``covisit``: a co-visitation graph that learns after every batch (None: the session strategy and
+    the popularity prior alone)."""
 
     def __init__(self, strategy: SessionStrategy, encoder: TextEncoder, index: VectorIndex,
-                 titles: Mapping[str, str], k: int, popularity: RecentPopularity | None = None) -> None:
-        self.strategy = strategy
-        self.encoder = encoder
-        self.index = index
-        self.titles = titles
-        self.k = k
-        self.popularity = popularity or RecentPopularity(half_life_s=strategy.config.half_life_s)
-        self.states: dict[str, SessionState | None] = {}
+                 titles: Mapping[str, str], k: int, popularity: RecentPopularity | None = None,
+                 covisit: CovisitGraph | None = None, config: CoreConfig | None = None) -> None:
+        self.core = RecommenderCore(
+            encoder=encoder, index=index, titles=titles, strategy=strategy,
+            popularity=popularity or RecentPopularity(half_life_s=strategy.config.half_life_s), covisit=covisit,
+            config=config or CoreConfig(k=k),
+        )
+        self.states: dict[str, SessionState] = {}
         self.cost = Cost()
-        self._dim = encoder.dim
 
     def recommend(self, batch: Sequence[Event]) -> list[list[str]]:
         t0 = time.perf_counter()
-        ids = list({e.item_id for e in batch if e.item_id is not None and e.item_id in self.index})
-        item_vectors: dict[str, Vector] = dict(zip(ids, self.index.get(ids), strict=True)) if ids else {}
-        plans: list[SessionPlan] = []
-        planning = {e.user_id: self.states.get(e.user_id) for e in batch}
-        for e in batch:
-            title = self.titles.get(e.item_id) if e.item_id is not None else None
-            plan = self.strategy.plan(planning[e.user_id], e, title=title, item_vector_known=e.item_id in item_vectors)
-            planning[e.user_id] = plan.state
-            plans.append(plan)
-        texts = list(dict.fromkeys(t for p in plans for t in p.texts))
-        t1 = time.perf_counter()
-        rows = self.encoder.encode(texts) if texts else np.empty((0, self._dim), np.float32)
-        row_of = {text: i for i, text in enumerate(texts)}
-        t2 = time.perf_counter()
-        queries: list[Vector | None] = []
-        excludes: list[set[str]] = []
-        config = self.strategy.config
-        for e, plan in zip(batch, plans, strict=True):
-            update = self.strategy.apply(
-                self.states.get(e.user_id), plan,
-                item_vector=item_vectors.get(e.item_id) if e.item_id is not None else None,
-                text_vectors=rows[[row_of[t] for t in plan.texts]] if plan.texts else rows[:0],
-            )
-            self.states[e.user_id] = update.state
-            queries.append(update.query)
-            excludes.append(exclusions(update.state, config))
-            if not update.duplicate and e.item_id is not None and e.type is not EventType.SEARCH:
-                self.popularity.add(e.item_id, config.weight_of(e.type), e.ts_ms / 1000)
-        t3 = time.perf_counter()
-        with_vector = [(i, q) for i, q in enumerate(queries) if q is not None]
-        hits: dict[int, SearchHits] = {}
-        if with_vector:
-            found = self.index.search(np.stack([q for _, q in with_vector]), self.k,
-                                      exclude=[excludes[i] for i, _ in with_vector])
-            hits = dict(zip([i for i, _ in with_vector], found, strict=True))
-        out: list[list[str]] = []
-        for i, e in enumerate(batch):
-            h = hits.get(i)
-            if h is not None and len(h) > 0:
-                out.append(list(h.ids))
-            else:
-                self.cost.fallbacks += 1
-                out.append(_popular(self.popularity, self.k, e.ts_ms / 1000, excludes[i], self._catalogue()))
-        t4 = time.perf_counter()
+        result = self.core.step(batch, {e.user_id: self.states.get(e.user_id) for e in batch})
+        self.core.learn(result)
+        self.states.update(result.states)
+        total = time.perf_counter() - t0
         c = self.cost
         c.events += len(batch)
         c.batches += 1
-        c.plan_s += t1 - t0
-        c.encode_s += t2 - t1
-        c.apply_s += t3 - t2
-        c.search_s += t4 - t3
-        c.encoder_calls += 1 if texts else 0
-        c.texts_requested += len(texts)
-        return out
-
-    def _catalogue(self) -> list[str]:
-        ids: Callable[[], list[str]] | None = getattr(self.index, "ids", None)
-        return sorted(ids()) if ids is not None else []
+        c.encode_s += result.encode_s
+        c.search_s += result.index_s
+        c.apply_s += max(0.0, total - result.encode_s - result.index_s)
+        c.encoder_calls += 1 if result.texts_encoded else 0
+        c.texts_requested += result.texts_encoded
+        c.fallbacks += sum(1 for o in result.outcomes if o.fallback)
+        return [[i for i, _ in o.items] for o in result.outcomes]
 
 
 def _popular(pop: RecentPopularity, k: int, now_s: float, exclude: set[str], catalogue: Sequence[str]) -> list[str]:
