@@ -95,8 +95,9 @@ def table(results: Sequence[SystemResult], reference: str | None,
         m = r.scores.means()
         c = comparisons.get(r.name, {}).get("hr")
         ratio = f"{c['ratio']:.2f}x [{c['ratio_lo']:.2f}, {c['ratio_hi']:.2f}]" if c else ""
+        cost = f"{r.cpu_s / max(1, r.events) * 1e6:>7.0f}" if r.kind != "kafka" else f"{'(worker)':>7}"
         lines.append(f"{r.name:<34} {m['hr']:>7.4f} {m['mrr']:>7.4f} {m['ndcg']:>8.4f} {r.coverage:>6.3f} "
-                     f"{r.cpu_s / max(1, r.events) * 1e6:>7.0f}  {ratio}")
+                     f"{cost}  {ratio}")
     return "\n".join(lines)
 
 
@@ -148,7 +149,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         right.set_yticks(range(len(others)), [s["name"] for s in others], fontsize=8)
         for x, style in ((1.0, "-"), (1.1, "--"), (2.0, ":")):
             right.axvline(x, color="black", linestyle=style, linewidth=0.8)
-        right.set_xlabel(f"HR@10 of {ref} / HR@10 of each (paired bootstrap over users); lines 1, 1.1, 2")
+        right.set_xlabel(f"HR@10 ratio, {ref} / each (paired bootstrap over users)\nlines at 1, 1.1 and 2")
         right.grid(axis="x", alpha=0.3)
     else:
         right.axis("off")
