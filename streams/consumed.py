@@ -8,8 +8,9 @@ Storing the ids themselves in the session state would make every state write gro
 * **bound**: ``max_items`` hashes per user (default 4,096), oldest forgotten first (insertion order is kept);
 * **size**: 8 bytes per item, about 11 bytes in the state's JSON (base64): 4,096 items = 32 KiB raw,
   ~44 KiB in the state;
-* **cost**: adding is O(1) amortised (a copy of the array when it is immutable: ~2 µs at 4,096); a
-  membership test is a binary search in a sorted copy made once per state object (~30 µs to sort 4,096);
+* **cost**: adding copies the array and inserts into its sorted view (O(n) memory moves, a few µs at
+  4,096); a membership test is a binary search in the sorted view (sorted once per state read back from
+  JSON: ~30 µs at 4,096);
 * **errors**: two different ids collide with probability ~ n / 2**64 per lookup (1 in 4.5e15 at 4,096):
   an unseen item wrongly excluded that often; never a consumed item shown.
 
@@ -77,21 +78,30 @@ class ConsumedSet:
 
     def with_added(self, item_ids: Iterable[str], max_items: int) -> ConsumedSet:
         """A new set with ``item_ids`` added (already-present ones not duplicated), cut to the newest
-        ``max_items``."""
-        new = [h for h in dict.fromkeys(item_hash(i) for i in item_ids) if not self._has_hash(h)]
-        if not new:
-            return self if len(self) <= max_items else ConsumedSet(self._hashes[len(self) - max_items :])
-        arr = np.concatenate([self._hashes, np.asarray(new, dtype=np.uint64)])
+        ``max_items``. Keeps the sorted view up to date by insertion (O(n) copies, no re-sort)."""
         if max_items <= 0:
-            return ConsumedSet()
-        return ConsumedSet(arr[-max_items:] if arr.shape[0] > max_items else arr)
-
-    def _has_hash(self, h: int) -> bool:
-        if not len(self):
-            return False
+            return EMPTY_CONSUMED if len(self) else self
         srt = self._sorted_view()
-        i = int(np.searchsorted(srt, np.uint64(h)))
-        return i < srt.shape[0] and int(srt[i]) == h
+        order = self._hashes
+        changed = False
+        for h in dict.fromkeys(item_hash(i) for i in item_ids):
+            hv = np.uint64(h)
+            pos = int(np.searchsorted(srt, hv))
+            if pos < srt.shape[0] and srt[pos] == hv:
+                continue
+            srt = np.insert(srt, pos, hv)
+            order = np.append(order, hv)
+            changed = True
+        while order.shape[0] > max_items:  # forget the oldest
+            oldest = order[0]
+            srt = np.delete(srt, int(np.searchsorted(srt, oldest)))
+            order = order[1:]
+            changed = True
+        if not changed:
+            return self
+        out = ConsumedSet(order)
+        out._sorted = srt
+        return out
 
     def _sorted_view(self) -> Hashes:
         if self._sorted is None:

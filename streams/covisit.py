@@ -20,7 +20,7 @@ Serving rule
 For a user whose recent distinct items are i_0 (most recent), i_1, ... the collaborative score of a
 candidate j is
 
-    score(j) = sum_p  r(p) * c[i_p][j](t) / (n[i_p](t) ** (1 - damping) * n[j](t) ** damping)
+    score(j) = sum_p  r(p) * c[i_p][j](t) / (n[i_p](t) ** a * n[j](t) ** damping)     a = 1 - damping
     r(p)     = 0.5 ** (p / position_half_life)        for p < sources
 
 ``damping`` = 0 is the conditional probability P(j | i); 0.5 the cosine; larger values favour rarer
@@ -42,9 +42,12 @@ import heapq
 import json
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from streamrec.errors import ConfigError, StreamrecError
 
@@ -58,6 +61,7 @@ __all__ = [
 ]
 
 _REBASE_HALF_LIVES = 16.0  # a row's reference time moves forward once it is this many half-lives old
+_EMPTY: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] = (np.empty(0, np.int64), np.empty(0, np.float64))
 
 
 class CovisitRowError(StreamrecError):
@@ -76,6 +80,7 @@ class CovisitConfig:
     position_half_life: float = 5.0  # serving: weight 0.5 at this many items back
     per_source: int = 50  # serving: neighbours read per source item
     damping: float = 0.5  # serving: popularity damping exponent of the candidate
+    source_norm: float | None = None  # serving: exponent of the source's weight (None: 1 - damping)
 
     def __post_init__(self) -> None:
         for name in ("window", "neighbours", "sources", "per_source"):
@@ -87,6 +92,12 @@ class CovisitConfig:
                 raise ConfigError(f"covisit {name} must be a positive number")
         if not 0.0 <= self.damping <= 1.0:
             raise ConfigError(f"covisit damping must be in [0, 1], not {self.damping}")
+        if self.source_norm is not None and not 0.0 <= self.source_norm <= 1.0:
+            raise ConfigError(f"covisit source_norm must be in [0, 1], not {self.source_norm}")
+
+    @property
+    def source_exponent(self) -> float:
+        return 1.0 - self.damping if self.source_norm is None else self.source_norm
         if not self.backward_weight >= 0:
             raise ConfigError("covisit backward_weight must be >= 0")
 
@@ -206,7 +217,7 @@ class _Row:
         self.n = 0.0
         self.nbrs: dict[str, float] = {}
         self.ref_s = ref_s
-        self.top: tuple[tuple[str, float], ...] | None = None
+        self.top: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = None
         self.version = 0
 
 
@@ -217,6 +228,8 @@ class CovisitGraph:
         self.config = config or CovisitConfig()
         self._rows: dict[str, _Row] = {}
         self._lock = threading.Lock()
+        self._ids: list[str] = []  # interned item ids of cached neighbours (grows with the items ever cached)
+        self._pos: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -289,15 +302,19 @@ class CovisitGraph:
         row.ref_s = ref_s
 
     # ------------------------------------------------------------------ reads
-    def scores(self, recent: Sequence[str], now_s: float) -> dict[str, float]:
+    def scores(self, recent: Sequence[str], now_s: float, limit: int | None = None,
+               exclude: Collection[str] = ()) -> dict[str, float]:
         """Collaborative scores of candidates for a user whose recent distinct items are ``recent`` (most
-        recent first); see the module docstring. Sources themselves are not excluded here.
+        recent first): the ``limit`` best (None: all) not in ``exclude``; see the module docstring.
 
         All counts of a score decay at the same rate, so c / (n_i ** (1 - d) * n_j ** d) does not change with
-        time: each row caches its ``per_source`` best normalised neighbours when it is first read after a
-        change (n_j as it was then; a row is re-read after its own next change)."""
+        time: each row caches its ``per_source`` best normalised neighbours (as arrays) when it is first read
+        after a change (n_j as it was then). With ``source_norm`` + ``damping`` != 1 a score scales with
+        (decay since the row's reference time) ** (1 - source_norm - damping), applied per source."""
         cfg = self.config
-        out: dict[str, float] = {}
+        drift = 1.0 - cfg.source_exponent - cfg.damping
+        idx_parts: list[npt.NDArray[np.int64]] = []
+        val_parts: list[npt.NDArray[np.float64]] = []
         with self._lock:
             rows = self._rows
             for p, item in enumerate(recent[: cfg.sources]):
@@ -307,23 +324,52 @@ class CovisitGraph:
                 top = row.top
                 if top is None:
                     top = row.top = self._normalised_top(row)
-                r = 0.5 ** (p / cfg.position_half_life)
-                for j, s in top:
-                    out[j] = out.get(j, 0.0) + r * s
-        return out
+                if top[0].size:
+                    r = 0.5 ** (p / cfg.position_half_life)
+                    if drift:  # exponents not summing to 1: the cached scores scale with the row's age
+                        r *= _shift(row.ref_s, now_s, cfg.half_life_s) ** drift
+                    idx_parts.append(top[0])
+                    val_parts.append(top[1] * r)
+            if not idx_parts:
+                return {}
+            ids = self._ids
+            if len(idx_parts) == 1:
+                uniq, sums = idx_parts[0], val_parts[0]
+            else:
+                uniq, inverse = np.unique(np.concatenate(idx_parts), return_inverse=True)
+                sums = np.bincount(inverse, weights=np.concatenate(val_parts)).astype(np.float64)
+            if exclude:
+                pos = self._pos
+                drop = np.fromiter((i for x in exclude if (i := pos.get(x)) is not None), dtype=np.int64)
+                if drop.size:
+                    keep_mask = ~np.isin(uniq, drop)
+                    uniq, sums = uniq[keep_mask], sums[keep_mask]
+            if limit is not None and sums.size > limit:
+                keep = np.argpartition(-sums, limit - 1)[:limit] if limit > 0 else np.empty(0, np.int64)
+                uniq, sums = uniq[keep], sums[keep]
+            return {ids[i]: s for i, s in zip(uniq.tolist(), sums.tolist(), strict=True)}
 
-    def _normalised_top(self, row: _Row) -> tuple[tuple[str, float], ...]:
+    def _normalised_top(self, row: _Row) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         cfg = self.config
-        if row.n <= 0:
-            return ()
+        if row.n <= 0 or not row.nbrs:
+            return _EMPTY
         hl, damp, rows = cfg.half_life_s, cfg.damping, self._rows
-        src = row.n ** (1.0 - damp)
+        src = row.n ** cfg.source_exponent
         scored = []
         for j, c in row.nbrs.items():
             other = rows.get(j)
             nj = other.n * _shift(other.ref_s, row.ref_s, hl) if other is not None else 0.0
             scored.append((j, c / (src * max(nj, c) ** damp)))  # nj < c only for items never seen as events
-        return tuple(heapq.nlargest(cfg.per_source, scored, key=_value))
+        best = heapq.nlargest(cfg.per_source, scored, key=_value)
+        return (np.fromiter((self._intern(j) for j, _ in best), dtype=np.int64, count=len(best)),
+                np.fromiter((v for _, v in best), dtype=np.float64, count=len(best)))
+
+    def _intern(self, item: str) -> int:
+        i = self._pos.get(item)
+        if i is None:
+            i = self._pos[item] = len(self._ids)
+            self._ids.append(item)
+        return i
 
     def _weight(self, item: str, now_s: float, hl: float) -> float:
         row = self._rows.get(item)

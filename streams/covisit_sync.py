@@ -50,6 +50,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MAX_ROWS_PER_MESSAGE = 512
+_SEND_CHUNK = 128  # rows appended to the producer between two yields to the event loop
 
 
 class Sender(Protocol):
@@ -286,8 +287,12 @@ class CovisitOwner:
             pending, self._pending = dict(self._pending), {}
             if dirty:
                 loop = asyncio.get_running_loop()
-                rows = await loop.run_in_executor(self.pool, lambda: [self.graph.row(i) for i in dirty])
-                futs = [await self.rows_out.send(r.item.encode("utf-8"), r.to_json_bytes()) for r in rows if r]
+                records = await loop.run_in_executor(self.pool, self._encode_rows, dirty)
+                futs = []
+                for start in range(0, len(records), _SEND_CHUNK):  # let the hot path run between chunks
+                    for key, value in records[start : start + _SEND_CHUNK]:
+                        futs.append(await self.rows_out.send(key, value))
+                    await asyncio.sleep(0)
                 await asyncio.gather(*futs)
                 if self.on_published is not None:
                     self.on_published(len(futs))
@@ -296,6 +301,14 @@ class CovisitOwner:
                 offsets = {tp: o for tp, o in pending.items() if tp in assigned}
                 if offsets:
                     await consumer.commit(offsets)
+
+    def _encode_rows(self, items: Sequence[str]) -> list[tuple[bytes, bytes]]:
+        out = []
+        for item in items:
+            row = self.graph.row(item)
+            if row is not None:
+                out.append((item.encode("utf-8"), row.to_json_bytes()))
+        return out
 
     async def stop(self) -> None:
         task, self._task = self._task, None

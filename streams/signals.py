@@ -12,7 +12,6 @@ drops everything in the user's consumed set afterwards, so a signal may over-fet
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -102,9 +101,8 @@ class CovisitSignal:
     def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
         out: list[Scores] = []
         for r in requests:
-            scores = self.graph.scores(r.state.recent_items, r.now_s)
-            best = heapq.nlargest(depth + len(r.exclude), scores.items(), key=_value)
-            out.append({j: s for j, s in best if j not in r.exclude and (self.eligible is None or self.eligible(j))})
+            scores = self.graph.scores(r.state.recent_items, r.now_s, limit=depth, exclude=r.exclude)
+            out.append(scores if self.eligible is None else {j: s for j, s in scores.items() if self.eligible(j)})
         return out
 
 
@@ -120,7 +118,3 @@ class PopularitySignal:
     def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
         # the consumed set is applied by the core to the blended list (cheaper than per popular item here)
         return [dict(self.popularity.top(depth, r.now_s, exclude=r.exclude, eligible=self.eligible)) for r in requests]
-
-
-def _value(kv: tuple[str, float]) -> float:
-    return kv[1]
