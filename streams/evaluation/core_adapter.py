@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
 
 from streamrec.encoders import CachedEncoder, EmbeddingCache, OnnxEncoderConfig, OnnxTextEncoder, TextEncoder
+from streamrec.errors import ConfigError
 from streamrec.index import HnswIndex
 from streamrec.streams.catalog import item_text
 from streamrec.streams.core import CoreConfig, RecommenderCore
@@ -31,7 +33,16 @@ from streamrec.streams.schemas import Event
 from streamrec.streams.session import STRATEGIES, SessionConfig, SessionState, make_strategy
 from streamrec.streams.settings import WorkerSettings
 
-__all__ = ["CoreRecommender", "EmbeddedCatalogue", "build_core", "core_candidates", "embed_catalogue", "session_config"]
+__all__ = [
+    "CoreRecommender",
+    "EmbeddedCatalogue",
+    "build_core",
+    "core_candidates",
+    "embed_catalogue",
+    "parse_variant",
+    "session_config",
+    "variant_settings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -118,18 +129,44 @@ def _make(settings: WorkerSettings, strategy: str, catalogue: EmbeddedCatalogue,
     return CoreRecommender(build_core(settings, strategy, catalogue, k=k))
 
 
-def core_candidates(log_: EventLog, settings: WorkerSettings, strategies: Sequence[str], *,
-                    k: int) -> list[Candidate]:
-    """One candidate per strategy name, each a fresh core over the same embedded catalogue."""
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        from streamrec.errors import ConfigError
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """``"decayed_mean:text_weight=0:covisit=false"`` -> ``("decayed_mean", {"text_weight": "0", "covisit": "false"})``:
+    a strategy and worker settings that differ from the environment's (names as in ``streamrec worker --help``)."""
+    strategy, *pairs = (p.strip() for p in spec.split(":"))
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in WorkerSettings.model_fields:
+            raise ConfigError(f"{spec!r}: {pair!r} is not setting=value with a worker setting "
+                              "(see `streamrec worker --help`)")
+        overrides[key] = value.strip()
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"{spec!r}: unknown strategy {strategy!r} (one of {', '.join(STRATEGIES)})")
+    return strategy, overrides
 
-        raise ConfigError(f"unknown strategies {unknown} (one of {', '.join(STRATEGIES)})")
+
+def variant_settings(settings: WorkerSettings, overrides: dict[str, str]) -> WorkerSettings:
+    if not overrides:
+        return settings
+    try:
+        return WorkerSettings(**{**settings.model_dump(), **overrides})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings {overrides}: {exc.errors()[0]['msg']}") from None
+
+
+def core_candidates(log_: EventLog, settings: WorkerSettings, specs: Sequence[str], *, k: int) -> list[Candidate]:
+    """One candidate per spec (a strategy, optionally with setting overrides: :func:`parse_variant`), each a
+    fresh core over the same embedded catalogue."""
+    parsed = [(spec, *parse_variant(spec)) for spec in specs]
+    variants = [(spec, strategy, variant_settings(settings, overrides)) for spec, strategy, overrides in parsed]
     catalogue = embed_catalogue(log_, settings)
     log.info("embedded %d items in %.1f s", len(catalogue.ids), catalogue.seconds)
-    params: dict[str, Any] = {"k": k, "covisit": settings.covisit, "covisit_weight": settings.covisit_weight,
-                              "text_weight": settings.text_weight, "popularity_weight": settings.popularity_weight,
-                              "half_life_s": settings.half_life_s}
-    return [Candidate(s, "strategy", {"strategy": s, **params}, partial(_make, settings, s, catalogue, k))
-            for s in strategies]
+    out = []
+    for spec, strategy, s in variants:
+        params: dict[str, Any] = {"strategy": strategy, "k": k, "covisit": s.covisit,
+                                  "covisit_weight": s.covisit_weight, "text_weight": s.text_weight,
+                                  "popularity_weight": s.popularity_weight, "half_life_s": s.half_life_s,
+                                  "overrides": dict(parse_variant(spec)[1])}
+        out.append(Candidate(spec, "strategy", params, partial(_make, s, strategy, catalogue, k)))
+    return out

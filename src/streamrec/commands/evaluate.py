@@ -34,8 +34,9 @@ class EvaluateSettings(BaseSettings):
     users: int = Field(0, ge=0, description="MovieLens: N users sampled with --seed (0: all 943)")
     max_events: int = Field(0, ge=0, description="MovieLens: each user's first N ratings (0: all)")
     seed: int = Field(0, description="seed of the user sample and of the bootstrap")
-    strategies: str = Field("", description="strategies of the recommender core, comma-separated; the first is "
-                                            "compared with every other system ('' = the worker's STREAMREC_STRATEGY)")
+    strategies: str = Field("", description="recommender variants, comma-separated: a strategy, optionally with "
+                                            "worker settings, e.g. 'decayed_mean:text_weight=0:covisit=false'; the "
+                                            "first is compared with every other system ('' = the worker's settings)")
     baselines: str = Field("popularity,popularity_decayed,transition,cooccurrence",
                            description="baselines, comma-separated ('' = none)")
     decayed_half_lives_s: str = Field("3600,86400,604800", description="half-lives of popularity_decayed, s")
@@ -135,24 +136,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _through_kafka(s: EvaluateSettings, worker: Any, ev: Any, strategy: str) -> dict[str, Any]:
-    """Run the log through a real worker (the first strategy, the worker's settings otherwise), score its
-    messages on the same points, compare with the offline run of the same strategy."""
+def _through_kafka(s: EvaluateSettings, worker: Any, ev: Any, spec: str) -> dict[str, Any]:
+    """Run the log through a real worker configured as the first variant (its strategy and settings over the
+    environment's), score its messages on the same points, compare with the offline run of that variant."""
+    from streamrec.streams.evaluation.core_adapter import parse_variant
     from streamrec.streams.evaluation.live import LiveConfig, agreement, live_result, run_live
 
+    strategy, overrides = parse_variant(spec)
     env = {k: v for k, v in os.environ.items() if k.startswith("STREAMREC_") and not k.startswith("STREAMREC_EVALUATE")}
     env["STREAMREC_K"] = str(s.k)  # as the offline core
     env["STREAMREC_STRATEGY"] = strategy
+    env.update({f"STREAMREC_{k.upper()}": v for k, v in overrides.items()})
     with tempfile.TemporaryDirectory(prefix="streamrec-evaluate-") as tmp:
         config = LiveConfig(bootstrap=s.bootstrap or worker.bootstrap, work_dir=Path(tmp), rate=s.kafka_rate,
                             partitions=s.kafka_partitions, worker_env=env, keep_topics=s.keep_topics)
         print(f"through Kafka ({config.bootstrap}): {len(ev.log.events):,} events at "
               f"{s.kafka_rate or 'max'}/s into a real worker...", flush=True)
         run = run_live(ev.log, config)
-    result = live_result(ev.log, ev.points, run, k=s.k, name=f"kafka: {strategy}",
-                         params={"strategy": strategy, "rate": s.kafka_rate})
+    result = live_result(ev.log, ev.points, run, k=s.k, name=f"kafka: {spec}",
+                         params={"strategy": strategy, "overrides": overrides, "rate": s.kafka_rate})
     out: dict[str, Any] = {"run": run.summary()}
-    offline = next((r for r in ev.results if r.name == strategy), None)
+    offline = next((r for r in ev.results if r.name == spec), None)
     if offline is not None:
         out["agreement"] = agreement(result, offline, k=s.k, rounds=s.bootstrap_rounds, seed=s.seed)
     ev.results.append(result)

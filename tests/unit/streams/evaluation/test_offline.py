@@ -107,3 +107,22 @@ def test_evaluate_help_names_every_flag_with_its_env_var() -> None:
                       ("--strategies", "STREAMREC_EVALUATE_STRATEGIES"), ("--users", "STREAMREC_EVALUATE_USERS")):
         assert flag in text and env in text
     assert "STREAMREC_*" in text  # the recommender is configured like the worker
+
+
+def test_variants_are_a_strategy_and_worker_settings() -> None:
+    from streamrec.errors import ConfigError
+    from streamrec.streams.evaluation.core_adapter import parse_variant, variant_settings
+    from streamrec.streams.settings import WorkerSettings
+
+    assert parse_variant("sequence") == ("sequence", {})
+    strategy, overrides = parse_variant("decayed_mean:text_weight=0:covisit=false:half-life-s=60")
+    assert (strategy, overrides) == ("decayed_mean", {"text_weight": "0", "covisit": "false", "half_life_s": "60"})
+    base = WorkerSettings(k=7)
+    s = variant_settings(base, overrides)
+    assert (s.text_weight, s.covisit, s.half_life_s, s.k) == (0.0, False, 60.0, 7)  # the rest as the base
+    assert variant_settings(base, {}) is base
+    for bad in ("teleport", "decayed_mean:nonsense=1", "decayed_mean:text_weight"):
+        with pytest.raises(ConfigError):
+            parse_variant(bad)
+    with pytest.raises(ConfigError):
+        variant_settings(base, {"text_weight": "-1"})
