@@ -100,6 +100,7 @@ async def _collect(bootstrap: str, topic: str, want: set[str], out: LiveRun, sen
     try:
         while len(out.lists) < len(want):
             batch = await consumer.getmany(timeout_ms=500)
+            before = len(out.lists)
             for records in batch.values():
                 for r in records:
                     try:
@@ -121,7 +122,7 @@ async def _collect(bootstrap: str, topic: str, want: set[str], out: LiveRun, sen
                 log.warning("no recommendation for %.0f s: %d of %d events answered", idle_timeout_s,
                             len(out.lists), len(want))
                 return
-            if len(out.lists) and len(out.lists) % 10_000 < len(batch):
+            if len(out.lists) // 10_000 > before // 10_000:
                 log.info("%d / %d events answered", len(out.lists), len(want))
     finally:
         await consumer.stop()
