@@ -35,9 +35,10 @@ from streamrec.streams.evaluation.data import EventLog
 from streamrec.streams.evaluation.offline import SystemResult
 from streamrec.streams.evaluation.report import compare
 from streamrec.streams.evaluation.scoring import EvalPoint, coverage, score_lists
+from streamrec.streams.evaluation.suite import Evaluation
 from streamrec.streams.schemas import InvalidMessage, decode_recommendation
 
-__all__ = ["LiveConfig", "LiveRun", "LiveRunError", "agreement", "live_result", "run_live"]
+__all__ = ["LiveConfig", "LiveRun", "LiveRunError", "agreement", "live_result", "run_live", "score_live_run"]
 
 log = logging.getLogger(__name__)
 
@@ -249,3 +250,15 @@ def agreement(live: SystemResult, offline: SystemResult, *, k: int, rounds: int,
         "mean_top_k_overlap": sum(len(set(a[:k]) & set(b[:k])) for a, b in pairs) / (len(pairs) * k),
         "kafka_minus_offline": compare(live, [offline], rounds=rounds, seed=seed)[offline.name],
     }
+
+
+def score_live_run(ev: Evaluation, run: LiveRun, spec: str, *, params: dict[str, Any], k: int, rounds: int,
+                   seed: int) -> dict[str, Any]:
+    """Add the run's scores to ``ev`` as system ``kafka: <spec>`` and compare it with the offline ``spec``."""
+    result = live_result(ev.log, ev.points, run, k=k, name=f"kafka: {spec}", params=params)
+    out: dict[str, Any] = {"run": run.summary()}
+    offline = next((r for r in ev.results if r.name == spec), None)
+    if offline is not None:
+        out["agreement"] = agreement(result, offline, k=k, rounds=rounds, seed=seed)
+    ev.results.append(result)
+    return out

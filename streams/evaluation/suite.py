@@ -19,7 +19,7 @@ from streamrec.streams.evaluation.report import compare, goals, machine, system_
 from streamrec.streams.evaluation.scoring import EvalPoint, eval_points
 from streamrec.streams.schemas import EventType
 
-__all__ = ["Candidate", "EvaluationPlan", "baseline_candidates", "evaluate_log"]
+__all__ = ["Candidate", "Evaluation", "EvaluationPlan", "baseline_candidates", "document", "evaluate_log"]
 
 log = logging.getLogger(__name__)
 

@@ -140,7 +140,7 @@ def _through_kafka(s: EvaluateSettings, worker: Any, ev: Any, spec: str) -> dict
     """Run the log through a real worker configured as the first variant (its strategy and settings over the
     environment's), score its messages on the same points, compare with the offline run of that variant."""
     from streamrec.streams.evaluation.core_adapter import parse_variant
-    from streamrec.streams.evaluation.live import LiveConfig, agreement, live_result, run_live
+    from streamrec.streams.evaluation.live import LiveConfig, run_live, score_live_run
 
     strategy, overrides = parse_variant(spec)
     env = {k: v for k, v in os.environ.items() if k.startswith("STREAMREC_") and not k.startswith("STREAMREC_EVALUATE")}
@@ -153,14 +153,8 @@ def _through_kafka(s: EvaluateSettings, worker: Any, ev: Any, spec: str) -> dict
         print(f"through Kafka ({config.bootstrap}): {len(ev.log.events):,} events at "
               f"{s.kafka_rate or 'max'}/s into a real worker...", flush=True)
         run = run_live(ev.log, config)
-    result = live_result(ev.log, ev.points, run, k=s.k, name=f"kafka: {spec}",
-                         params={"strategy": strategy, "overrides": overrides, "rate": s.kafka_rate})
-    out: dict[str, Any] = {"run": run.summary()}
-    offline = next((r for r in ev.results if r.name == spec), None)
-    if offline is not None:
-        out["agreement"] = agreement(result, offline, k=s.k, rounds=s.bootstrap_rounds, seed=s.seed)
-    ev.results.append(result)
-    return out
+    return score_live_run(ev, run, spec, params={"strategy": strategy, "overrides": overrides, "rate": s.kafka_rate},
+                          k=s.k, rounds=s.bootstrap_rounds, seed=s.seed)
 
 
 def _kafka_line(k: dict[str, Any]) -> str:
