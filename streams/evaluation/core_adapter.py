@@ -63,7 +63,7 @@ class CoreRecommender:
 
 @dataclass(frozen=True)
 class EmbeddedCatalogue:
-    encoder: TextEncoder
+    encoder: TextEncoder  # the model, uncached
     ids: list[str]
     vectors: npt.NDArray[np.float32]
     unavailable: list[str]
@@ -87,11 +87,17 @@ def embed_catalogue(log_: EventLog, settings: WorkerSettings, *, chunk: int = 25
     texts = [item_text(i) for i in items]
     vectors = np.concatenate([raw.encode(texts[s : s + chunk]) for s in range(0, len(texts), chunk)]) if texts \
         else np.empty((0, raw.dim), np.float32)
-    encoder: TextEncoder = CachedEncoder(raw, cache=EmbeddingCache(settings.encoder_cache_size)) \
-        if settings.encoder_cache_size > 0 else raw
-    return EmbeddedCatalogue(encoder, [i.item_id for i in items], vectors.astype(np.float32, copy=False),
+    return EmbeddedCatalogue(raw, [i.item_id for i in items], vectors.astype(np.float32, copy=False),
                              [i.item_id for i in items if not i.available], {i.item_id: i.title for i in items},
                              time.perf_counter() - t)
+
+
+def _cached(encoder: TextEncoder, settings: WorkerSettings) -> TextEncoder:
+    """The worker's embedding cache in front of the shared model: a fresh one per candidate, so no candidate's
+    cost (or INT8 batch-mates) depends on another's run."""
+    if settings.encoder_cache_size <= 0:
+        return encoder
+    return CachedEncoder(encoder, cache=EmbeddingCache(settings.encoder_cache_size))
 
 
 def _index(settings: WorkerSettings, catalogue: EmbeddedCatalogue) -> HnswIndex:
@@ -116,7 +122,7 @@ def build_core(settings: WorkerSettings, strategy: str, catalogue: EmbeddedCatal
     from streamrec.streams.worker import covisit_config
 
     return RecommenderCore(
-        encoder=catalogue.encoder, index=_index(settings, catalogue), titles=catalogue.titles,
+        encoder=_cached(catalogue.encoder, settings), index=_index(settings, catalogue), titles=catalogue.titles,
         strategy=make_strategy(strategy, session_config(settings)),
         popularity=RecentPopularity(half_life_s=settings.popularity_half_life_s),
         covisit=CovisitGraph(covisit_config(settings)) if settings.covisit else None,
