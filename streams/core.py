@@ -73,9 +73,9 @@ class CoreConfig:
     """Blending. Weights scale each signal's list-normalised scores (0 switches a signal off)."""
 
     k: int = 10
-    depth: int = 50  # candidates asked of each signal per event
+    depth: int = 30  # candidates asked of each signal per event
     covisit_weight: float = 1.0
-    text_weight: float = 0.3
+    text_weight: float = 0.1
     popularity_weight: float = 0.1
 
     def __post_init__(self) -> None:

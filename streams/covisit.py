@@ -7,7 +7,7 @@ y_1, y_2, ... (most recent first, from the session state, before this event):
 
     n[x]      += w                                  (x's interaction weight)
     c[y_d][x] += w / d           for d = 1 .. window   (forward: "after y_d, people chose x")
-    c[x][y_d] += b * w / d                          (backward, b = ``backward_weight``)
+    c[x][y_d] += b * w / d                          (backward, b = ``backward_weight``, default 1)
 
 so the last-item transition (d = 1) is the strongest pair and older context counts less (1/d, the
 harmonic position weighting of session-kNN). All counts decay exponentially with the EVENT time
@@ -20,11 +20,13 @@ Serving rule
 For a user whose recent distinct items are i_0 (most recent), i_1, ... the collaborative score of a
 candidate j is
 
-    score(j) = sum_p  r(p) * c[i_p][j](t) / (n[i_p](t) ** a * n[j](t) ** damping)     a = 1 - damping
+    score(j) = sum_p  r(p) * c[i_p][j](t) / (n[i_p](t) ** a * n[j](t) ** damping)     a = ``source_norm``
     r(p)     = 0.5 ** (p / position_half_life)        for p < sources
 
-``damping`` = 0 is the conditional probability P(j | i); 0.5 the cosine; larger values favour rarer
-items (popularity damping). Only the ``per_source`` strongest neighbours of each source are read, so a
+With a = 1, ``damping`` = 0 is the conditional probability P(j | i); a = d = 0.5 the cosine; larger
+``damping`` favours rarer items. Defaults a = 0.5, d = 0.1 (chosen on MovieLens, see the README: a
+source's evidence grows with the square root of its count; candidates are barely damped, since
+popular items are popular for a reason). Only the ``per_source`` strongest neighbours of each source are read, so a
 user costs at most ``sources x per_source`` dictionary updates.
 
 Where the graph lives (see :mod:`streamrec.streams.covisit_sync`): offline (``streamrec evaluate``,
@@ -73,14 +75,14 @@ class CovisitConfig:
     """How the co-visitation graph learns and serves (module docstring)."""
 
     window: int = 20  # learning: pair each item with the user's last `window` distinct items
-    backward_weight: float = 0.5  # learning: weight of (new -> earlier) relative to (earlier -> new)
+    backward_weight: float = 1.0  # learning: weight of (new -> earlier) relative to (earlier -> new)
     half_life_s: float = 30 * 86400.0  # decay of counts, event time
     neighbours: int = 50  # published neighbours per item (2x kept while updating)
     sources: int = 20  # serving: the user's last `sources` distinct items
     position_half_life: float = 5.0  # serving: weight 0.5 at this many items back
     per_source: int = 50  # serving: neighbours read per source item
-    damping: float = 0.5  # serving: popularity damping exponent of the candidate
-    source_norm: float | None = None  # serving: exponent of the source's weight (None: 1 - damping)
+    damping: float = 0.1  # serving: popularity damping exponent of the candidate
+    source_norm: float | None = 0.5  # serving: exponent of the source's weight (None: 1 - damping)
 
     def __post_init__(self) -> None:
         for name in ("window", "neighbours", "sources", "per_source"):
@@ -338,31 +340,37 @@ class CovisitGraph:
             else:
                 uniq, inverse = np.unique(np.concatenate(idx_parts), return_inverse=True)
                 sums = np.bincount(inverse, weights=np.concatenate(val_parts)).astype(np.float64)
-            if exclude:
-                pos = self._pos
-                drop = np.fromiter((i for x in exclude if (i := pos.get(x)) is not None), dtype=np.int64)
-                if drop.size:
-                    keep_mask = ~np.isin(uniq, drop)
-                    uniq, sums = uniq[keep_mask], sums[keep_mask]
-            if limit is not None and sums.size > limit:
-                keep = np.argpartition(-sums, limit - 1)[:limit] if limit > 0 else np.empty(0, np.int64)
+            # exclusions are tested on an over-fetched top only (a user excludes up to ~250 ids: mapping them all
+            # would cost more than the scoring); a user whose best candidates are mostly excluded gets fewer
+            fetch = None if limit is None else 2 * limit + 10
+            if fetch is not None and sums.size > fetch:
+                keep = np.argpartition(-sums, fetch - 1)[:fetch]
                 uniq, sums = uniq[keep], sums[keep]
-            return {ids[i]: s for i, s in zip(uniq.tolist(), sums.tolist(), strict=True)}
+            out = {ids[i]: s for i, s in zip(uniq.tolist(), sums.tolist(), strict=True) if ids[i] not in exclude}
+        if limit is not None and len(out) > limit:
+            out = dict(heapq.nlargest(limit, out.items(), key=_value))
+        return out
 
     def _normalised_top(self, row: _Row) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         cfg = self.config
         if row.n <= 0 or not row.nbrs:
             return _EMPTY
-        hl, damp, rows = cfg.half_life_s, cfg.damping, self._rows
-        src = row.n ** cfg.source_exponent
-        scored = []
-        for j, c in row.nbrs.items():
-            other = rows.get(j)
-            nj = other.n * _shift(other.ref_s, row.ref_s, hl) if other is not None else 0.0
-            scored.append((j, c / (src * max(nj, c) ** damp)))  # nj < c only for items never seen as events
-        best = heapq.nlargest(cfg.per_source, scored, key=_value)
-        return (np.fromiter((self._intern(j) for j, _ in best), dtype=np.int64, count=len(best)),
-                np.fromiter((v for _, v in best), dtype=np.float64, count=len(best)))
+        rows = self._rows
+        keys = list(row.nbrs)
+        c = np.fromiter(row.nbrs.values(), dtype=np.float64, count=len(keys))
+        others = [rows.get(j) for j in keys]
+        n = np.fromiter((o.n if o is not None else 0.0 for o in others), dtype=np.float64, count=len(keys))
+        ref = np.fromiter((o.ref_s if o is not None else row.ref_s for o in others), dtype=np.float64,
+                          count=len(keys))
+        nj = n * np.exp2((ref - row.ref_s) / cfg.half_life_s)  # n_j valued at this row's reference time
+        # nj < c only for items never seen as events themselves: their pair count is all we know
+        scored = c / (row.n ** cfg.source_exponent * np.maximum(nj, c) ** cfg.damping)
+        if scored.size > cfg.per_source:
+            best = np.argpartition(-scored, cfg.per_source - 1)[: cfg.per_source]
+        else:
+            best = np.arange(scored.size)
+        return (np.fromiter((self._intern(keys[i]) for i in best.tolist()), dtype=np.int64, count=best.size),
+                scored[best])
 
     def _intern(self, item: str) -> int:
         i = self._pos.get(item)

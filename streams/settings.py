@@ -10,6 +10,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streamrec.streams.core import CoreConfig
+from streamrec.streams.covisit import CovisitConfig
+
+_CORE = CoreConfig()  # the signals' defaults live with the code that uses them
+_COVISIT = CovisitConfig()
+
 
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
@@ -52,14 +58,27 @@ class WorkerSettings(BaseSettings):
 
     # --- collaborative signal (co-visitation graph, shared through Kafka) ----------------
     covisit: bool = Field(True, description="learn and serve the co-visitation signal")
-    covisit_weight: float = Field(1.0, ge=0, description="blend weight of the co-visitation signal")
-    text_weight: float = Field(0.3, ge=0, description="blend weight of the text (session vector) signal")
-    popularity_weight: float = Field(0.1, ge=0, description="blend weight of the popularity prior")
-    covisit_window: int = Field(20, ge=0, description="learning: pair an item with the user's last N distinct items")
-    covisit_neighbours: int = Field(50, ge=1, description="neighbours kept per item (memory: items x this)")
-    covisit_half_life_s: float = Field(30 * 86400.0, gt=0, description="decay of co-visitation counts (event time)")
-    covisit_sources: int = Field(20, ge=0, description="serving: the user's last N distinct items used as sources")
-    covisit_damping: float = Field(0.5, ge=0, le=1, description="popularity damping of candidates (0.5: cosine)")
+    covisit_weight: float = Field(_CORE.covisit_weight, ge=0, description="blend weight of the co-visitation signal")
+    text_weight: float = Field(_CORE.text_weight, ge=0, description="blend weight of the text (session vector) signal")
+    popularity_weight: float = Field(_CORE.popularity_weight, ge=0, description="blend weight of the popularity prior")
+    covisit_window: int = Field(
+        _COVISIT.window, ge=0, description="learning: pair an item with the user's last N distinct items"
+    )
+    covisit_neighbours: int = Field(
+        _COVISIT.neighbours, ge=1, description="neighbours kept per item (memory: items x this)"
+    )
+    covisit_half_life_s: float = Field(
+        _COVISIT.half_life_s, gt=0, description="decay of co-visitation counts (event time)"
+    )
+    covisit_sources: int = Field(
+        _COVISIT.sources, ge=0, description="serving: the user's last N distinct items used as sources"
+    )
+    covisit_damping: float = Field(
+        _COVISIT.damping, ge=0, le=1, description="serving: popularity damping exponent of candidates"
+    )
+    covisit_source_norm: float = Field(
+        _COVISIT.source_exponent, ge=0, le=1, description="serving: exponent of the source item's weight"
+    )
     covisit_flush_interval_s: float = Field(
         1.0, gt=0, description="owners publish changed co-visitation rows at most this often, s"
     )

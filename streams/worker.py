@@ -107,7 +107,7 @@ def session_config(s: WorkerSettings) -> SessionConfig:
 
 def covisit_config(s: WorkerSettings) -> CovisitConfig:
     return CovisitConfig(window=s.covisit_window, neighbours=s.covisit_neighbours, half_life_s=s.covisit_half_life_s,
-                         sources=s.covisit_sources, damping=s.covisit_damping)
+                         sources=s.covisit_sources, damping=s.covisit_damping, source_norm=s.covisit_source_norm)
 
 
 def model_label(encoder: OnnxTextEncoder) -> str:
