@@ -6,7 +6,7 @@ For an event with item x, type weight w and time t, and the user's previous dist
 y_1, y_2, ... (most recent first, from the session state, before this event):
 
     n[x]      += w                                  (x's interaction weight)
-    c[y_d][x] += w / d           for d = 1 .. window   (forward: "after y_d, people chose x")
+    c[y_d][x] += w / d           for d = 1 .. window (10)   (forward: "after y_d, people chose x")
     c[x][y_d] += b * w / d                          (backward, b = ``backward_weight``, default 1)
 
 so the last-item transition (d = 1) is the strongest pair and older context counts less (1/d, the
@@ -74,11 +74,11 @@ class CovisitRowError(StreamrecError):
 class CovisitConfig:
     """How the co-visitation graph learns and serves (module docstring)."""
 
-    window: int = 20  # learning: pair each item with the user's last `window` distinct items
+    window: int = 10  # learning: pair each item with the user's last `window` distinct items
     backward_weight: float = 1.0  # learning: weight of (new -> earlier) relative to (earlier -> new)
     half_life_s: float = 30 * 86400.0  # decay of counts, event time
     neighbours: int = 50  # published neighbours per item (2x kept while updating)
-    sources: int = 20  # serving: the user's last `sources` distinct items
+    sources: int = 12  # serving: the user's last `sources` distinct items
     position_half_life: float = 5.0  # serving: weight 0.5 at this many items back
     per_source: int = 50  # serving: neighbours read per source item
     damping: float = 0.1  # serving: popularity damping exponent of the candidate
@@ -114,11 +114,18 @@ class CovisitDelta:
     pairs: dict[str, float] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
-        return {"item": self.item, "ts": self.ts_s, "n": self.n, "pairs": [[j, w] for j, w in self.pairs.items()]}
+        """JSON form; ``pairs`` flattened to [j1, w1, j2, w2, ...] (fewer tokens to write and parse)."""
+        flat: list[str | float] = []
+        for j, w in self.pairs.items():
+            flat += (j, w)
+        return {"item": self.item, "ts": self.ts_s, "n": self.n, "pairs": flat}
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> CovisitDelta:
-        pairs = {str(j): float(w) for j, w in doc["pairs"]}
+        flat = doc["pairs"]
+        if len(flat) % 2:
+            raise ValueError("covisit delta pairs must alternate item ids and weights")
+        pairs = {str(flat[i]): float(flat[i + 1]) for i in range(0, len(flat), 2)}
         return cls(str(doc["item"]), float(doc["ts"]), float(doc["n"]), pairs)
 
 
@@ -271,16 +278,31 @@ class CovisitGraph:
 
     def put_row(self, row: CovisitRow) -> bool:
         """Replace a row by a published one unless ours is as new or newer; True if it was applied."""
-        with self._lock:
-            mine = self._rows.get(row.item)
-            if mine is not None and mine.version >= row.version:
-                return False
+        return self.put_rows([row]) == 1
+
+    def put_rows(self, rows: Iterable[CovisitRow]) -> int:
+        """``put_row`` for many rows under ONE lock acquisition (a reader waits once, not once per row: with the
+        GIL, every hand-over of a contended lock can cost a thread switch interval); returns how many applied."""
+        built = []
+        for row in rows:  # build outside the lock
             new = _Row(row.ref_s)
             new.n = row.n
             new.nbrs = dict(zip(row.ids, row.weights, strict=True))
             new.version = row.version
-            self._rows[row.item] = new
-            return True
+            built.append((row.item, new))
+        applied = 0
+        with self._lock:
+            for item, new in built:
+                mine = self._rows.get(item)
+                if mine is None or mine.version < new.version:
+                    self._rows[item] = new
+                    applied += 1
+        return applied
+
+    def version(self, item: str) -> int:
+        """The version of the row held for ``item`` (0: none)."""
+        row = self._rows.get(item)  # one dict read: atomic under the GIL, no lock needed
+        return 0 if row is None else row.version
 
     def remove(self, item: str) -> None:
         with self._lock:
@@ -304,10 +326,22 @@ class CovisitGraph:
         row.ref_s = ref_s
 
     # ------------------------------------------------------------------ reads
+    def scores_many(self, users: Sequence[tuple[Sequence[str], Collection[str]]], now_s: float,
+                    limit: int | None = None) -> list[dict[str, float]]:
+        """``scores`` for a batch of (recent items, exclusions), under one lock acquisition."""
+        with self._lock:
+            return [self._scores(recent, now_s, limit, exclude) for recent, exclude in users]
+
     def scores(self, recent: Sequence[str], now_s: float, limit: int | None = None,
                exclude: Collection[str] = ()) -> dict[str, float]:
-        """Collaborative scores of candidates for a user whose recent distinct items are ``recent`` (most
-        recent first): the ``limit`` best (None: all) not in ``exclude``; see the module docstring.
+        """See :meth:`_scores` (takes the lock)."""
+        with self._lock:
+            return self._scores(recent, now_s, limit, exclude)
+
+    def _scores(self, recent: Sequence[str], now_s: float, limit: int | None = None,
+                exclude: Collection[str] = ()) -> dict[str, float]:
+        """(Caller holds the lock.) Collaborative scores of candidates for a user whose recent distinct items
+        are ``recent`` (most recent first): the ``limit`` best (None: all) not in ``exclude``; see the module docstring.
 
         All counts of a score decay at the same rate, so c / (n_i ** (1 - d) * n_j ** d) does not change with
         time: each row caches its ``per_source`` best normalised neighbours (as arrays) when it is first read
@@ -317,36 +351,35 @@ class CovisitGraph:
         drift = 1.0 - cfg.source_exponent - cfg.damping
         idx_parts: list[npt.NDArray[np.int64]] = []
         val_parts: list[npt.NDArray[np.float64]] = []
-        with self._lock:
-            rows = self._rows
-            for p, item in enumerate(recent[: cfg.sources]):
-                row = rows.get(item)
-                if row is None:
-                    continue
-                top = row.top
-                if top is None:
-                    top = row.top = self._normalised_top(row)
-                if top[0].size:
-                    r = 0.5 ** (p / cfg.position_half_life)
-                    if drift:  # exponents not summing to 1: the cached scores scale with the row's age
-                        r *= _shift(row.ref_s, now_s, cfg.half_life_s) ** drift
-                    idx_parts.append(top[0])
-                    val_parts.append(top[1] * r)
-            if not idx_parts:
-                return {}
-            ids = self._ids
-            if len(idx_parts) == 1:
-                uniq, sums = idx_parts[0], val_parts[0]
-            else:
-                uniq, inverse = np.unique(np.concatenate(idx_parts), return_inverse=True)
-                sums = np.bincount(inverse, weights=np.concatenate(val_parts)).astype(np.float64)
-            # exclusions are tested on an over-fetched top only (a user excludes up to ~250 ids: mapping them all
-            # would cost more than the scoring); a user whose best candidates are mostly excluded gets fewer
-            fetch = None if limit is None else 2 * limit + 10
-            if fetch is not None and sums.size > fetch:
-                keep = np.argpartition(-sums, fetch - 1)[:fetch]
-                uniq, sums = uniq[keep], sums[keep]
-            out = {ids[i]: s for i, s in zip(uniq.tolist(), sums.tolist(), strict=True) if ids[i] not in exclude}
+        rows = self._rows
+        for p, item in enumerate(recent[: cfg.sources]):
+            row = rows.get(item)
+            if row is None:
+                continue
+            top = row.top
+            if top is None:
+                top = row.top = self._normalised_top(row)
+            if top[0].size:
+                r = 0.5 ** (p / cfg.position_half_life)
+                if drift:  # exponents not summing to 1: the cached scores scale with the row's age
+                    r *= _shift(row.ref_s, now_s, cfg.half_life_s) ** drift
+                idx_parts.append(top[0])
+                val_parts.append(top[1] * r)
+        if not idx_parts:
+            return {}
+        ids = self._ids
+        if len(idx_parts) == 1:
+            uniq, sums = idx_parts[0], val_parts[0]
+        else:
+            uniq, inverse = np.unique(np.concatenate(idx_parts), return_inverse=True)
+            sums = np.bincount(inverse, weights=np.concatenate(val_parts)).astype(np.float64)
+        # exclusions are tested on an over-fetched top only (a user excludes up to ~250 ids: mapping them all
+        # would cost more than the scoring); a user whose best candidates are mostly excluded gets fewer
+        fetch = None if limit is None else 2 * limit + 10
+        if fetch is not None and sums.size > fetch:
+            keep = np.argpartition(-sums, fetch - 1)[:fetch]
+            uniq, sums = uniq[keep], sums[keep]
+        out = {ids[i]: s for i, s in zip(uniq.tolist(), sums.tolist(), strict=True) if ids[i] not in exclude}
         if limit is not None and len(out) > limit:
             out = dict(heapq.nlargest(limit, out.items(), key=_value))
         return out

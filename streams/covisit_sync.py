@@ -8,16 +8,19 @@ A worker sees only its partitions' events, so what it learns must reach every wo
    events are acked only when these messages are acknowledged too (at-least-once, like the
    recommendations).
 2. **owner** (:class:`CovisitOwner`, consumer group ``<app_id>-covisit``): the worker assigned a deltas
-   partition owns the rows of its items. It merges their deltas into its graph (versioned by the delta
-   message's offset, so a re-delivered message is merged once) and, at most every ``flush_interval_s``,
-   publishes each changed row (its ``neighbours`` best, ~1-2 KB) to ...
+   partition owns the rows of its items. It merges their deltas into its *working* rows (versioned by the
+   delta message's offset, so a re-delivered message is merged once; a row is first brought up to the
+   newest published one) and, at most every ``flush_interval_s``, publishes each changed row (its
+   ``neighbours`` best, ~1-2 KB) to ...
 3. **rows** (``<app_id>-covisit-rows``, compacted, key = item id): every worker replicates the whole
    topic into its own graph (:class:`CovisitReplica`; a row replaces the held one only if its version is
    newer). Delta offsets are committed only after the rows they changed were acknowledged, so a crash
    loses nothing: the next owner re-merges the uncommitted deltas on top of the last published rows
    (it first catches its replica up to the end of the rows topic).
 
-All workers therefore serve the same rows (up to the flush interval plus replication delay), restarts
+Every worker, owners included, SERVES only published rows (the working rows are never read by the hot
+path), so all workers serve the same rows (up to the flush interval plus replication delay), a served
+row changes at most once per flush interval (its cached neighbour scores are rebuilt that often), restarts
 rebuild the graph from the compacted topic, and the rows topic is bounded by items x neighbours.
 Rows are written at most once per flush interval per item however many events touch them.
 """
@@ -50,7 +53,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MAX_ROWS_PER_MESSAGE = 512
-_SEND_CHUNK = 128  # rows appended to the producer between two yields to the event loop
+_SEND_CHUNK = 128  # rows encoded (in the pool) and appended to the producer at a time
+VERSION_HEADER = "streamrec.covisit.version"  # lets a replica skip rows it holds already without parsing them
 
 
 class Sender(Protocol):
@@ -105,7 +109,7 @@ class CovisitReplica:
     """Every worker: the whole compacted rows topic, applied to ``graph`` (newest version wins)."""
 
     def __init__(self, *, bootstrap: str, topic: str, graph: CovisitGraph, pool: Executor,
-                 batch_max: int = 1024) -> None:
+                 batch_max: int = 256) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.graph = graph
@@ -184,19 +188,34 @@ class CovisitReplica:
             raise
 
     def _apply(self, records: Sequence[Any]) -> None:
+        rows: list[CovisitRow] = []
         for r in records:
             if r.value is None:
                 if r.key is not None:
+                    self.applied += self.graph.put_rows(rows)  # keep the order: rows before the tombstone
+                    rows = []
                     self.graph.remove(r.key.decode("utf-8", "replace"))
                 continue
+            if r.key is not None and not self._newer(r.key, r.headers):
+                continue  # our own write coming back, or an old one: skip the JSON
             try:
                 row = CovisitRow.from_json_bytes(r.value)
             except CovisitRowError as exc:
                 self.invalid += 1
                 log.warning("skipped an unreadable covisit row at %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
                 continue
-            if self.graph.put_row(row):
-                self.applied += 1
+            rows.append(row)
+        self.applied += self.graph.put_rows(rows)
+
+    def _newer(self, key: bytes, headers: Sequence[tuple[str, bytes]] | None) -> bool:
+        """False when the record's version header says the graph already holds this row or a newer one."""
+        for name, value in headers or ():
+            if name == VERSION_HEADER:
+                try:
+                    return self.graph.version(key.decode("utf-8")) < int(value)
+                except (UnicodeDecodeError, ValueError):
+                    return True
+        return True
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -220,7 +239,8 @@ class CovisitOwner:
         self.group_id = group_id
         self.deltas_topic = deltas_topic
         self.rows_out = rows_out
-        self.graph = graph
+        self.graph = graph  # the serving graph (fed by the replica); read here only to seed working rows
+        self.working = CovisitGraph(graph.config)  # the rows this worker merges; the hot path never reads it
         self.replica = replica
         self.pool = pool
         self.flush_interval_s = flush_interval_s
@@ -262,7 +282,7 @@ class CovisitOwner:
                                         r.topic, r.partition, r.offset, exc)
                             continue
                         # version = offset + 1: a new row starts at version 0
-                        changed = await loop.run_in_executor(self.pool, self.graph.apply, deltas, r.offset + 1)
+                        changed = await loop.run_in_executor(self.pool, self._merge, deltas, r.offset + 1)
                         self._dirty.update(changed)
                         if self.on_merged is not None:
                             self.on_merged(len(deltas))
@@ -287,12 +307,12 @@ class CovisitOwner:
             pending, self._pending = dict(self._pending), {}
             if dirty:
                 loop = asyncio.get_running_loop()
-                records = await loop.run_in_executor(self.pool, self._encode_rows, dirty)
                 futs = []
-                for start in range(0, len(records), _SEND_CHUNK):  # let the hot path run between chunks
-                    for key, value in records[start : start + _SEND_CHUNK]:
-                        futs.append(await self.rows_out.send(key, value))
-                    await asyncio.sleep(0)
+                for start in range(0, len(dirty), _SEND_CHUNK):  # small chunks: the hot path runs in between
+                    chunk = dirty[start : start + _SEND_CHUNK]
+                    records = await loop.run_in_executor(self.pool, self._encode_rows, chunk)
+                    for key, value, version in records:
+                        futs.append(await self.rows_out.send(key, value, [(VERSION_HEADER, version)]))
                 await asyncio.gather(*futs)
                 if self.on_published is not None:
                     self.on_published(len(futs))
@@ -302,12 +322,22 @@ class CovisitOwner:
                 if offsets:
                     await consumer.commit(offsets)
 
-    def _encode_rows(self, items: Sequence[str]) -> list[tuple[bytes, bytes]]:
+    def _merge(self, deltas: Sequence[CovisitDelta], version: int) -> list[str]:
+        """Merge into the working rows, each first brought up to the newest published row (after a restart or
+        a rebalance the published row is newer than anything held here)."""
+        for d in deltas:
+            if self.working.version(d.item) < self.graph.version(d.item):
+                row = self.graph.row(d.item)
+                if row is not None:
+                    self.working.put_row(row)
+        return self.working.apply(deltas, version)
+
+    def _encode_rows(self, items: Sequence[str]) -> list[tuple[bytes, bytes, bytes]]:
         out = []
         for item in items:
-            row = self.graph.row(item)
+            row = self.working.row(item)
             if row is not None:
-                out.append((item.encode("utf-8"), row.to_json_bytes()))
+                out.append((item.encode("utf-8"), row.to_json_bytes(), str(row.version).encode()))
         return out
 
     async def stop(self) -> None:

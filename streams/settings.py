@@ -80,7 +80,7 @@ class WorkerSettings(BaseSettings):
         _COVISIT.source_exponent, ge=0, le=1, description="serving: exponent of the source item's weight"
     )
     covisit_flush_interval_s: float = Field(
-        1.0, gt=0, description="owners publish changed co-visitation rows at most this often, s"
+        5.0, gt=0, description="owners publish changed co-visitation rows at most this often, s"
     )
 
     # --- hot path ------------------------------------------------------------------------

@@ -99,11 +99,14 @@ class CovisitSignal:
         self.eligible = eligible
 
     def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
-        out: list[Scores] = []
-        for r in requests:
-            scores = self.graph.scores(r.state.recent_items, r.now_s, limit=depth, exclude=r.exclude)
-            out.append(scores if self.eligible is None else {j: s for j, s in scores.items() if self.eligible(j)})
-        return out
+        if not requests:
+            return []
+        found = self.graph.scores_many([(r.state.recent_items, r.exclude) for r in requests],
+                                       max(r.now_s for r in requests), limit=depth)
+        if self.eligible is None:
+            return found
+        eligible = self.eligible
+        return [{j: s for j, s in scores.items() if eligible(j)} for scores in found]
 
 
 class PopularitySignal:
@@ -116,5 +119,20 @@ class PopularitySignal:
         self.eligible = eligible
 
     def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
-        # the consumed set is applied by the core to the blended list (cheaper than per popular item here)
-        return [dict(self.popularity.top(depth, r.now_s, exclude=r.exclude, eligible=self.eligible)) for r in requests]
+        # One ranked list per batch (popularity learns between batches, and a common decay does not change the
+        # order), cut per event: the exact exclusions here, the consumed set by the core on the blended list.
+        if not requests:
+            return []
+        longest = max(len(r.exclude) for r in requests)
+        now_s = max(r.now_s for r in requests)
+        ranked = self.popularity.top(depth + longest, now_s, eligible=self.eligible)
+        out: list[Scores] = []
+        for r in requests:
+            scores: Scores = {}
+            for item, score in ranked:
+                if item not in r.exclude:
+                    scores[item] = score
+                    if len(scores) == depth:
+                        break
+            out.append(scores)
+        return out

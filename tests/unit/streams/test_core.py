@@ -96,7 +96,7 @@ def test_the_covisitation_signal_learns_what_others_chose_next() -> None:
     assert r.outcomes[0].items[0][0] == "i30"
     assert r.outcomes[0].fallback is None
     # the same stream without the collaborative signal: i30 is not first
-    plain = make_core(covisit=False)
+    plain = make_core(covisit=False, popularity=0)  # (popularity alone would find i30 too: it is everyone's)
     run(plain, history, {})
     (r2,) = run(plain, [ev("new", "i1", 500)], {})
     assert r2.outcomes[0].items[0][0] != "i30"
