@@ -44,6 +44,7 @@ import heapq
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 
 import numpy as np
 import numpy.typing as npt
@@ -77,6 +78,9 @@ class CoreConfig:
     covisit_weight: float = 1.0
     text_weight: float = 0.1
     popularity_weight: float = 0.1
+    # False: the text signal (one index search) runs only for searches and for events where co-visitation
+    # found fewer than `depth` candidates -- cold users and items, where text is what helps; True: always
+    text_always: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 1 or self.depth < 1:
@@ -111,9 +115,11 @@ def default_signals(
     index: VectorIndex, covisit: CovisitGraph | None, popularity: RecentPopularity, config: CoreConfig
 ) -> list[WeightedSignal]:
     eligible = _eligible(index)
-    out = [WeightedSignal(TextSignal(index), config.text_weight)]
+    out = []
     if covisit is not None:
         out.append(WeightedSignal(CovisitSignal(covisit, eligible), config.covisit_weight))
+    out.append(WeightedSignal(TextSignal(index), config.text_weight,
+                              when_thin=covisit is not None and not config.text_always))
     out.append(WeightedSignal(PopularitySignal(popularity, eligible), config.popularity_weight, prior=True))
     return [s for s in out if s.weight > 0]
 
@@ -225,7 +231,22 @@ class RecommenderCore:
 
     def _blend(self, requests: Sequence[SignalRequest]) -> list[tuple[list[tuple[str, float]], str | None]]:
         k, depth = self.config.k, self.config.depth
-        per_signal = [(ws, ws.signal.candidates(requests, depth)) for ws in self.signals]
+        per_signal: list[tuple[WeightedSignal, list[dict[str, float]]]] = []
+        found = [0] * len(requests)  # candidates of the non-prior signals so far, per event
+        for ws in self.signals:
+            if ws.when_thin:
+                asked = [i for i, r in enumerate(requests)
+                         if found[i] < depth or r.event.type is EventType.SEARCH]
+                got = ws.signal.candidates([requests[i] for i in asked], depth) if asked else []
+                lists: list[dict[str, float]] = [{} for _ in requests]
+                for i, scores in zip(asked, got, strict=True):
+                    lists[i] = scores
+            else:
+                lists = ws.signal.candidates(requests, depth)
+            if not ws.prior:
+                for i, scores in enumerate(lists):
+                    found[i] += len(scores)
+            per_signal.append((ws, lists))
         out: list[tuple[list[tuple[str, float]], str | None]] = []
         for i, req in enumerate(requests):
             total: dict[str, float] = {}
@@ -284,7 +305,7 @@ def _top_allowed(total: dict[str, float], k: int, req: SignalRequest) -> list[tu
     """The ``k`` best of ``total`` outside the exclusions; hashes only the few candidates near the top."""
     want = k + 16
     while True:
-        best = heapq.nlargest(want, total.items(), key=lambda kv: (kv[1], kv[0]))
+        best = sorted(heapq.nlargest(want, total.items(), key=itemgetter(1)), key=lambda kv: (-kv[1], kv[0]))
         ids = [j for j, _ in best if j not in req.exclude]
         consumed = req.state.consumed.contains_many(ids)
         allowed = {j for j, c in zip(ids, consumed, strict=True) if not c}

@@ -34,8 +34,7 @@ benchmarks) one :class:`CovisitGraph` learns synchronously (``apply``); in the w
 through Kafka, the owner of each item's partition merges them and publishes the row to a compacted topic
 that every worker replicates into its own :class:`CovisitGraph` (``put_row``).
 
-Thread safety: one lock guards the graph; every public method takes it, so the worker may apply rows
-from one pool thread while another scores a batch. Never call it on the event loop with a large batch.
+Thread safety: see :class:`CovisitGraph` (writers lock; the one reading thread does not).
 """
 
 from __future__ import annotations
@@ -231,7 +230,13 @@ class _Row:
 
 
 class CovisitGraph:
-    """Rows of the co-visitation graph, updated by ``apply`` (deltas) or ``put_row`` (published rows)."""
+    """Rows of the co-visitation graph, updated by ``apply`` (deltas) or ``put_rows`` (published rows).
+
+    Thread safety: writers (``apply``, ``put_rows``, ``remove``, ``row``) serialise on a lock. Readers
+    (``scores``) take no lock: ``put_rows`` never changes a row in place, it swaps whole row objects in the
+    dict (atomic under the GIL), so a reader sees the old row or the new one; the per-row score cache is
+    written by the reading thread only -- ONE reading thread at a time (the hot path). ``apply`` changes rows
+    in place: use it only on a graph no other thread reads (offline, or an owner's private working rows)."""
 
     def __init__(self, config: CovisitConfig | None = None) -> None:
         self.config = config or CovisitConfig()
@@ -328,19 +333,17 @@ class CovisitGraph:
     # ------------------------------------------------------------------ reads
     def scores_many(self, users: Sequence[tuple[Sequence[str], Collection[str]]], now_s: float,
                     limit: int | None = None) -> list[dict[str, float]]:
-        """``scores`` for a batch of (recent items, exclusions), under one lock acquisition."""
-        with self._lock:
-            return [self._scores(recent, now_s, limit, exclude) for recent, exclude in users]
+        """``scores`` for a batch of (recent items, exclusions). Lock-free (see the class docstring)."""
+        return [self._scores(recent, now_s, limit, exclude) for recent, exclude in users]
 
     def scores(self, recent: Sequence[str], now_s: float, limit: int | None = None,
                exclude: Collection[str] = ()) -> dict[str, float]:
-        """See :meth:`_scores` (takes the lock)."""
-        with self._lock:
-            return self._scores(recent, now_s, limit, exclude)
+        """See :meth:`_scores`. Lock-free (see the class docstring)."""
+        return self._scores(recent, now_s, limit, exclude)
 
     def _scores(self, recent: Sequence[str], now_s: float, limit: int | None = None,
                 exclude: Collection[str] = ()) -> dict[str, float]:
-        """(Caller holds the lock.) Collaborative scores of candidates for a user whose recent distinct items
+        """Collaborative scores of candidates for a user whose recent distinct items
         are ``recent`` (most recent first): the ``limit`` best (None: all) not in ``exclude``; see the module docstring.
 
         All counts of a score decay at the same rate, so c / (n_i ** (1 - d) * n_j ** d) does not change with

@@ -34,7 +34,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _MAX_ROWS_PER_MESSAGE = 512
 _SEND_CHUNK = 128  # rows encoded (in the pool) and appended to the producer at a time
@@ -108,7 +109,7 @@ class CovisitPublisher:
 class CovisitReplica:
     """Every worker: the whole compacted rows topic, applied to ``graph`` (newest version wins)."""
 
-    def __init__(self, *, bootstrap: str, topic: str, graph: CovisitGraph, pool: Executor,
+    def __init__(self, *, bootstrap: str, topic: str, graph: CovisitGraph, pool: Executor | None,
                  batch_max: int = 256) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -174,7 +175,7 @@ class CovisitReplica:
                 batch = await consumer.getmany(timeout_ms=200, max_records=self.batch_max)
                 for tp, records in batch.items():
                     if records:
-                        await loop.run_in_executor(self.pool, self._apply, records)
+                        await _run(loop, self.pool, self._apply, records)
                         self.positions[tp.partition] = records[-1].offset + 1
                 if not batch:  # compaction and transaction markers leave gaps: trust the consumer's position
                     for tp in consumer.assignment():
@@ -232,7 +233,7 @@ class CovisitOwner:
     """Merges the deltas of the rows this worker owns and publishes the changed rows (module docstring)."""
 
     def __init__(self, *, bootstrap: str, group_id: str, deltas_topic: str, rows_out: Sender, graph: CovisitGraph,
-                 replica: CovisitReplica, pool: Executor, flush_interval_s: float = 1.0, max_dirty: int = 10_000,
+                 replica: CovisitReplica, pool: Executor | None, flush_interval_s: float = 1.0, max_dirty: int = 10_000,
                  on_merged: Callable[[int], None] | None = None, on_published: Callable[[int], None] | None = None,
                  ) -> None:
         self.bootstrap = bootstrap
@@ -282,7 +283,7 @@ class CovisitOwner:
                                         r.topic, r.partition, r.offset, exc)
                             continue
                         # version = offset + 1: a new row starts at version 0
-                        changed = await loop.run_in_executor(self.pool, self._merge, deltas, r.offset + 1)
+                        changed = await _run(loop, self.pool, self._merge, deltas, r.offset + 1)
                         self._dirty.update(changed)
                         if self.on_merged is not None:
                             self.on_merged(len(deltas))
@@ -310,7 +311,7 @@ class CovisitOwner:
                 futs = []
                 for start in range(0, len(dirty), _SEND_CHUNK):  # small chunks: the hot path runs in between
                     chunk = dirty[start : start + _SEND_CHUNK]
-                    records = await loop.run_in_executor(self.pool, self._encode_rows, chunk)
+                    records = await _run(loop, self.pool, self._encode_rows, chunk)
                     for key, value, version in records:
                         futs.append(await self.rows_out.send(key, value, [(VERSION_HEADER, version)]))
                 await asyncio.gather(*futs)
@@ -364,6 +365,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: Any) -> None:
         # merge only on top of every row published so far (by the previous owner too)
         await self.owner.replica.caught_up()
+
+
+async def _run(loop: asyncio.AbstractEventLoop, pool: Executor | None, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in ``pool``, or on the loop itself when ``pool`` is None (then in small steps: the callers
+    hand over small batches, and the loop gets a turn after each)."""
+    if pool is None:
+        out = fn(*args)
+        await asyncio.sleep(0)
+        return out
+    return await loop.run_in_executor(pool, fn, *args)
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:

@@ -61,6 +61,9 @@ class WorkerSettings(BaseSettings):
     covisit_weight: float = Field(_CORE.covisit_weight, ge=0, description="blend weight of the co-visitation signal")
     text_weight: float = Field(_CORE.text_weight, ge=0, description="blend weight of the text (session vector) signal")
     popularity_weight: float = Field(_CORE.popularity_weight, ge=0, description="blend weight of the popularity prior")
+    text_always: bool = Field(
+        _CORE.text_always, description="search the index for every event (default: searches and cold users only)"
+    )
     covisit_window: int = Field(
         _COVISIT.window, ge=0, description="learning: pair an item with the user's last N distinct items"
     )

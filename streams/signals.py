@@ -67,6 +67,9 @@ class WeightedSignal:
     signal: Signal
     weight: float
     prior: bool = False  # True: a prior (popularity) -- a list made only of priors counts as a fallback
+    # True: asked only for the events where the signals before it in the list found fewer than `depth`
+    # candidates, or that are searches (the text signal by default: it answers cold starts and queries)
+    when_thin: bool = False
 
 
 class TextSignal:
@@ -123,7 +126,8 @@ class PopularitySignal:
         # order), cut per event: the exact exclusions here, the consumed set by the core on the blended list.
         if not requests:
             return []
-        longest = max(len(r.exclude) for r in requests)
+        # a prior: a user whose exclusions fill the popular head gets fewer than `depth` (never a scan of 250+)
+        longest = min(max(len(r.exclude) for r in requests), 2 * depth)
         now_s = max(r.now_s for r in requests)
         ranked = self.popularity.top(depth + longest, now_s, eligible=self.eligible)
         out: list[Scores] = []

@@ -171,13 +171,15 @@ class StreamWorker(mode.Service):
         if s.covisit:
             deltas_topic, rows_topic = covisit_topics(s)
             self.covisit = CovisitGraph(covisit_config(s))
+            # the co-visitation bookkeeping runs on the event loop in small steps (pool=None): a third busy
+            # thread would make the hot path's pool thread wait for the GIL (measured: streamrec bench)
             self.covisit_replica = CovisitReplica(bootstrap=s.bootstrap, topic=rows_topic, graph=self.covisit,
-                                                  pool=self.pool)
+                                                  pool=None, batch_max=64)
             m = self.metrics
             self.covisit_owner = CovisitOwner(
                 bootstrap=s.bootstrap, group_id=f"{s.app_id}-covisit", deltas_topic=deltas_topic,
                 rows_out=Output(self.app, rows_topic), graph=self.covisit, replica=self.covisit_replica,
-                pool=self.pool, flush_interval_s=s.covisit_flush_interval_s,
+                pool=None, flush_interval_s=s.covisit_flush_interval_s,
                 on_merged=m.covisit_deltas.labels("merged").inc, on_published=m.covisit_published.inc,
             )
             publisher = CovisitPublisher(Output(self.app, deltas_topic), covisit_partitions or partitions)
@@ -186,7 +188,7 @@ class StreamWorker(mode.Service):
             strategy=make_strategy(s.strategy, session_config(s)),
             popularity=RecentPopularity(half_life_s=s.popularity_half_life_s), covisit=self.covisit,
             config=CoreConfig(k=s.k, covisit_weight=s.covisit_weight, text_weight=s.text_weight,
-                              popularity_weight=s.popularity_weight),
+                              popularity_weight=s.popularity_weight, text_always=s.text_always),
         )
         self.hotpath = HotPath(
             table=self.table, recommendations=self.recommendations, dead_letter=self.dead_letter, core=self.core,
