@@ -127,7 +127,7 @@ def build_core(settings: WorkerSettings, strategy: str, catalogue: EmbeddedCatal
         popularity=RecentPopularity(half_life_s=settings.popularity_half_life_s),
         covisit=CovisitGraph(covisit_config(settings)) if settings.covisit else None,
         config=CoreConfig(k=k, covisit_weight=settings.covisit_weight, text_weight=settings.text_weight,
-                          popularity_weight=settings.popularity_weight),
+                          popularity_weight=settings.popularity_weight, text_always=settings.text_always),
     )
 
 
