@@ -126,3 +126,31 @@ def test_variants_are_a_strategy_and_worker_settings() -> None:
             parse_variant(bad)
     with pytest.raises(ConfigError):
         variant_settings(base, {"text_weight": "-1"})
+
+
+def test_the_evaluated_core_takes_every_core_setting_of_the_worker() -> None:
+    """Every CoreConfig field that is also a worker setting reaches the evaluated core (as in StreamWorker)."""
+    import dataclasses
+
+    import numpy as np
+
+    from streamrec.streams.core import CoreConfig
+    from streamrec.streams.evaluation.core_adapter import EmbeddedCatalogue, build_core
+    from streamrec.streams.settings import WorkerSettings
+
+    class Fake:
+        dim, name = 8, "fake"
+
+        def encode(self, texts: Sequence[str]) -> np.ndarray:  # type: ignore[type-arg]
+            return np.ones((len(texts), 8), np.float32) / np.sqrt(8)
+
+    shared = [f.name for f in dataclasses.fields(CoreConfig) if f.name in WorkerSettings.model_fields and f.name != "k"]
+    assert "covisit_weight" in shared
+    defaults = WorkerSettings()
+    changed = {n: (not getattr(defaults, n)) if isinstance(getattr(defaults, n), bool) else getattr(defaults, n) + 1
+               for n in shared}
+    settings = WorkerSettings(**changed)
+    catalogue = EmbeddedCatalogue(Fake(), [], np.empty((0, 8), np.float32), [], {}, 0.0)  # type: ignore[arg-type]
+    core = build_core(settings, "decayed_mean", catalogue, k=10)
+    assert {n: getattr(core.config, n) for n in shared} == changed
+    assert core.covisit is not None and core.covisit.config.window == settings.covisit_window
