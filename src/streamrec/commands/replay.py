@@ -14,7 +14,9 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -65,8 +67,6 @@ class ReplayStats:
 
 async def replay(settings: ReplaySettings) -> ReplayStats:
     """Send the catalogue and the events as ``settings`` say; returns what was sent."""
-    from aiokafka import AIOKafkaProducer
-
     from streamrec.streams.acls import Need, Operation, ResourceType, check_permissions
     from streamrec.streams.security import check_connection
     from streamrec.streams.topics import TopicSpec, ensure_topics
@@ -91,10 +91,30 @@ async def replay(settings: ReplaySettings) -> ReplayStats:
     if settings.send_items:
         needs.append(Need(ResourceType.TOPIC, settings.items_topic, Operation.WRITE, "the catalogue it sends"))
     await check_permissions(settings.bootstrap, security, needs)
-    stats = ReplayStats()
+    catalogue = [movie_item(m) for m in movies] if settings.send_items else []
+    items = [(i.item_id.encode(), i.to_json_bytes()) for i in catalogue]
+    return await send_records(
+        settings.bootstrap, items_topic=settings.items_topic, items=items, events_topic=settings.events_topic,
+        events=[(e.key, e.payload) for e in events], offsets=offsets, linger_ms=settings.linger_ms,
+        searches=sum(e.type == "search" for e in events), client_kwargs=security.aiokafka_kwargs(),
+    )
+
+
+async def send_records(
+    bootstrap: str, *, items_topic: str, items: Sequence[tuple[bytes, bytes]], events_topic: str,
+    events: Sequence[tuple[bytes, Callable[[int], bytes]]], offsets: Sequence[float], linger_ms: int = 1,
+    searches: int = 0, client_kwargs: dict[str, Any] | None = None,
+) -> ReplayStats:
+    """The replay's producing loop, for any catalogue and events: ``items`` first (then a flush), then each
+    event at ``t0 + offsets[i]`` (open loop). An event is ``(key, payload)``: ``payload(now_ms)`` gives its value
+    at send time. Idempotent producer, acks=all; every delivery is awaited before returning. ``client_kwargs``:
+    the connection's security (``KafkaSecurity.aiokafka_kwargs()``)."""
+    from aiokafka import AIOKafkaProducer
+
+    stats = ReplayStats(searches=searches)
     producer = AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap, enable_idempotence=True, acks="all", linger_ms=settings.linger_ms,
-        **security.aiokafka_kwargs(),
+        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=linger_ms,
+        **(client_kwargs or {}),
     )
     await producer.start()
     try:
@@ -105,27 +125,24 @@ async def replay(settings: ReplaySettings) -> ReplayStats:
                 await pending.popleft()  # raises if delivery failed
 
         started = time.monotonic()
-        if settings.send_items:
-            for movie in movies:
-                item = movie_item(movie)
-                value = item.to_json_bytes()
-                pending.append(await producer.send(settings.items_topic, value, key=item.item_id.encode()))
+        if items:
+            for key, value in items:
+                pending.append(await producer.send(items_topic, value, key=key))
                 await settle(10_000)
             await producer.flush()
             await settle(0)
-            stats.items = len(movies)
-            log.info("sent %d items to %s", stats.items, settings.items_topic)
+            stats.items = len(items)
+            log.info("sent %d items to %s", stats.items, items_topic)
         t0 = time.monotonic()
-        for event, offset in zip(events, offsets, strict=True):
+        for (key, payload), offset in zip(events, offsets, strict=True):
             delay = t0 + offset - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             else:
                 stats.max_lag_s = max(stats.max_lag_s, -delay)
-            value = event.payload(time.time_ns() // 1_000_000)
-            pending.append(await producer.send(settings.events_topic, value, key=event.key))
+            value = payload(time.time_ns() // 1_000_000)
+            pending.append(await producer.send(events_topic, value, key=key))
             stats.events += 1
-            stats.searches += event.type == "search"
             await settle(10_000)
             if stats.events % 10_000 == 0:
                 log.info("sent %d / %d events", stats.events, len(events))
