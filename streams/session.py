@@ -93,7 +93,7 @@ class SessionStateError(StreamrecError):
 class SessionConfig:
     """How sessions evolve. ``weight_of(type)`` gives the type weight."""
 
-    half_life_s: float = 300.0  # measured: benchmarks/strategy_eval.py (README, 'Choosing the strategy')
+    half_life_s: float = 300.0  # measured: README 'Choosing the strategy' (benchmarks/results/strategy.json)
     view_weight: float = 1.0
     click_weight: float = 2.0
     search_weight: float = 1.5
