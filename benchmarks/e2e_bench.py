@@ -100,7 +100,8 @@ def plan(c: BenchConfig) -> Plan:
     return Plan(
         rates=_floats(c.rates, "100,400" if q else "100,250,500,1000,1500,2000,3000,4000"),
         workers=[int(x) for x in _floats(c.workers, "1" if q else "1,2")],
-        duration_s=c.duration_s or (5.0 if q else 12.0), warmup_s=c.warmup_s or (1.0 if q else 2.0),
+        duration_s=c.duration_s or (5.0 if q else 12.0),
+        warmup_s=c.warmup_s or (1.0 if q else 2.0),
         search_rates=_floats(c.search_rates, "100" if q else "100,250,500,1000"),
         grid=_grid(c.grid, "off" if q else "1:0,16:2,64:0,64:2,64:5,256:5"),
         synthetic_rates=_floats(c.synthetic_rates, "100,500") if c.synthetic_items else [],
@@ -114,8 +115,9 @@ def _say(msg: str) -> None:
 async def _send_items(bootstrap: str, topic: str, items: Iterable[ItemRecord], security: KafkaSecurity) -> int:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5,
-                                **security.aiokafka_kwargs())
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5, **security.aiokafka_kwargs()
+    )
     await producer.start()
     n = 0
     try:
@@ -170,8 +172,9 @@ async def run_phase(c: BenchConfig, p: Plan, ph: Phase, security: KafkaSecurity 
     rid = unique_name(f"bench-{ph.name}")
     t = {k: f"{rid}-{k}" for k in ("events", "items", "recs", "dlq", "floor-in", "floor-out")}
     parts = c.partitions
-    create_topics(c.bootstrap, {t[k]: parts for k in ("events", "recs", "dlq", "floor-in", "floor-out")},
-                  security=security)
+    create_topics(
+        c.bootstrap, {t[k]: parts for k in ("events", "recs", "dlq", "floor-in", "floor-out")}, security=security
+    )
     create_topics(c.bootstrap, {t["items"]: 2}, {"cleanup.policy": "compact"}, security=security)
     data_dir = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
     workers: list[Any] = []
@@ -183,27 +186,43 @@ async def run_phase(c: BenchConfig, p: Plan, ph: Phase, security: KafkaSecurity 
         t0 = time.monotonic()
         n_items = await _send_items(c.bootstrap, t["items"], ph.items, security)
         env = {
-            "STREAMREC_BOOTSTRAP": c.bootstrap, "STREAMREC_APP_ID": rid, "STREAMREC_EVENTS_TOPIC": t["events"],
-            "STREAMREC_ITEMS_TOPIC": t["items"], "STREAMREC_RECOMMENDATIONS_TOPIC": t["recs"],
-            "STREAMREC_DEAD_LETTER_TOPIC": t["dlq"], "STREAMREC_PARTITIONS": str(parts),
-            "STREAMREC_DATA_DIR": str(data_dir), "STREAMREC_MODEL_DIR": c.model_dir or str(default_model_dir()),
-            "STREAMREC_BATCH_MAX": str(c.batch_max), "STREAMREC_BATCH_LINGER_MS": str(c.batch_linger_ms),
-            "HF_HUB_OFFLINE": "1", **security_environment(security), **ph.env,
+            "STREAMREC_BOOTSTRAP": c.bootstrap,
+            "STREAMREC_APP_ID": rid,
+            "STREAMREC_EVENTS_TOPIC": t["events"],
+            "STREAMREC_ITEMS_TOPIC": t["items"],
+            "STREAMREC_RECOMMENDATIONS_TOPIC": t["recs"],
+            "STREAMREC_DEAD_LETTER_TOPIC": t["dlq"],
+            "STREAMREC_PARTITIONS": str(parts),
+            "STREAMREC_DATA_DIR": str(data_dir),
+            "STREAMREC_MODEL_DIR": c.model_dir or str(default_model_dir()),
+            "STREAMREC_BATCH_MAX": str(c.batch_max),
+            "STREAMREC_BATCH_LINGER_MS": str(c.batch_linger_ms),
+            "HF_HUB_OFFLINE": "1",
+            **security_environment(security),
+            **ph.env,
         }
         for i in range(ph.n_workers):
             workers.append(start_worker({**env, "STREAMREC_WORKER_NAME": f"w{i}"}, data_dir / f"worker{i}.log"))
         _say(f"{ph.name}: {ph.n_workers} worker(s) indexing {n_items} items (logs: {data_dir})")
         for w in workers:
             await asyncio.to_thread(
-                w.wait_until, lambda m: m.get("streamrec_index_ready") == 1.0
-                and m.get("streamrec_index_items") == n_items, ph.ready_timeout_s, "the catalogue indexed")
+                w.wait_until,
+                lambda m: m.get("streamrec_index_ready") == 1.0 and m.get("streamrec_index_items") == n_items,
+                ph.ready_timeout_s,
+                "the catalogue indexed",
+            )
         out["catalogue"] = {"items": n_items, "ready_s": time.monotonic() - t0}
         if ph.floor:
-            echo = await asyncio.to_thread(_start_echo, c.bootstrap, t["floor-in"], t["floor-out"], parts,
-                                           security_environment(security))
-        producer = AIOKafkaProducer(bootstrap_servers=c.bootstrap, enable_idempotence=True, acks="all",
-                                    **security.aiokafka_kwargs(),
-                                    linger_ms=0)
+            echo = await asyncio.to_thread(
+                _start_echo, c.bootstrap, t["floor-in"], t["floor-out"], parts, security_environment(security)
+            )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=c.bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            **security.aiokafka_kwargs(),
+            linger_ms=0,
+        )
         await producer.start()
         recs = Collector(c.bootstrap, t["recs"], parts, parse_recommendation, security.aiokafka_kwargs())
         floor = Collector(c.bootstrap, t["floor-out"], parts, parse_echo, security.aiokafka_kwargs())
@@ -275,8 +294,12 @@ class _CpuMeter:
         wall = time.monotonic() - self.wall
         servers = sum(_cpu_s(p) for p in self.pids) - self.servers
         own = sum(os.times()[:2]) - self.own
-        return {"server_cpu_ms_per_event": 1000 * servers / events, "server_cores_busy": servers / wall,
-                "generator_cpu_ms_per_event": 1000 * own / events, "wall_s": wall}
+        return {
+            "server_cpu_ms_per_event": 1000 * servers / events,
+            "server_cores_busy": servers / wall,
+            "generator_cpu_ms_per_event": 1000 * own / events,
+            "wall_s": wall,
+        }
 
 
 def _start_echo(
@@ -286,11 +309,26 @@ def _start_echo(
     from streamrec.testing import subprocess_environment
 
     echo = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.e2e_echo", "--bootstrap", bootstrap, "--source", source, "--sink", sink,
-         "--partitions", str(partitions)],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
-        env={**subprocess_environment(security_env),
-             "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])},
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.e2e_echo",
+            "--bootstrap",
+            bootstrap,
+            "--source",
+            source,
+            "--sink",
+            sink,
+            "--partitions",
+            str(partitions),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={
+            **subprocess_environment(security_env),
+            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        },
     )
     assert echo.stdout is not None
     if echo.stdout.readline().strip() != "ready":
@@ -326,11 +364,16 @@ def _step_json(s: StepResult, floor: dict[str, Any] | None) -> dict[str, Any]:
 async def run_bench(c: BenchConfig, security: KafkaSecurity = PLAINTEXT) -> dict[str, Any]:
     p = plan(c)
     started = time.time()
-    result: dict[str, Any] = {"benchmark": "e2e", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "command": c.command or "python -m benchmarks.e2e_bench",
-                              "machine": machine(c.note), "versions": e2e_report.versions(),
-                              "settings": dataclasses.asdict(c), "plan": dataclasses.asdict(p),
-                              "kafka_security": security.describe()}
+    result: dict[str, Any] = {
+        "benchmark": "e2e",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": c.command or "python -m benchmarks.e2e_bench",
+        "machine": machine(c.note),
+        "versions": e2e_report.versions(),
+        "settings": dataclasses.asdict(c),
+        "plan": dataclasses.asdict(p),
+        "kafka_security": security.describe(),
+    }
     ml_items = e2e_data.movielens_items()
     mixed = e2e_data.movielens_events(c.search_mix)
     result["sweeps"] = {}
@@ -339,7 +382,7 @@ async def run_bench(c: BenchConfig, security: KafkaSecurity = PLAINTEXT) -> dict
         result["sweeps"][f"workers_{n}"] = await run_phase(c, p, ph, security)
     result["floor"] = {
         "what": "bare aiokafka echo process (consume -> produce, acks=all, no linger), same broker, generator "
-                "and consumer; measured just before the worker at each rate",
+        "and consumer; measured just before the worker at each rate",
         "steps": e2e_report.merged_floor(result["sweeps"]),
         "by_phase": {k: v["floor_steps"] for k, v in result["sweeps"].items()},
     }
@@ -355,9 +398,13 @@ async def run_bench(c: BenchConfig, security: KafkaSecurity = PLAINTEXT) -> dict
         result["batch_grid"].append({"batch_max": bm, "batch_linger_ms": linger, **r})
         e2e_report.add_floor_ratios(r, result["floor"]["steps"])
     if c.synthetic_items:
-        ph = Phase("synthetic", e2e_data.synthetic_items(c.synthetic_items),
-                   e2e_data.synthetic_events(c.synthetic_items, c.search_mix), p.synthetic_rates,
-                   ready_timeout_s=1800.0)
+        ph = Phase(
+            "synthetic",
+            e2e_data.synthetic_items(c.synthetic_items),
+            e2e_data.synthetic_events(c.synthetic_items, c.search_mix),
+            p.synthetic_rates,
+            ready_timeout_s=1800.0,
+        )
         result["synthetic"] = await run_phase(c, p, ph, security)
         e2e_report.add_floor_ratios(result["synthetic"], result["floor"]["steps"])
     result["machine"]["loadavg_after"] = list(os.getloadavg())
@@ -367,12 +414,14 @@ async def run_bench(c: BenchConfig, security: KafkaSecurity = PLAINTEXT) -> dict
     return result
 
 
-def main(argv: Sequence[str] | None = None, config: BenchConfig | None = None,
-         security: KafkaSecurity = PLAINTEXT) -> int:
+def main(
+    argv: Sequence[str] | None = None, config: BenchConfig | None = None, security: KafkaSecurity = PLAINTEXT
+) -> int:
     """Run the benchmark (from ``config``, else from command-line flags), write JSON + PNG, print the table."""
     if config is None:
-        ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        ap = argparse.ArgumentParser(
+            description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
         for f in dataclasses.fields(BenchConfig):
             flag = "--" + f.name.replace("_", "-")
             if f.type in (bool, "bool"):
@@ -382,7 +431,8 @@ def main(argv: Sequence[str] | None = None, config: BenchConfig | None = None,
         args = ap.parse_args(argv)
         given = vars(args)
         given["command"] = given["command"] or "python -m benchmarks.e2e_bench " + " ".join(
-            sys.argv[1:] if argv is None else argv)
+            sys.argv[1:] if argv is None else argv
+        )
         config = BenchConfig(**given)
     result = asyncio.run(run_bench(config, security))
     out = Path(config.out).expanduser() if config.out else DEFAULT_OUT

@@ -65,7 +65,10 @@ class Collector:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
             **self.client_kwargs,
         )
         await self._consumer.start()
@@ -169,14 +172,23 @@ def _stage_breakdown(measured: list[tuple[float, Arrival]]) -> dict[str, dict[st
     if outside:
         out["outside_stages"] = {"p50": float(np.median(outside)), "p99": float(np.percentile(outside, 99))}
         out["send_to_emitted"] = {"p50": float(np.median(to_emit)), "p99": float(np.percentile(to_emit, 99))}
-        out["emitted_to_receipt"] = {"p50": float(np.median(emit_to_recv)),
-                                     "p99": float(np.percentile(emit_to_recv, 99))}
+        out["emitted_to_receipt"] = {
+            "p50": float(np.median(emit_to_recv)),
+            "p99": float(np.percentile(emit_to_recv, 99)),
+        }
     return out
 
 
 async def run_step(
-    producer: Any, collector: Collector, topic: str, events: Sequence[ReplayEvent], *,
-    rate: float, duration_s: float, warmup_s: float, drain_s: float,
+    producer: Any,
+    collector: Collector,
+    topic: str,
+    events: Sequence[ReplayEvent],
+    *,
+    rate: float,
+    duration_s: float,
+    warmup_s: float,
+    drain_s: float,
 ) -> StepResult:
     """Send ``rate * duration_s`` events on the open-loop schedule, wait up to ``drain_s`` for answers."""
     n = int(rate * duration_s)
@@ -215,22 +227,33 @@ async def run_step(
         measured.append((float(send_ms[i]), a))
     sent_in_window = int(np.count_nonzero((send_ms >= win_lo) & (send_ms < win_hi)))
     return StepResult(
-        offered_rate=rate, duration_s=duration_s, warmup_s=warmup_s, sent=n, measured=n - first,
-        received=len(lat), missing=missing, achieved_rate=in_window / window_s, send_rate=sent_in_window / window_s,
-        latency_ms=summary(lat), from_schedule_ms=summary(from_sched),
+        offered_rate=rate,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        sent=n,
+        measured=n - first,
+        received=len(lat),
+        missing=missing,
+        achieved_rate=in_window / window_s,
+        send_rate=sent_in_window / window_s,
+        latency_ms=summary(lat),
+        from_schedule_ms=summary(from_sched),
         generator_lag_ms=summary(send_ms[first:] - sched_ms[first:]),
-        stages_ms=_stage_breakdown(measured), latencies=lat,
+        stages_ms=_stage_breakdown(measured),
+        latencies=lat,
     )
 
 
-async def prime(producer: Any, collector: Collector, topic: str, events: Sequence[ReplayEvent],
-                timeout_s: float) -> float:
+async def prime(
+    producer: Any, collector: Collector, topic: str, events: Sequence[ReplayEvent], timeout_s: float
+) -> float:
     """Send a few events and wait for all their answers (partitions assigned, paths warm); seconds taken."""
     t = time.monotonic()
     for ev in events:
         await producer.send_and_wait(topic, ev.payload(int(time.time() * 1000)), key=ev.key)
     missing = await collector.wait_for([e.event_id for e in events], timeout_s)
     if missing:
-        raise TimeoutError(f"{missing} of {len(events)} priming events got no answer on {collector.topic} "
-                           f"within {timeout_s:.0f} s")
+        raise TimeoutError(
+            f"{missing} of {len(events)} priming events got no answer on {collector.topic} within {timeout_s:.0f} s"
+        )
     return time.monotonic() - t

@@ -29,8 +29,10 @@ def brief(s: StepResult) -> str:
     lat = s.latency_ms
     if not lat:
         return f"no answers ({s.missing} missing)"
-    return (f"p50 {lat['p50']:7.1f}  p99 {lat['p99']:7.1f}  max {lat['max']:7.1f} ms  "
-            f"achieved {s.achieved_rate:6.0f}/s  missing {s.missing}  gen-lag p99 {s.generator_lag_ms['p99']:.1f} ms")
+    return (
+        f"p50 {lat['p50']:7.1f}  p99 {lat['p99']:7.1f}  max {lat['max']:7.1f} ms  "
+        f"achieved {s.achieved_rate:6.0f}/s  missing {s.missing}  gen-lag p99 {s.generator_lag_ms['p99']:.1f} ms"
+    )
 
 
 def merged_floor(sweeps: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -64,8 +66,10 @@ def complete(result: dict[str, Any]) -> bool:
 
 
 def table(result: dict[str, Any]) -> str:
-    head = ("| run | offered /s | p50 | p95 | p99 | p99.9 | max (ms) | achieved /s | p50 / floor | p99 / floor |"
-            "\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    head = (
+        "| run | offered /s | p50 | p95 | p99 | p99.9 | max (ms) | achieved /s | p50 / floor | p99 / floor |"
+        "\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
     rows = [head]
 
     def row(name: str, s: dict[str, Any]) -> str:
@@ -73,10 +77,12 @@ def table(result: dict[str, Any]) -> str:
         if not lat:
             return f"| {name} | {s['offered_rate']:.0f} | no answers | | | | | 0 | | |"
         r = s.get("ratio_to_floor", {})
-        ratio = (f"{r['p50']:.1f}x | {r['p99']:.1f}x" if r else " | ")
+        ratio = f"{r['p50']:.1f}x | {r['p99']:.1f}x" if r else " | "
         sat = " (saturated)" if s["saturated"] else ""
-        return (f"| {name} | {s['offered_rate']:.0f} | {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['p99']:.1f} | "
-                f"{lat['p99.9']:.1f} | {lat['max']:.1f} | {s['achieved_rate']:.0f}{sat} | {ratio} |")
+        return (
+            f"| {name} | {s['offered_rate']:.0f} | {lat['p50']:.1f} | {lat['p95']:.1f} | {lat['p99']:.1f} | "
+            f"{lat['p99.9']:.1f} | {lat['max']:.1f} | {s['achieved_rate']:.0f}{sat} | {ratio} |"
+        )
 
     for s in result["floor"]["steps"]:
         rows.append(row("floor (bare echo)", s))
@@ -89,15 +95,22 @@ def table(result: dict[str, Any]) -> str:
             if s["stages_ms"]:
                 st = ", ".join(f"{k} {v['p50']:.2f}" for k, v in s["stages_ms"].items())
                 if "cpu" in s:
-                    st += (f"; worker CPU {s['cpu']['server_cpu_ms_per_event']:.2f} ms/event "
-                           f"({s['cpu']['server_cores_busy']:.2f} cores busy)")
+                    st += (
+                        f"; worker CPU {s['cpu']['server_cpu_ms_per_event']:.2f} ms/event "
+                        f"({s['cpu']['server_cores_busy']:.2f} cores busy)"
+                    )
                 stages.append(f"  {name} @{s['offered_rate']:.0f}/s median ms: {st}")
     for f in result["floor"]["steps"]:
         if "cpu" in f:
-            stages.append(f"  floor @{f['offered_rate']:.0f}/s: echo CPU {f['cpu']['server_cpu_ms_per_event']:.3f} "
-                          f"ms/event; generator+consumer {f['cpu']['generator_cpu_ms_per_event']:.3f} ms/event")
-    return "\n".join(rows) + "\n\nstage breakdown (worker's latency_ms; outside_stages = e2e - stages):\n" + \
-        "\n".join(stages)
+            stages.append(
+                f"  floor @{f['offered_rate']:.0f}/s: echo CPU {f['cpu']['server_cpu_ms_per_event']:.3f} "
+                f"ms/event; generator+consumer {f['cpu']['generator_cpu_ms_per_event']:.3f} ms/event"
+            )
+    return (
+        "\n".join(rows)
+        + "\n\nstage breakdown (worker's latency_ms; outside_stages = e2e - stages):\n"
+        + "\n".join(stages)
+    )
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -109,8 +122,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     series = [("floor (bare aiokafka echo)", result["floor"]["steps"], "k")]
     colours = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"])
-    series += [(f"{k.replace('workers_', '')} worker(s)", v["steps"], next(colours))
-               for k, v in result["sweeps"].items()]
+    series += [
+        (f"{k.replace('workers_', '')} worker(s)", v["steps"], next(colours)) for k, v in result["sweeps"].items()
+    ]
     if result.get("search_heavy"):
         series.append(("search-heavy, 1 worker", result["search_heavy"]["steps"], "tab:red"))
     if result.get("synthetic"):
@@ -123,8 +137,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
         x = [s["offered_rate"] for s in steps]
         for q, style in (("p50", "-o"), ("p99", "--^")):
             ax1.plot(x, [s["latency_ms"][q] for s in steps], style, color=colour, label=f"{label} {q}", ms=4)
-    ax1.set(xscale="log", yscale="log", xlabel="offered events/s (open loop)", ylabel="latency, ms",
-            title="end-to-end latency vs offered rate")
+    ax1.set(
+        xscale="log",
+        yscale="log",
+        xlabel="offered events/s (open loop)",
+        ylabel="latency, ms",
+        title="end-to-end latency vs offered rate",
+    )
     ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(fontsize=7)
     rate = result.get("cdf_rate", 500.0)
@@ -137,8 +156,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax2.grid(True, which="both", alpha=0.3)
     ax2.legend(fontsize=7)
     m = result["machine"]
-    fig.suptitle(f"streamrec end to end through Kafka - {m['cpu']}, {m['cores']} cores (shared), "
-                 f"load avg {m['loadavg_before'][0]:.1f}", fontsize=9)
+    fig.suptitle(
+        f"streamrec end to end through Kafka - {m['cpu']}, {m['cores']} cores (shared), "
+        f"load avg {m['loadavg_before'][0]:.1f}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -151,8 +173,11 @@ def _closest(steps: list[dict[str, Any]], rate: float) -> dict[str, Any] | None:
 
 def _sustained(steps: list[dict[str, Any]], p99_max_ms: float) -> float:
     """Highest offered rate answered in full (>= 90 %) with p99 <= ``p99_max_ms`` (0 if none)."""
-    ok = [s["offered_rate"] for s in steps if not s["saturated"] and s["latency_ms"]
-          and s["latency_ms"]["p99"] <= p99_max_ms]
+    ok = [
+        s["offered_rate"]
+        for s in steps
+        if not s["saturated"] and s["latency_ms"] and s["latency_ms"]["p99"] <= p99_max_ms
+    ]
     return max(ok, default=0.0)
 
 

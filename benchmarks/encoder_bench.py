@@ -71,8 +71,9 @@ def research_variants(model_dir: Path, work: Path, quick: bool) -> dict[str, dic
     manifest = load_manifest(model_dir)
     fp32 = model_dir / manifest.variants["fp32"].file
     calib = list(build_corpus(200).calibration)
-    feeds = text_feeds(model_dir / manifest.tokenizer, calib[:128], manifest.inputs, manifest.max_seq_length, 16,
-                       same_width=False)
+    feeds = text_feeds(
+        model_dir / manifest.tokenizer, calib[:128], manifest.inputs, manifest.max_seq_length, 16, same_width=False
+    )
     recipes: dict[str, DynamicInt8Recipe | StaticQdqRecipe] = {
         "int8-per-tensor": DynamicInt8Recipe(per_channel=False),
         "int8-per-channel": DynamicInt8Recipe(),
@@ -98,9 +99,15 @@ def research_variants(model_dir: Path, work: Path, quick: bool) -> dict[str, dic
         if isinstance(recipe, DynamicInt8Recipe):
             quantize_dynamic_int8(fp32, dst, recipe, calibration_feeds=feeds)
         else:
-            quantize_static_qdq(fp32, dst, recipe, tokenizer_file=model_dir / manifest.tokenizer,
-                                calibration_texts=calib, inputs=manifest.inputs,
-                                max_seq_length=manifest.max_seq_length)
+            quantize_static_qdq(
+                fp32,
+                dst,
+                recipe,
+                tokenizer_file=model_dir / manifest.tokenizer,
+                calibration_texts=calib,
+                inputs=manifest.inputs,
+                max_seq_length=manifest.max_seq_length,
+            )
         out[name] = recipe.to_dict()
     return out
 
@@ -140,8 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer texts/rounds and research variants")
     p.add_argument("--no-research", action="store_true", help="only the exported variants")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
-    p.add_argument("--note", default="shared 2-core machine; other jobs ran CPU-heavy work at the same time",
-                   help="what else ran on the machine (recorded in the JSON)")
+    p.add_argument(
+        "--note",
+        default="shared 2-core machine; other jobs ran CPU-heavy work at the same time",
+        help="what else ran on the machine (recorded in the JSON)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -166,8 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     engines: dict[str, Encode] = {}
     info: dict[str, dict[str, Any]] = {}
     # like sentence-transformers' encode(): one padded batch per call of up to 128 texts
-    ref_enc = TorchReferenceEncoder(source, model_dir / manifest.tokenizer, pooling=manifest.pooling,
-                                    max_seq_length=manifest.max_seq_length, batch_size=128)
+    ref_enc = TorchReferenceEncoder(
+        source,
+        model_dir / manifest.tokenizer,
+        pooling=manifest.pooling,
+        max_seq_length=manifest.max_seq_length,
+        batch_size=128,
+    )
     engines["pytorch-fp32"] = ref_enc.encode
     info["pytorch-fp32"] = {"engine": "torch", "recipe": {"kind": "fp32"}}
     # ORT engines run as the runtime does (length-sorted chunks of OnnxEncoderConfig's default size); the
@@ -178,14 +193,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name in manifest.variants:
             enc = OnnxTextEncoder(model_dir, OnnxEncoderConfig(variant=name, **cfg))
             engines[f"ort-{name}"] = enc.encode
-            info[f"ort-{name}"] = {"engine": "onnxruntime CPU", "recipe": dict(manifest.variants[name].recipe),
-                                   "chunk": enc.max_batch_size,
-                                   "default": name == manifest.default_variant.get("CPUExecutionProvider")}
+            info[f"ort-{name}"] = {
+                "engine": "onnxruntime CPU",
+                "recipe": dict(manifest.variants[name].recipe),
+                "chunk": enc.max_batch_size,
+                "default": name == manifest.default_variant.get("CPUExecutionProvider"),
+            }
     for name in ("fp32", "cpu-int8"):
         enc = OnnxTextEncoder(model_dir, OnnxEncoderConfig(variant=name, max_batch_size=128, **cfg))
         engines[f"ort-{name}/pad-like-torch"] = enc.encode
-        info[f"ort-{name}/pad-like-torch"] = {"engine": "onnxruntime CPU", "chunk": 128,
-                                              "recipe": dict(manifest.variants[name].recipe)}
+        info[f"ort-{name}/pad-like-torch"] = {
+            "engine": "onnxruntime CPU",
+            "chunk": 128,
+            "recipe": dict(manifest.variants[name].recipe),
+        }
     tmp = Path(tempfile.mkdtemp(prefix="encoder-bench-"))
     try:
         if not args.no_research:
@@ -207,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"batch-1 latency, {rounds} interleaved rounds ...", flush=True)
         lat: dict[str, list[float]] = {n: [] for n in engines}
         for r in range(rounds):
-            chunk = texts[r * n_latency % len(texts):][:n_latency]
+            chunk = texts[r * n_latency % len(texts) :][:n_latency]
             for name, fn in engines.items():
                 for t in chunk:
                     t0 = time.perf_counter()
@@ -215,18 +236,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                     lat[name].append(time.perf_counter() - t0)
         for name in engines:
             ms = np.array(lat[name]) * 1e3
-            info[name]["batch1_ms"] = {"p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
-                                       "n": len(ms)}
+            info[name]["batch1_ms"] = {
+                "p50": float(np.percentile(ms, 50)),
+                "p99": float(np.percentile(ms, 99)),
+                "n": len(ms),
+            }
 
         for bs in (8, 32, 128):
             print(f"throughput at batch {bs} ...", flush=True)
             per_round: dict[str, list[float]] = {n: [] for n in engines}
             for r in range(rounds):
-                chunk = texts[r * n_tput % len(texts):][:n_tput]
+                chunk = texts[r * n_tput % len(texts) :][:n_tput]
                 for name, fn in engines.items():
                     t0 = time.perf_counter()
                     for i in range(0, len(chunk), bs):
-                        fn(chunk[i:i + bs])
+                        fn(chunk[i : i + bs])
                     per_round[name].append(len(chunk) / (time.perf_counter() - t0))
             for name in engines:
                 info[name][f"throughput_b{bs}"] = statistics.median(per_round[name])
@@ -242,8 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = {"batch1_speedup": 5.0, "b32_speedup": 3.0, "cos_mean": 0.995, "top10_overlap": 0.90}
     for d in info.values():
         q = d["quality"]
-        d["meets_targets"] = bool(d["speedup_batch1_p50"] >= 5 and d["speedup_b32"] >= 3
-                                  and q["cos_mean"] >= 0.995 and q["top10_overlap"] >= 0.90)
+        d["meets_targets"] = bool(
+            d["speedup_batch1_p50"] >= 5
+            and d["speedup_b32"] >= 3
+            and q["cos_mean"] >= 0.995
+            and q["top10_overlap"] >= 0.90
+        )
     machine_info = {**machine(args.note), "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     result = {
         "benchmark": "encoder",
@@ -251,9 +279,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": "python benchmarks/encoder_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine_info,
         "versions": versions(),
-        "params": {"threads": args.threads, "rounds": rounds, "quality_texts": len(texts),
-                   "latency_texts_per_round": n_latency, "throughput_texts_per_round": n_tput,
-                   "model_dir": str(model_dir), "model": manifest.name, "max_seq_length": manifest.max_seq_length},
+        "params": {
+            "threads": args.threads,
+            "rounds": rounds,
+            "quality_texts": len(texts),
+            "latency_texts_per_round": n_latency,
+            "throughput_texts_per_round": n_tput,
+            "model_dir": str(model_dir),
+            "model": manifest.name,
+            "max_seq_length": manifest.max_seq_length,
+        },
         "targets_vs_pytorch_fp32": targets,
         "pareto_front_b32_vs_cos_mean": front,
         "results": info,
@@ -273,28 +308,35 @@ def pareto(info: dict[str, dict[str, Any]]) -> list[str]:
     front = []
     for a in names:
         qa, sa = info[a]["quality"]["cos_mean"], info[a]["throughput_b32"]
-        if not any(info[b]["quality"]["cos_mean"] >= qa and info[b]["throughput_b32"] >= sa
-                   and (info[b]["quality"]["cos_mean"] > qa or info[b]["throughput_b32"] > sa) for b in names):
+        if not any(
+            info[b]["quality"]["cos_mean"] >= qa
+            and info[b]["throughput_b32"] >= sa
+            and (info[b]["quality"]["cos_mean"] > qa or info[b]["throughput_b32"] > sa)
+            for b in names
+        ):
             front.append(a)
     return sorted(front, key=lambda n: info[n]["throughput_b32"])
 
 
 def print_table(info: dict[str, dict[str, Any]], front: list[str]) -> None:
-    hdr = (f"{'engine':36s} {'p50 ms':>7s} {'p99 ms':>7s} {'x b1':>5s} {'b8/s':>6s} {'b32/s':>6s} {'x b32':>5s} "
-           f"{'b128/s':>6s} {'cos':>7s} {'cosmin':>7s} {'top10':>6s}")
+    hdr = (
+        f"{'engine':36s} {'p50 ms':>7s} {'p99 ms':>7s} {'x b1':>5s} {'b8/s':>6s} {'b32/s':>6s} {'x b32':>5s} "
+        f"{'b128/s':>6s} {'cos':>7s} {'cosmin':>7s} {'top10':>6s}"
+    )
     print(hdr)
     for name, d in info.items():
         q = d["quality"]
         mark = ("*" if name in front else " ") + ("T" if d["meets_targets"] else " ")
-        print(f"{name:34s}{mark} {d['batch1_ms']['p50']:7.2f} {d['batch1_ms']['p99']:7.2f} "
-              f"{d['speedup_batch1_p50']:5.1f} {d['throughput_b8']:6.0f} {d['throughput_b32']:6.0f} "
-              f"{d['speedup_b32']:5.2f} {d['throughput_b128']:6.0f} {q['cos_mean']:7.4f} {q['cos_min']:7.4f} "
-              f"{q['top10_overlap']:6.3f}")
+        print(
+            f"{name:34s}{mark} {d['batch1_ms']['p50']:7.2f} {d['batch1_ms']['p99']:7.2f} "
+            f"{d['speedup_batch1_p50']:5.1f} {d['throughput_b8']:6.0f} {d['throughput_b32']:6.0f} "
+            f"{d['speedup_b32']:5.2f} {d['throughput_b128']:6.0f} {q['cos_mean']:7.4f} {q['cos_min']:7.4f} "
+            f"{q['top10_overlap']:6.3f}"
+        )
     print("* Pareto front (batch-32 throughput vs cosine mean); T meets every target vs PyTorch fp32")
 
 
-def plot(info: dict[str, dict[str, Any]], front: list[str], path: Path, machine: dict[str, Any],
-         threads: int) -> None:
+def plot(info: dict[str, dict[str, Any]], front: list[str], path: Path, machine: dict[str, Any], threads: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -304,16 +346,16 @@ def plot(info: dict[str, dict[str, Any]], front: list[str], path: Path, machine:
     fig, axes = plt.subplots(1, 3, figsize=(18, 6))
     y = np.arange(len(names))
     axes[0].barh(y, [info[n]["batch1_ms"]["p50"] for n in names], color="tab:blue", label="p50")
-    axes[0].scatter([info[n]["batch1_ms"]["p99"] for n in names], y, color="tab:red", marker="|", s=200,
-                    label="p99")
+    axes[0].scatter([info[n]["batch1_ms"]["p99"] for n in names], y, color="tab:red", marker="|", s=200, label="p99")
     axes[0].set_yticks(y, names, fontsize=8)
     axes[0].invert_yaxis()
     axes[0].set_xlabel("batch-1 latency (ms, tokenization included)")
     axes[0].legend()
     width = 0.27
     for i, bs in enumerate((8, 32, 128)):
-        axes[1].barh(y + (i - 1) * width, [info[n][f"throughput_b{bs}"] for n in names], height=width,
-                     label=f"batch {bs}")
+        axes[1].barh(
+            y + (i - 1) * width, [info[n][f"throughput_b{bs}"] for n in names], height=width, label=f"batch {bs}"
+        )
     axes[1].set_yticks(y, [""] * len(names))
     axes[1].invert_yaxis()
     axes[1].set_xlabel("throughput (texts/s)")
@@ -331,9 +373,11 @@ def plot(info: dict[str, dict[str, Any]], front: list[str], path: Path, machine:
     ax.set_ylabel("cosine mean vs PyTorch fp32")
     ax.set_ylim(max(0.95, min(info[n]["quality"]["cos_mean"] for n in names) - 0.002), 1.0005)
     ax.set_title("Pareto front (green); targets dashed")
-    fig.suptitle(f"all-MiniLM-L6-v2 encoder, {threads} thread(s), {machine['cpu']} ({machine['cores']} cores, "
-                 f"shared; {' '.join(machine['cpu_flags'])}; int8 dot {machine['int8_dot']}), "
-                 f"load {machine['loadavg_before'][0]:.2f}")
+    fig.suptitle(
+        f"all-MiniLM-L6-v2 encoder, {threads} thread(s), {machine['cpu']} ({machine['cores']} cores, "
+        f"shared; {' '.join(machine['cpu_flags'])}; int8 dot {machine['int8_dot']}), "
+        f"load {machine['loadavg_before'][0]:.2f}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -153,8 +153,15 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
     m = args.m
     r0 = rss_bytes()
     t = time.perf_counter()
-    ours = HnswIndex(dim, m=m, ef_construction=args.ef_construction, ef=args.ef, initial_capacity=n,
-                     write_chunk=max(n, 1), add_threads=args.build_threads)
+    ours = HnswIndex(
+        dim,
+        m=m,
+        ef_construction=args.ef_construction,
+        ef=args.ef,
+        initial_capacity=n,
+        write_chunk=max(n, 1),
+        add_threads=args.build_threads,
+    )
     ours.upsert(ids, data)
     build_ours = time.perf_counter() - t
     mem_ours = rss_bytes() - r0
@@ -176,14 +183,26 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
     exact.upsert(ids, data)
     build_exact = time.perf_counter() - t
     out["build"] = {
-        "hnswlib_streamrec": {"seconds": build_ours, "items_per_s": n / build_ours, "rss_delta_bytes": mem_ours,
-                              "stats_memory_bytes": ours.stats().memory_bytes, "threads": args.build_threads},
-        "faiss_hnsw": {"seconds": build_faiss, "items_per_s": n / build_faiss, "rss_delta_bytes": mem_faiss,
-                       "threads": args.build_threads},
+        "hnswlib_streamrec": {
+            "seconds": build_ours,
+            "items_per_s": n / build_ours,
+            "rss_delta_bytes": mem_ours,
+            "stats_memory_bytes": ours.stats().memory_bytes,
+            "threads": args.build_threads,
+        },
+        "faiss_hnsw": {
+            "seconds": build_faiss,
+            "items_per_s": n / build_faiss,
+            "rss_delta_bytes": mem_faiss,
+            "threads": args.build_threads,
+        },
         "exact_numpy": {"seconds": build_exact, "matrix_bytes": data.nbytes},
     }
-    print(f"build: ours {build_ours:.1f}s ({mem_ours / 2**20:.0f} MiB RSS)  faiss {build_faiss:.1f}s "
-          f"({mem_faiss / 2**20:.0f} MiB)", flush=True)
+    print(
+        f"build: ours {build_ours:.1f}s ({mem_ours / 2**20:.0f} MiB RSS)  faiss {build_faiss:.1f}s "
+        f"({mem_faiss / 2**20:.0f} MiB)",
+        flush=True,
+    )
 
     # ---- ef sweep, single queries, interleaved
     graph = ours._g  # the same graph, queried raw, to show the wrapper's cost
@@ -203,7 +222,10 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
             return fx.search(queries[i : i + 1], K)[1][0].tolist()  # type: ignore[no-any-return]
 
         engines: dict[str, Callable[[int], list[int]]] = {
-            "hnswlib_streamrec": f_ours, "hnswlib_raw": f_raw, "faiss_hnsw": f_faiss}
+            "hnswlib_streamrec": f_ours,
+            "hnswlib_raw": f_raw,
+            "faiss_hnsw": f_faiss,
+        }
         if fx is None:
             del engines["faiss_hnsw"]
         r = interleaved(engines, nq, args.rounds)
@@ -211,8 +233,14 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
         for e in r["lat"]:
             row[e] = {**pct(r["lat"][e]), "recall_at_10": recall(r["res"][e], truth)}
         sweep.append(row)
-        print(f"ef={ef:4d}  " + "  ".join(f"{e}: p50 {row[e]['p50_ms']:.3f} p99 {row[e]['p99_ms']:.3f} "
-                                        f"R {row[e]['recall_at_10']:.3f}" for e in r["lat"]), flush=True)
+        print(
+            f"ef={ef:4d}  "
+            + "  ".join(
+                f"{e}: p50 {row[e]['p50_ms']:.3f} p99 {row[e]['p99_ms']:.3f} R {row[e]['recall_at_10']:.3f}"
+                for e in r["lat"]
+            ),
+            flush=True,
+        )
     out["sweep"] = sweep
     ours.ef = args.ef
 
@@ -228,10 +256,17 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
     r = interleaved({"exact_numpy": f_exact, "hnswlib_streamrec": f_default}, ne, args.rounds)
     ex_row = {**pct(r["lat"]["exact_numpy"]), "recall_at_10": recall(r["res"]["exact_numpy"], truth[:ne])}
     de_row = {**pct(r["lat"]["hnswlib_streamrec"]), "recall_at_10": recall(r["res"]["hnswlib_streamrec"], truth[:ne])}
-    out["exact_vs_default"] = {"exact_numpy": ex_row, "hnswlib_streamrec": de_row, "ef": args.ef,
-                               "speedup_p50": ex_row["p50_ms"] / de_row["p50_ms"]}
-    print(f"exact numpy p50 {ex_row['p50_ms']:.2f} ms vs ours (ef {args.ef}) {de_row['p50_ms']:.3f} ms: "
-          f"{out['exact_vs_default']['speedup_p50']:.0f}x", flush=True)
+    out["exact_vs_default"] = {
+        "exact_numpy": ex_row,
+        "hnswlib_streamrec": de_row,
+        "ef": args.ef,
+        "speedup_p50": ex_row["p50_ms"] / de_row["p50_ms"],
+    }
+    print(
+        f"exact numpy p50 {ex_row['p50_ms']:.2f} ms vs ours (ef {args.ef}) {de_row['p50_ms']:.3f} ms: "
+        f"{out['exact_vs_default']['speedup_p50']:.0f}x",
+        flush=True,
+    )
 
     # ---- 50 exclusions: over-fetch vs filter callback vs none; the query's 50 nearest (hard) or 50 random ids
     rand_idx = np.random.default_rng(9).integers(0, n, (nq, N_EXCL))
@@ -257,8 +292,7 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
             def f_filt(i: int, ex_sets: list[set[str]] = ex_sets) -> list[int]:
                 return to_int(filt.search(queries[i], K, exclude=[ex_sets[i]])[0].ids)
 
-            r = interleaved({"no_exclusions": f_none, "overfetch": f_over, "filter_callback": f_filt}, nq,
-                            args.rounds)
+            r = interleaved({"no_exclusions": f_none, "overfetch": f_over, "filter_callback": f_filt}, nq, args.rounds)
             row = {"excluded": scenario, "ef": ef}
             for e, tr in (("no_exclusions", truth), ("overfetch", ex_truth), ("filter_callback", ex_truth)):
                 row[e] = {**pct(r["lat"][e]), "recall_at_10": recall(r["res"][e], tr)}
@@ -266,9 +300,12 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
                 row[e]["p50_vs_no_exclusions"] = row[e]["p50_ms"] / row["no_exclusions"]["p50_ms"]
             excl_rows.append(row)
             o, f = row["overfetch"], row["filter_callback"]
-            print(f"excl {scenario:7s} ef={ef:3d} none {row['no_exclusions']['p50_ms']:.3f} ms; overfetch "
-                  f"{o['p50_ms']:.3f} ms ({o['p50_vs_no_exclusions']:.2f}x, R {o['recall_at_10']:.3f}); filter "
-                  f"{f['p50_ms']:.3f} ms ({f['p50_vs_no_exclusions']:.2f}x, R {f['recall_at_10']:.3f})", flush=True)
+            print(
+                f"excl {scenario:7s} ef={ef:3d} none {row['no_exclusions']['p50_ms']:.3f} ms; overfetch "
+                f"{o['p50_ms']:.3f} ms ({o['p50_vs_no_exclusions']:.2f}x, R {o['recall_at_10']:.3f}); filter "
+                f"{f['p50_ms']:.3f} ms ({f['p50_vs_no_exclusions']:.2f}x, R {f['recall_at_10']:.3f})",
+                flush=True,
+            )
     out["exclusions_50"] = excl_rows
     out["exclusions_under_gil_contention"] = gil_contention(ours, filt, queries, excl_idx, args)
     ours.ef = args.ef
@@ -290,7 +327,8 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
             finally:
                 sys.setswitchinterval(default_switch)
             out["upsert_while_serving"].append(
-                {"write_chunk": int(chunk), "write_slice_s": slice_s, "gil_switch_interval_s": switch, **row})
+                {"write_chunk": int(chunk), "write_slice_s": slice_s, "gil_switch_interval_s": switch, **row}
+            )
             del fresh
     finally:
         shutil.rmtree(copy_dir, ignore_errors=True)
@@ -312,8 +350,9 @@ def bench_dataset(name: str, data: np.ndarray, queries: np.ndarray, args: argpar
     return out
 
 
-def gil_contention(ours: HnswIndex, filt: HnswIndex, queries: np.ndarray, excl_idx: np.ndarray,
-                   args: argparse.Namespace) -> dict[str, Any]:
+def gil_contention(
+    ours: HnswIndex, filt: HnswIndex, queries: np.ndarray, excl_idx: np.ndarray, args: argparse.Namespace
+) -> dict[str, Any]:
     """Two threads search with 50 exclusions each while a third thread runs pure Python (an event loop,
     a decoder): over-fetch keeps the whole search inside hnswlib without the GIL; the filter callback needs
     the GIL for every node it visits."""
@@ -327,8 +366,9 @@ def gil_contention(ours: HnswIndex, filt: HnswIndex, queries: np.ndarray, excl_i
             while not stop.is_set():
                 sum(range(2000))
 
-        def searcher(offset: int, index: HnswIndex = index, lat: list[float] = lat, stop: threading.Event = stop
-                     ) -> None:
+        def searcher(
+            offset: int, index: HnswIndex = index, lat: list[float] = lat, stop: threading.Event = stop
+        ) -> None:
             i = offset
             while not stop.is_set():
                 j = i % len(queries)
@@ -345,16 +385,20 @@ def gil_contention(ours: HnswIndex, filt: HnswIndex, queries: np.ndarray, excl_i
         for th in threads:
             th.join()
         out[name] = {**pct(lat), "queries_per_s": len(lat) / args.contention_s}
-    print(f"50 exclusions, 2 searching threads + 1 busy Python thread: overfetch p50/p99 "
-          f"{out['overfetch']['p50_ms']:.3f}/{out['overfetch']['p99_ms']:.3f} ms "
-          f"({out['overfetch']['queries_per_s']:.0f} q/s); filter callback "
-          f"{out['filter_callback']['p50_ms']:.3f}/{out['filter_callback']['p99_ms']:.3f} ms "
-          f"({out['filter_callback']['queries_per_s']:.0f} q/s)", flush=True)
+    print(
+        f"50 exclusions, 2 searching threads + 1 busy Python thread: overfetch p50/p99 "
+        f"{out['overfetch']['p50_ms']:.3f}/{out['overfetch']['p99_ms']:.3f} ms "
+        f"({out['overfetch']['queries_per_s']:.0f} q/s); filter callback "
+        f"{out['filter_callback']['p50_ms']:.3f}/{out['filter_callback']['p99_ms']:.3f} ms "
+        f"({out['filter_callback']['queries_per_s']:.0f} q/s)",
+        flush=True,
+    )
     return out
 
 
-def upsert_while_serving(index: HnswIndex, data: np.ndarray, queries: np.ndarray,
-                         args: argparse.Namespace) -> dict[str, Any]:
+def upsert_while_serving(
+    index: HnswIndex, data: np.ndarray, queries: np.ndarray, args: argparse.Namespace
+) -> dict[str, Any]:
     """A searcher thread runs single k=10 queries; first alone, then while the main thread upserts."""
     stop = threading.Event()
     lat: list[float] = []
@@ -397,14 +441,24 @@ def upsert_while_serving(index: HnswIndex, data: np.ndarray, queries: np.ndarray
     busy = pct(lat)
     for s in range(0, n_new, 64):  # put the catalogue back as it was
         index.upsert(upd_ids[s : s + 64], data[[int(x[1:]) for x in upd_ids[s : s + 64]]])
-    res = {"batch": 64, "items": n_new, "insert_items_per_s": n_new / t_ins, "update_items_per_s": n_new / t_upd,
-           "delete_items_per_s": n_new / t_del, "search_idle": idle, "search_during_writes": busy,
-           "searches_during_writes": len(lat)}
-    print(f"while serving (chunk {index.write_chunk}, slice {index.write_slice_s * 1e3:g} ms, "
-          f"GIL switch {sys.getswitchinterval() * 1e3:g} ms): "
-          f"insert {res['insert_items_per_s']:.0f}/s update {res['update_items_per_s']:.0f}/s "
-          f"delete {res['delete_items_per_s']:.0f}/s; search p50/p99 idle {idle['p50_ms']:.3f}/{idle['p99_ms']:.3f} "
-          f"ms, during writes {busy['p50_ms']:.3f}/{busy['p99_ms']:.3f} ms", flush=True)
+    res = {
+        "batch": 64,
+        "items": n_new,
+        "insert_items_per_s": n_new / t_ins,
+        "update_items_per_s": n_new / t_upd,
+        "delete_items_per_s": n_new / t_del,
+        "search_idle": idle,
+        "search_during_writes": busy,
+        "searches_during_writes": len(lat),
+    }
+    print(
+        f"while serving (chunk {index.write_chunk}, slice {index.write_slice_s * 1e3:g} ms, "
+        f"GIL switch {sys.getswitchinterval() * 1e3:g} ms): "
+        f"insert {res['insert_items_per_s']:.0f}/s update {res['update_items_per_s']:.0f}/s "
+        f"delete {res['delete_items_per_s']:.0f}/s; search p50/p99 idle {idle['p50_ms']:.3f}/{idle['p99_ms']:.3f} "
+        f"ms, during writes {busy['p50_ms']:.3f}/{busy['p99_ms']:.3f} ms",
+        flush=True,
+    )
     return res
 
 
@@ -424,8 +478,7 @@ def update_strategies(args: argparse.Namespace) -> dict[str, Any]:
     truth = exact_topk(final, queries, K)
     for how in ("append_new_items", "in_place", "delete_then_replace", "delete_then_append"):
         g = hnswlib.Index(space="ip", dim=dim)
-        g.init_index(max_elements=n + n_upd, M=args.m, ef_construction=args.ef_construction,
-                     allow_replace_deleted=True)
+        g.init_index(max_elements=n + n_upd, M=args.m, ef_construction=args.ef_construction, allow_replace_deleted=True)
         g.add_items(data[:n], np.arange(n), num_threads=args.build_threads)
         labels = np.arange(n)
         t = time.perf_counter()
@@ -451,8 +504,11 @@ def update_strategies(args: argparse.Namespace) -> dict[str, Any]:
             found = [[lab2row[int(x)] for x in r] for r in g.knn_query(queries, k=K, num_threads=1)[0]]
             row["recall_at_10_after"] = recall(found, truth)
         out[how] = row
-        print(f"update {how}: {row['items_per_s']:.0f}/s, recall@10 after {row.get('recall_at_10_after', '-')}, "
-              f"graph {row['element_count']} slots", flush=True)
+        print(
+            f"update {how}: {row['items_per_s']:.0f}/s, recall@10 after {row.get('recall_at_10_after', '-')}, "
+            f"graph {row['element_count']} slots",
+            flush=True,
+        )
     return out
 
 
@@ -528,10 +584,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upserts", type=int, default=2048)
     p.add_argument("--serve-s", type=float, default=2.0)
     p.add_argument("--contention-s", type=float, default=2.0)
-    p.add_argument("--switch-intervals", type=float, nargs="*", default=[0.0005],
-                   help="extra serving runs (chunk 1, slice 0) with sys.setswitchinterval(S) (default 0.0005)")
-    p.add_argument("--write-slicing", type=float, nargs=2, action="append", metavar=("CHUNK", "SLICE_S"),
-                   help="write_chunk and write_slice_s pairs to compare (default: 1 0, 2 0.001, 4 0.002, 16 0.01)")
+    p.add_argument(
+        "--switch-intervals",
+        type=float,
+        nargs="*",
+        default=[0.0005],
+        help="extra serving runs (chunk 1, slice 0) with sys.setswitchinterval(S) (default 0.0005)",
+    )
+    p.add_argument(
+        "--write-slicing",
+        type=float,
+        nargs=2,
+        action="append",
+        metavar=("CHUNK", "SLICE_S"),
+        help="write_chunk and write_slice_s pairs to compare (default: 1 0, 2 0.001, 4 0.002, 16 0.01)",
+    )
     p.add_argument("--build-threads", type=int, default=2)
     p.add_argument("--no-movielens", action="store_true")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
@@ -546,11 +613,14 @@ def main(argv: list[str] | None = None) -> int:
     args.write_slicing = args.write_slicing or [(1, 0.0), (2, 0.001), (4, 0.002), (16, 0.01)]
     started = time.time()
     result: dict[str, Any] = {
-        "benchmark": "index", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "benchmark": "index",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python -m benchmarks.index_bench " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": machine(args.note or MACHINE_NOTE), "versions": versions(),
+        "machine": machine(args.note or MACHINE_NOTE),
+        "versions": versions(),
         "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "datasets": {},
+        "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "datasets": {},
         "notes": [
             "1M items not in the default sizes: a bulk build takes ~20 min on a 2-core machine for hnswlib alone "
             "(plus faiss); run --sizes 1000000 for it.",
@@ -563,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         data = clustered(n + args.queries, 384, seed=n, clusters=max(10, n // 50), noise=1.0)
         result["datasets"][f"synthetic-{n // 1000}k"] = bench_dataset(
-            f"synthetic clustered 384-d, {n:,}", data[:n], data[n:], args)
+            f"synthetic clustered 384-d, {n:,}", data[:n], data[n:], args
+        )
     if not args.no_movielens:
         ml = movielens(args)
         if isinstance(ml, str):

@@ -57,15 +57,22 @@ def build(model_dir: Path, work: Path, n_texts: int) -> None:
     shutil.copy2(model_dir / m.tokenizer, work / "tokenizer.json")
     corpus = build_corpus(n_texts // 3 + 1)
     texts = list(corpus.validation)[:n_texts]
-    ref = TorchReferenceEncoder(Path(m.source["path"]), model_dir / m.tokenizer, pooling=m.pooling,
-                                max_seq_length=m.max_seq_length).encode(texts)
+    ref = TorchReferenceEncoder(
+        Path(m.source["path"]), model_dir / m.tokenizer, pooling=m.pooling, max_seq_length=m.max_seq_length
+    ).encode(texts)
     np.save(work / "reference.npy", ref)
-    feeds = text_feeds(model_dir / m.tokenizer, list(corpus.calibration)[:128], m.inputs, m.max_seq_length, 16,
-                       same_width=False)
+    feeds = text_feeds(
+        model_dir / m.tokenizer, list(corpus.calibration)[:128], m.inputs, m.max_seq_length, 16, same_width=False
+    )
     for name, kw in RECIPES.items():
         quantize_dynamic_int8(fp32, work / _file(name), DynamicInt8Recipe(**kw), calibration_feeds=feeds)
-    meta = {"model_dir": str(model_dir), "texts": texts, "pooling": m.pooling,
-            "max_seq_length": m.max_seq_length, "recipes": {n: {"file": _file(n), **kw} for n, kw in RECIPES.items()}}
+    meta = {
+        "model_dir": str(model_dir),
+        "texts": texts,
+        "pooling": m.pooling,
+        "max_seq_length": m.max_seq_length,
+        "recipes": {n: {"file": _file(n), **kw} for n, kw in RECIPES.items()},
+    }
     (work / "meta.json").write_text(json.dumps(meta, ensure_ascii=False))
     print(f"built {len(RECIPES)} graphs and the fp32 reference of {len(texts)} texts in {work}")
 
@@ -89,7 +96,7 @@ def embed(path: Path, tokenizer: Path, texts: Sequence[str], max_len: int, bs: i
     order = np.argsort([len(e.ids) for e in enc], kind="stable")
     out = np.zeros((len(texts), 0), np.float32)
     for start in range(0, len(texts), bs):
-        idx = order[start:start + bs]
+        idx = order[start : start + bs]
         width = max(len(enc[i].ids) for i in idx)
         ids = np.zeros((len(idx), width), np.int64)
         mask = np.zeros_like(ids)
@@ -117,22 +124,38 @@ def score(work: Path, n_texts: int | None, cpu_label: str, out_dir: Path, with_f
         t0 = time.perf_counter()
         emb = embed(work / file, work / "tokenizer.json", texts, meta["max_seq_length"])
         cos = np.einsum("nd,nd->n", emb.astype(np.float64), ref.astype(np.float64))
-        results[name] = {"cos_mean": float(cos.mean()), "cos_min": float(cos.min()),
-                         "passes_cpu_int8_thresholds": bool(cos.mean() >= 0.995 and cos.min() >= 0.98),
-                         "seconds": time.perf_counter() - t0}
+        results[name] = {
+            "cos_mean": float(cos.mean()),
+            "cos_min": float(cos.min()),
+            "passes_cpu_int8_thresholds": bool(cos.mean() >= 0.995 and cos.min() >= 0.98),
+            "seconds": time.perf_counter() - t0,
+        }
         print(f"{name:48s} cosine mean {cos.mean():.5f} min {cos.min():.5f}", flush=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     label = "".join(c if c.isalnum() else "-" for c in cpu_label).strip("-") or "native"
     path = out_dir / f"int8_portability_{label}_{stamp}.json"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
-        "benchmark": "int8_portability", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python benchmarks/int8_portability.py " + " ".join(sys.argv[1:]),
-        "cpu_label": cpu_label, "machine": machine("/proc/cpuinfo is the host's under qemu-user: see cpu_label"),
-        "params": {"texts": len(texts), "chunk": 8, "threads": 1, "reference": "PyTorch fp32",
-                   "thresholds_cpu_int8": {"cos_mean": 0.995, "cos_min": 0.98}},
-        "results": results,
-    }, indent=2) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "benchmark": "int8_portability",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "command": "python benchmarks/int8_portability.py " + " ".join(sys.argv[1:]),
+                "cpu_label": cpu_label,
+                "machine": machine("/proc/cpuinfo is the host's under qemu-user: see cpu_label"),
+                "params": {
+                    "texts": len(texts),
+                    "chunk": 8,
+                    "threads": 1,
+                    "reference": "PyTorch fp32",
+                    "thresholds_cpu_int8": {"cos_mean": 0.995, "cos_min": 0.98},
+                },
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {path}")
     return path
 

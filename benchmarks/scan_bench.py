@@ -67,24 +67,31 @@ def run_size(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
             for r in range(args.rounds):
                 s = (r * batch) % (len(q_all) - batch + 1)
                 q, ex = q_all[s : s + batch], excl[s : s + batch]
-                for name, index in (("graph", graph), ("scan", scan)) if r % 2 == 0 else (("scan", scan),
-                                                                                          ("graph", graph)):
+                for name, index in (
+                    (("graph", graph), ("scan", scan)) if r % 2 == 0 else (("scan", scan), ("graph", graph))
+                ):
                     t = time.perf_counter()
                     hits = index.search(q, K, exclude=ex)
                     times[name].append((time.perf_counter() - t) * 1e3)
                     got[name].extend(h.ids for h in hits)
             rec = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(got["graph"], got["scan"], strict=True)]))
             row = {
-                "items": n, "batch": batch, "exclusions": n_excl, "rounds": args.rounds,
+                "items": n,
+                "batch": batch,
+                "exclusions": n_excl,
+                "rounds": args.rounds,
                 "graph_ms_per_batch_p50": float(np.median(times["graph"])),
                 "scan_ms_per_batch_p50": float(np.median(times["scan"])),
                 "graph_recall_at_10": rec,
             }
             row["scan_over_graph"] = row["scan_ms_per_batch_p50"] / row["graph_ms_per_batch_p50"]
             rows.append(row)
-            print(f"N={n:>6} batch={batch:>3} excl={n_excl:>3}: graph {row['graph_ms_per_batch_p50']:7.2f} ms "
-                  f"(recall {rec:.3f})  scan {row['scan_ms_per_batch_p50']:7.2f} ms  "
-                  f"scan/graph {row['scan_over_graph']:.2f}", flush=True)
+            print(
+                f"N={n:>6} batch={batch:>3} excl={n_excl:>3}: graph {row['graph_ms_per_batch_p50']:7.2f} ms "
+                f"(recall {rec:.3f})  scan {row['scan_ms_per_batch_p50']:7.2f} ms  "
+                f"scan/graph {row['scan_over_graph']:.2f}",
+                flush=True,
+            )
     return rows
 
 
@@ -98,10 +105,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for batch in sorted({r["batch"] for r in rows}):
         for n_excl in sorted({r["exclusions"] for r in rows}):
-            sel = sorted((r for r in rows if r["batch"] == batch and r["exclusions"] == n_excl),
-                         key=lambda r: r["items"])
-            ax.plot([r["items"] for r in sel], [r["scan_over_graph"] for r in sel], marker="o",
-                    label=f"batch {batch}, {n_excl} exclusions")
+            sel = sorted(
+                (r for r in rows if r["batch"] == batch and r["exclusions"] == n_excl), key=lambda r: r["items"]
+            )
+            ax.plot(
+                [r["items"] for r in sel],
+                [r["scan_over_graph"] for r in sel],
+                marker="o",
+                label=f"batch {batch}, {n_excl} exclusions",
+            )
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -128,13 +140,20 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     rows = [row for n in (int(x) for x in args.sizes.split(",")) for row in run_size(n, args)]
     result = {
-        "benchmark": "scan", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "benchmark": "scan",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "command": "python -m benchmarks.scan_bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(args.note or "2-core machine, nothing else running"),
         "versions": versions(),
-        "settings": {"ef": args.ef, "k": K, "dim": DIM, "rounds": args.rounds,
-                     "queries": "mean of 5 items of one neighbourhood; exclusions: that neighbourhood's nearest"},
-        "rows": rows, "seconds": round(time.time() - started, 1),
+        "settings": {
+            "ef": args.ef,
+            "k": K,
+            "dim": DIM,
+            "rounds": args.rounds,
+            "queries": "mean of 5 items of one neighbourhood; exclusions: that neighbourhood's nearest",
+        },
+        "rows": rows,
+        "seconds": round(time.time() - started, 1),
     }
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)

@@ -152,10 +152,12 @@ class Manifest:
 
     def _check(self) -> None:
         if self.format != FORMAT_VERSION:
-            raise ModelIntegrityError(f"{MANIFEST_NAME} format {self.format} is not supported (expected "
-                                      f"{FORMAT_VERSION}: older exports have no self-check reference set and an "
-                                      "INT8 recipe that is wrong on AVX2 CPUs without VNNI); re-run "
-                                      "`streamrec export --overwrite` with this version")
+            raise ModelIntegrityError(
+                f"{MANIFEST_NAME} format {self.format} is not supported (expected "
+                f"{FORMAT_VERSION}: older exports have no self-check reference set and an "
+                "INT8 recipe that is wrong on AVX2 CPUs without VNNI); re-run "
+                "`streamrec export --overwrite` with this version"
+            )
         if self.pooling not in POOLING_MODES:
             raise ModelIntegrityError(f"unknown pooling {self.pooling!r} in {MANIFEST_NAME}; expected {POOLING_MODES}")
         if self.dim <= 0 or self.max_seq_length <= 0:
@@ -170,8 +172,10 @@ class Manifest:
         if self.tokenizer not in self.files:
             raise ModelIntegrityError(f"{self.tokenizer} has no sha256 in {MANIFEST_NAME}")
         if str(self.self_check.get("file", "")) not in self.files:
-            raise ModelIntegrityError(f"{MANIFEST_NAME} names no self-check reference file with a sha256 "
-                                      f"({dict(self.self_check)!r}); re-run `streamrec export --overwrite`")
+            raise ModelIntegrityError(
+                f"{MANIFEST_NAME} names no self-check reference file with a sha256 "
+                f"({dict(self.self_check)!r}); re-run `streamrec export --overwrite`"
+            )
 
 
 def load_manifest(model_dir: Path) -> Manifest:

@@ -47,8 +47,7 @@ from streamrec.encoders.selfcheck import (
 )
 from streamrec.machine import cpu_info
 
-__all__ = ["EncoderStats", "OnnxEncoderConfig", "OnnxTextEncoder", "Selection", "SelfCheckMode",
-           "pool_and_normalize"]
+__all__ = ["EncoderStats", "OnnxEncoderConfig", "OnnxTextEncoder", "Selection", "SelfCheckMode", "pool_and_normalize"]
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +188,9 @@ class OnnxTextEncoder:
         self.config = config or OnnxEncoderConfig()
         self.manifest: Manifest = load_manifest(self.model_dir)
         checking = self.config.self_check != "off"
-        candidates = plan_candidates(self.manifest, self.config.provider, list(available_providers()),
-                                     self.config.variant, fallbacks=checking)
+        candidates = plan_candidates(
+            self.manifest, self.config.provider, list(available_providers()), self.config.variant, fallbacks=checking
+        )
         if self.config.verify:
             self.manifest.verify(self.model_dir, [self.manifest.tokenizer])
             if checking:
@@ -213,8 +213,9 @@ class OnnxTextEncoder:
         names = {i.name for i in session.get_inputs()}
         return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in names]
 
-    def _choose(self, candidates: Sequence[ProviderChoice], reference: ReferenceSet | None,
-                session_factory: SessionFactory) -> tuple[SessionLike, ProviderChoice, Selection]:
+    def _choose(
+        self, candidates: Sequence[ProviderChoice], reference: ReferenceSet | None, session_factory: SessionFactory
+    ) -> tuple[SessionLike, ProviderChoice, Selection]:
         """The first candidate whose provider really loads and whose variant passes its self-check."""
         strict_provider = self.config.provider != "auto"
         dead_providers: set[str] = set()
@@ -228,8 +229,13 @@ class OnnxTextEncoder:
             if self.config.verify:
                 self.manifest.verify(self.model_dir, [choice.variant.file])
             try:
-                session = open_candidate(self.model_dir, choice, self._session_options, session_factory,
-                                         engine_cache_dir=self.config.engine_cache_dir)
+                session = open_candidate(
+                    self.model_dir,
+                    choice,
+                    self._session_options,
+                    session_factory,
+                    engine_cache_dir=self.config.engine_cache_dir,
+                )
             except ProviderUnavailableError as exc:
                 if strict_provider:
                     raise
@@ -243,33 +249,49 @@ class OnnxTextEncoder:
                 checked.append(result)
                 if not result.passed:
                     where = cpu_info().describe() if choice.provider == CPU else choice.provider
-                    msg = (f"variant {choice.variant.name} fails its self-check on this machine: "
-                           f"{result.describe()}; CPU: {where}")
+                    msg = (
+                        f"variant {choice.variant.name} fails its self-check on this machine: "
+                        f"{result.describe()}; CPU: {where}"
+                    )
                     if self.config.self_check == "strict":
                         raise SelfCheckError(
                             f"{msg}. Refusing to serve it (strict self-check): re-export the model on a machine "
-                            "like this one, or let the encoder fall back (self-check mode 'fallback')")
+                            "like this one, or let the encoder fall back (self-check mode 'fallback')"
+                        )
                     rejected.append(f"{choice.variant.name}: " + "; ".join(result.failures))
                     logger.warning("%s; not serving it, trying the next variant", msg)
                     continue
                 logger.info("%s", result.describe())
-            logger.info("encoder runs %s on %s (session providers %s)", choice.variant.name, choice.provider,
-                        session.get_providers())
-            selection = Selection(choice.provider, choice.variant.name, first, result, tuple(rejected),
-                                  tuple(checked), tuple(unavailable))
+            logger.info(
+                "encoder runs %s on %s (session providers %s)",
+                choice.variant.name,
+                choice.provider,
+                session.get_providers(),
+            )
+            selection = Selection(
+                choice.provider, choice.variant.name, first, result, tuple(rejected), tuple(checked), tuple(unavailable)
+            )
             if selection.fell_back:
-                logger.warning("encoder serves %s instead of %s: %s", choice.variant.name, selection.first,
-                               selection.reason())
+                logger.warning(
+                    "encoder serves %s instead of %s: %s", choice.variant.name, selection.first, selection.reason()
+                )
             return session, choice, selection
         if checked and not any(c.passed for c in checked):
-            raise SelfCheckError("no variant of the model passes its self-check on this machine: "
-                                 + " | ".join(c.describe() for c in checked)
-                                 + ". The model files match their checksums, so suspect this machine's "
-                                 "onnxruntime build; re-export the model here")
+            raise SelfCheckError(
+                "no variant of the model passes its self-check on this machine: "
+                + " | ".join(c.describe() for c in checked)
+                + ". The model files match their checksums, so suspect this machine's "
+                "onnxruntime build; re-export the model here"
+            )
         raise ProviderUnavailableError("no execution provider could run the model: " + "; ".join(unavailable))
 
-    def _self_check(self, session: SessionLike, choice: ProviderChoice, ref: ReferenceSet,
-                    thresholds: Mapping[str, float] | None = None) -> SelfCheckResult:
+    def _self_check(
+        self,
+        session: SessionLike,
+        choice: ProviderChoice,
+        ref: ReferenceSet,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> SelfCheckResult:
         """The reference set's batches, each as one inference (they are batches of the export's validation run:
         dynamic INT8 quantizes activations per batch, so the batch is part of what is checked)."""
         t0 = time.perf_counter()
@@ -339,26 +361,39 @@ class OnnxTextEncoder:
             self.stats.texts += len(items)
             self.stats.tokens += int(lengths.sum())
             self.stats.truncated += sum(1 for e in encodings if e.overflowing)
-            return self._embed(self._session, self._inputs, encodings, self.max_batch_size,
-                               f"{self.provider} ({self.variant.name})", self.stats)
+            return self._embed(
+                self._session,
+                self._inputs,
+                encodings,
+                self.max_batch_size,
+                f"{self.provider} ({self.variant.name})",
+                self.stats,
+            )
 
-    def _embed(self, session: SessionLike, inputs: list[str], encodings: Sequence[Any], bs: int, where: str,
-               stats: EncoderStats | None = None) -> npt.NDArray[np.float32]:
+    def _embed(
+        self,
+        session: SessionLike,
+        inputs: list[str],
+        encodings: Sequence[Any],
+        bs: int,
+        where: str,
+        stats: EncoderStats | None = None,
+    ) -> npt.NDArray[np.float32]:
         """Length-sorted chunks of ``bs``, each padded to its own longest; rows in the caller's order."""
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(lengths, kind="stable")
         out = np.empty((len(encodings), self.dim), dtype=np.float32)
         for start in range(0, len(encodings), bs):
-            idx = order[start:start + bs]
-            out[idx] = self._run_chunk(session, inputs, where, [encodings[i].ids for i in idx],
-                                       int(lengths[idx].max()))
+            idx = order[start : start + bs]
+            out[idx] = self._run_chunk(session, inputs, where, [encodings[i].ids for i in idx], int(lengths[idx].max()))
             if stats is not None:
                 stats.batches += 1
                 stats.batch_sizes.append(len(idx))
         return out
 
-    def _run_chunk(self, session: SessionLike, inputs: list[str], where: str, ids: list[list[int]],
-                   width: int) -> npt.NDArray[np.float32]:
+    def _run_chunk(
+        self, session: SessionLike, inputs: list[str], where: str, ids: list[list[int]], width: int
+    ) -> npt.NDArray[np.float32]:
         n = len(ids)
         input_ids = np.zeros((n, width), dtype=np.int64)
         mask = np.zeros((n, width), dtype=np.int64)

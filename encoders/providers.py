@@ -63,16 +63,23 @@ class ProviderChoice:
 def _fallbacks(manifest: Manifest, provider: str, first: Variant, others: bool) -> list[Variant]:
     """Variants to try on ``provider`` after ``first`` fails its self-check: the other variants made for that
     provider (``others``), then the fp32 graph (not on TensorRT, whose INT8 engine needs the QDQ graph)."""
-    out = [v for v in manifest.variants.values() if others and v.provider == provider and v.name != first.name
-           and v.precision != "fp32"]
+    out = [
+        v
+        for v in manifest.variants.values()
+        if others and v.provider == provider and v.name != first.name and v.precision != "fp32"
+    ]
     if provider != TENSORRT:
         out += [v for v in manifest.variants.values() if v.precision == "fp32" and v.name != first.name]
     return out
 
 
 def plan_candidates(
-    manifest: Manifest, requested: ProviderName, available: Sequence[str], variant: str | None = None,
-    *, fallbacks: bool = False,
+    manifest: Manifest,
+    requested: ProviderName,
+    available: Sequence[str],
+    variant: str | None = None,
+    *,
+    fallbacks: bool = False,
 ) -> list[ProviderChoice]:
     """Candidates to try, best first.
 
@@ -113,8 +120,9 @@ def _provider_list(provider: str, engine_cache_dir: Path | None) -> list[Any]:
     if provider == TENSORRT:
         opts: dict[str, Any] = {"trt_int8_enable": True, "trt_fp16_enable": True}
         if engine_cache_dir is not None:
-            opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(engine_cache_dir),
-                        trt_timing_cache_enable=True)
+            opts.update(
+                trt_engine_cache_enable=True, trt_engine_cache_path=str(engine_cache_dir), trt_timing_cache_enable=True
+            )
         return [(TENSORRT, opts), CUDA, CPU]
     if provider == CUDA:
         return [CUDA, CPU]
@@ -158,13 +166,18 @@ def open_session(
     failures: list[str] = []
     for choice in candidates:
         try:
-            session = open_candidate(model_dir, choice, session_options, session_factory,
-                                     engine_cache_dir=engine_cache_dir)
+            session = open_candidate(
+                model_dir, choice, session_options, session_factory, engine_cache_dir=engine_cache_dir
+            )
         except ProviderUnavailableError as exc:
             reason = str(exc)
         else:
-            logger.info("encoder runs %s on %s (session providers %s)", choice.variant.name, choice.provider,
-                        session.get_providers())
+            logger.info(
+                "encoder runs %s on %s (session providers %s)",
+                choice.variant.name,
+                choice.provider,
+                session.get_providers(),
+            )
             return session, choice
         failures.append(reason)
         if strict:

@@ -88,23 +88,30 @@ class SelfCheckResult:
 
     def describe(self) -> str:
         verdict = "passed" if self.passed else "FAILED (" + "; ".join(self.failures) + ")"
-        return (f"self-check {self.variant} on {self.provider}: cosine vs fp32 mean {self.cos_mean:.4f} "
-                f"min {self.cos_min:.4f} on {self.n_texts} texts in {self.seconds * 1000:.0f} ms: {verdict}")
+        return (
+            f"self-check {self.variant} on {self.provider}: cosine vs fp32 mean {self.cos_mean:.4f} "
+            f"min {self.cos_min:.4f} on {self.n_texts} texts in {self.seconds * 1000:.0f} ms: {verdict}"
+        )
 
 
 def pick_batches(lengths: Sequence[int], batch_size: int, n_batches: int = SELF_CHECK_BATCHES) -> list[list[int]]:
     """The chunks the runtime cuts from texts of these token ``lengths`` (stable sort by length, ``batch_size``
     per chunk), ``n_batches`` full ones spread evenly from the shortest to the longest: indices per chunk."""
     order = np.argsort(np.asarray(lengths), kind="stable")
-    full = [order[i:i + batch_size].tolist() for i in range(0, len(order) - batch_size + 1, batch_size)]
+    full = [order[i : i + batch_size].tolist() for i in range(0, len(order) - batch_size + 1, batch_size)]
     if len(full) <= n_batches:
         return full
     picks = sorted({round(i * (len(full) - 1) / (n_batches - 1)) for i in range(n_batches)})
     return [full[i] for i in picks]
 
 
-def write_reference_set(model_dir: Path, texts: Sequence[str], embeddings: npt.NDArray[np.float32],
-                        reference: str, batches: Sequence[int] = ()) -> dict[str, Any]:
+def write_reference_set(
+    model_dir: Path,
+    texts: Sequence[str],
+    embeddings: npt.NDArray[np.float32],
+    reference: str,
+    batches: Sequence[int] = (),
+) -> dict[str, Any]:
     """Write :data:`SELF_CHECK_FILE` into ``model_dir``; return the manifest's ``self_check`` block."""
     emb = np.asarray(embeddings, dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != len(texts) or not texts:
@@ -112,11 +119,21 @@ def write_reference_set(model_dir: Path, texts: Sequence[str], embeddings: npt.N
     sizes = [int(b) for b in batches] or [len(texts)]
     if sum(sizes) != len(texts) or min(sizes) < 1:
         raise EncoderError(f"reference set: batches {sizes} do not cover its {len(texts)} texts")
-    data = {"reference": reference, "dim": int(emb.shape[1]), "batches": sizes, "texts": list(texts),
-            "embeddings": [[float(x) for x in row] for row in emb]}
+    data = {
+        "reference": reference,
+        "dim": int(emb.shape[1]),
+        "batches": sizes,
+        "texts": list(texts),
+        "embeddings": [[float(x) for x in row] for row in emb],
+    }
     (model_dir / SELF_CHECK_FILE).write_text(json.dumps(data, ensure_ascii=False) + "\n", encoding="utf-8")
-    return {"file": SELF_CHECK_FILE, "n_texts": len(texts), "batches": sizes, "reference": reference,
-            "checks": list(CHECKED)}
+    return {
+        "file": SELF_CHECK_FILE,
+        "n_texts": len(texts),
+        "batches": sizes,
+        "reference": reference,
+        "checks": list(CHECKED),
+    }
 
 
 def load_reference_set(model_dir: Path, manifest: Manifest) -> ReferenceSet:
@@ -128,11 +145,14 @@ def load_reference_set(model_dir: Path, manifest: Manifest) -> ReferenceSet:
         emb = np.asarray(data["embeddings"], dtype=np.float32)
         batches = tuple(int(b) for b in data.get("batches") or (len(texts),))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ModelIntegrityError(f"cannot read the self-check reference set {path}: {exc!r}; "
-                                  "re-run `streamrec export --overwrite`") from exc
+        raise ModelIntegrityError(
+            f"cannot read the self-check reference set {path}: {exc!r}; re-run `streamrec export --overwrite`"
+        ) from exc
     if emb.ndim != 2 or emb.shape != (len(texts), manifest.dim) or len(texts) < 2:
-        raise ModelIntegrityError(f"{path}: {len(texts)} texts with embeddings of shape {emb.shape}, expected "
-                                  f"({len(texts)}, {manifest.dim}); re-run `streamrec export --overwrite`")
+        raise ModelIntegrityError(
+            f"{path}: {len(texts)} texts with embeddings of shape {emb.shape}, expected "
+            f"({len(texts)}, {manifest.dim}); re-run `streamrec export --overwrite`"
+        )
     if sum(batches) != len(texts) or min(batches) < 1:
         raise ModelIntegrityError(f"{path}: batches {list(batches)} do not cover its {len(texts)} texts")
     return ReferenceSet(texts, emb, str(data.get("reference", "")), batches)
@@ -144,8 +164,14 @@ def thresholds_of(variant: Variant) -> dict[str, float]:
     return {k: float(t[k]) for k in CHECKED if k in t}
 
 
-def score_self_check(variant: Variant, provider: str, candidate: npt.NDArray[np.float32], ref: ReferenceSet,
-                     seconds: float, thresholds: Mapping[str, float] | None = None) -> SelfCheckResult:
+def score_self_check(
+    variant: Variant,
+    provider: str,
+    candidate: npt.NDArray[np.float32],
+    ref: ReferenceSet,
+    seconds: float,
+    thresholds: Mapping[str, float] | None = None,
+) -> SelfCheckResult:
     """Compare ``candidate`` (the variant's embeddings of ``ref.texts``) with the reference."""
     if candidate.shape != ref.embeddings.shape:
         raise EncoderError(f"self-check: embeddings of shape {candidate.shape}, reference {ref.embeddings.shape}")

@@ -50,12 +50,17 @@ def split_outliers(src: Path, dst: Path, act_max: dict[str, np.ndarray[Any, Any]
         mask[idx] = 0.0
         base = act.replace(":", "_")
         masked, picked = f"{base}/inliers", f"{base}/outlier_channels"
-        model.graph.initializer.extend([numpy_helper.from_array(mask, f"{base}/inlier_mask"),
-                                        numpy_helper.from_array(idx, f"{base}/outlier_index")])
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(mask, f"{base}/inlier_mask"),
+                numpy_helper.from_array(idx, f"{base}/outlier_index"),
+            ]
+        )
         before[nodes[0].name] += [
             helper.make_node("Mul", [act, f"{base}/inlier_mask"], [masked], name=f"{base}/mask_outliers"),
-            helper.make_node("Gather", [act, f"{base}/outlier_index"], [picked], axis=-1,
-                             name=f"{base}/gather_outliers"),
+            helper.make_node(
+                "Gather", [act, f"{base}/outlier_index"], [picked], axis=-1, name=f"{base}/gather_outliers"
+            ),
         ]
         for node in nodes:
             w = numpy_helper.to_array(inits[node.input[1]])
@@ -65,8 +70,10 @@ def split_outliers(src: Path, dst: Path, act_max: dict[str, np.ndarray[Any, Any]
             node.input[0] = masked
             node.output[0] = y_in
             mm = f"{node.name}{OUTLIER_SUFFIX}"
-            after[node.name] += [helper.make_node("MatMul", [picked, w_out], [y_out], name=mm),
-                                 helper.make_node("Add", [y_in, y_out], [y], name=f"{node.name}/add_outliers")]
+            after[node.name] += [
+                helper.make_node("MatMul", [picked, w_out], [y_out], name=mm),
+                helper.make_node("Add", [y_in, y_out], [y], name=f"{node.name}/add_outliers"),
+            ]
             kept.append(mm)
     ordered = []
     for node in model.graph.node:

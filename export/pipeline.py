@@ -84,11 +84,16 @@ class VariantSpec:
 def default_variants(cpu_recipe: DynamicInt8Recipe = DEFAULT_CPU_RECIPE) -> list[VariantSpec]:
     return [
         VariantSpec("fp32", "model_fp32.onnx", CPU, "fp32", Thresholds(0.9999, 0.999, 0.98)),
-        VariantSpec("cpu-int8", "model_int8.onnx", CPU, "int8-dynamic", Thresholds(0.995, 0.98, 0.90),
-                    cpu_recipe),
+        VariantSpec("cpu-int8", "model_int8.onnx", CPU, "int8-dynamic", Thresholds(0.995, 0.98, 0.90), cpu_recipe),
         VariantSpec("cuda-fp16", "model_fp16.onnx", CUDA, "fp16", Thresholds(0.999, 0.99, 0.95), "fp16"),
-        VariantSpec("tensorrt-int8", "model_int8_qdq.onnx", TENSORRT, "int8-static-qdq",
-                    Thresholds(0.99, 0.97, 0.90), DEFAULT_TRT_RECIPE),
+        VariantSpec(
+            "tensorrt-int8",
+            "model_int8_qdq.onnx",
+            TENSORRT,
+            "int8-static-qdq",
+            Thresholds(0.99, 0.97, 0.90),
+            DEFAULT_TRT_RECIPE,
+        ),
     ]
 
 
@@ -142,8 +147,18 @@ def read_max_seq_length(source: Path, config: dict[str, Any]) -> int:
 
 def _tool_versions() -> dict[str, str]:
     out = {}
-    for dist in ("streamrec", "onnxruntime-gpu", "onnxruntime", "onnx", "optimum", "optimum-onnx", "transformers",
-                 "tokenizers", "torch", "numpy"):
+    for dist in (
+        "streamrec",
+        "onnxruntime-gpu",
+        "onnxruntime",
+        "onnx",
+        "optimum",
+        "optimum-onnx",
+        "transformers",
+        "tokenizers",
+        "torch",
+        "numpy",
+    ):
         try:
             out[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -157,8 +172,15 @@ def _onnx_export(source: Path, work: Path, opset: int | None) -> Path:
     except ImportError as exc:
         raise ExportError(f"ONNX export needs optimum-onnx ({exc}); install streamrec[export]") from exc
     out = work / "_optimum"
-    main_export(str(source), output=str(out), task="feature-extraction", opset=opset, do_validation=False,
-                local_files_only=True, library_name="transformers")
+    main_export(
+        str(source),
+        output=str(out),
+        task="feature-extraction",
+        opset=opset,
+        do_validation=False,
+        local_files_only=True,
+        library_name="transformers",
+    )
     if not (out / "model.onnx").is_file():
         raise ExportError(f"optimum wrote no model.onnx for {source}")
     return out
@@ -192,8 +214,9 @@ def recipe_record(spec: VariantSpec) -> dict[str, Any]:
     raise ExportError(f"variant {spec.name}: unknown recipe {spec.recipe!r}")
 
 
-def _build_variant(spec: VariantSpec, fp32: Path, work: Path, calibration: Sequence[str], inputs: Sequence[str],
-                   max_len: int) -> dict[str, Any]:
+def _build_variant(
+    spec: VariantSpec, fp32: Path, work: Path, calibration: Sequence[str], inputs: Sequence[str], max_len: int
+) -> dict[str, Any]:
     dst = work / spec.file
     if spec.recipe is None:
         if dst != fp32:
@@ -205,13 +228,26 @@ def _build_variant(spec: VariantSpec, fp32: Path, work: Path, calibration: Seque
     if isinstance(spec.recipe, DynamicInt8Recipe):
         feeds = None
         if spec.recipe.smooth_alpha is not None or spec.recipe.outlier_channels:
-            feeds = text_feeds(work / "tokenizer.json", calibration[: spec.recipe.calibration_texts], inputs,
-                               max_len, 16, same_width=False)
+            feeds = text_feeds(
+                work / "tokenizer.json",
+                calibration[: spec.recipe.calibration_texts],
+                inputs,
+                max_len,
+                16,
+                same_width=False,
+            )
         quantize_dynamic_int8(fp32, dst, spec.recipe, calibration_feeds=feeds)
         return spec.recipe.to_dict()
     if isinstance(spec.recipe, StaticQdqRecipe):
-        quantize_static_qdq(fp32, dst, spec.recipe, tokenizer_file=work / "tokenizer.json",
-                            calibration_texts=calibration, inputs=inputs, max_seq_length=max_len)
+        quantize_static_qdq(
+            fp32,
+            dst,
+            spec.recipe,
+            tokenizer_file=work / "tokenizer.json",
+            calibration_texts=calibration,
+            inputs=inputs,
+            max_seq_length=max_len,
+        )
         return spec.recipe.to_dict()
     raise ExportError(f"variant {spec.name}: unknown recipe {spec.recipe!r}")
 
@@ -224,23 +260,48 @@ def _write_self_check_set(work: Path, validation: Sequence[str], ref: Any, refer
     lengths = [len(e.ids) for e in tok.encode_batch(list(validation))]
     chunks = pick_batches(lengths, CPU_MAX_BATCH)
     idx = [i for chunk in chunks for i in chunk]
-    return write_reference_set(work, [validation[i] for i in idx], ref[idx], reference_name,
-                               [len(c) for c in chunks])
+    return write_reference_set(work, [validation[i] for i in idx], ref[idx], reference_name, [len(c) for c in chunks])
 
 
-def _make_manifest(work: Path, *, name: str, source: dict[str, Any], dim: int, max_len: int, pooling: str,
-                   inputs: Sequence[str], variants: dict[str, Variant], self_check: dict[str, Any]) -> Manifest:
-    files = {p.relative_to(work).as_posix(): sha256_file(p) for p in sorted(work.rglob("*"))
-             if p.is_file() and p.name != "manifest.json"}
+def _make_manifest(
+    work: Path,
+    *,
+    name: str,
+    source: dict[str, Any],
+    dim: int,
+    max_len: int,
+    pooling: str,
+    inputs: Sequence[str],
+    variants: dict[str, Variant],
+    self_check: dict[str, Any],
+) -> Manifest:
+    files = {
+        p.relative_to(work).as_posix(): sha256_file(p)
+        for p in sorted(work.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
     defaults: dict[str, str] = {}
     for v in variants.values():  # first variant per provider, but a quantized one beats fp32
         cur = defaults.get(v.provider)
         if cur is None or (variants[cur].precision == "fp32" and v.precision != "fp32"):
             defaults[v.provider] = v.name
-    return Manifest(name=name, source=source, dim=dim, max_seq_length=max_len, pooling=pooling, normalize=True,
-                    inputs=tuple(inputs), output="last_hidden_state", tokenizer="tokenizer.json", files=files,
-                    variants=variants, default_variant=defaults, tools=_tool_versions(),
-                    created=datetime.now(UTC).isoformat(timespec="seconds"), self_check=self_check)
+    return Manifest(
+        name=name,
+        source=source,
+        dim=dim,
+        max_seq_length=max_len,
+        pooling=pooling,
+        normalize=True,
+        inputs=tuple(inputs),
+        output="last_hidden_state",
+        tokenizer="tokenizer.json",
+        files=files,
+        variants=variants,
+        default_variant=defaults,
+        tools=_tool_versions(),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        self_check=self_check,
+    )
 
 
 def export_model(
@@ -303,41 +364,84 @@ def export_model(
         if not any(s.recipe is None and s.file == fp32.name for s in opts.variants):
             fp32.unlink()
         name = opts.name or source.name
-        src_info = {"path": str(source), "model_type": config.get("model_type", ""),
-                    "architectures": config.get("architectures", []),
-                    "weights_sha256": {p.name: sha256_file(p) for p in sorted(source.glob("*.safetensors"))}}
-        _make_manifest(work, name=name, source=src_info, dim=dim, max_len=max_len, pooling=pooling,
-                       inputs=inputs, variants=variants, self_check=self_check).write(work)
+        src_info = {
+            "path": str(source),
+            "model_type": config.get("model_type", ""),
+            "architectures": config.get("architectures", []),
+            "weights_sha256": {p.name: sha256_file(p) for p in sorted(source.glob("*.safetensors"))},
+        }
+        _make_manifest(
+            work,
+            name=name,
+            source=src_info,
+            dim=dim,
+            max_len=max_len,
+            pooling=pooling,
+            inputs=inputs,
+            variants=variants,
+            self_check=self_check,
+        ).write(work)
 
         failures = []
         validated: dict[str, Variant] = {}
         for spec in opts.variants:
-            enc = OnnxTextEncoder(work, OnnxEncoderConfig(provider="cpu", variant=spec.name, verify=False,
-                                                          intra_op_threads=opts.threads, self_check="off"))
+            enc = OnnxTextEncoder(
+                work,
+                OnnxEncoderConfig(
+                    provider="cpu", variant=spec.name, verify=False, intra_op_threads=opts.threads, self_check="off"
+                ),
+            )
             s: Scores = score(enc.encode(validation), ref)
             bad = spec.thresholds.failures(s)
             # the load-time self-check must pass here too (it runs each reference text alone, so its numbers
             # differ a little from the batched validation above)
             check = enc.run_self_check(thresholds=vars(spec.thresholds))
             bad += [f"self-check set: {f}" for f in check.failures]
-            say(f"variant {spec.name}: cosine mean {s.cos_mean:.4f} min {s.cos_min:.4f}, "
+            say(
+                f"variant {spec.name}: cosine mean {s.cos_mean:.4f} min {s.cos_min:.4f}, "
                 f"top-10 overlap {s.top10_overlap:.3f}; self-check set {check.cos_mean:.4f} / {check.cos_min:.4f}"
-                + (f" — FAILED: {'; '.join(bad)}" if bad else " — passed"))
+                + (f" — FAILED: {'; '.join(bad)}" if bad else " — passed")
+            )
             if bad:
                 failures.append(f"{spec.name}: {'; '.join(bad)}")
             v = variants[spec.name]
-            validated[spec.name] = Variant(v.name, v.file, v.provider, v.precision, v.recipe, {
-                **s.to_dict(), "thresholds": vars(spec.thresholds), "validated_on": "CPUExecutionProvider",
-                "reference": reference_name, "cpu": cpu_info().describe(),
-                "self_check": {"cos_mean": round(check.cos_mean, 6), "cos_min": round(check.cos_min, 6),
-                               "n_texts": check.n_texts}})
+            validated[spec.name] = Variant(
+                v.name,
+                v.file,
+                v.provider,
+                v.precision,
+                v.recipe,
+                {
+                    **s.to_dict(),
+                    "thresholds": vars(spec.thresholds),
+                    "validated_on": "CPUExecutionProvider",
+                    "reference": reference_name,
+                    "cpu": cpu_info().describe(),
+                    "self_check": {
+                        "cos_mean": round(check.cos_mean, 6),
+                        "cos_min": round(check.cos_min, 6),
+                        "n_texts": check.n_texts,
+                    },
+                },
+            )
         if failures:
             raise VariantValidationError(
                 "exported variants fall below their validation thresholds vs the PyTorch fp32 reference: "
-                + " | ".join(failures) + ". Nothing was written; use a less aggressive recipe (keep more MatMuls "
-                "in float) or check the source model.")
-        manifest = _make_manifest(work, name=name, source=src_info, dim=dim, max_len=max_len, pooling=pooling,
-                                  inputs=inputs, variants=validated, self_check=self_check)
+                + " | ".join(failures)
+                + ". Nothing was written; use a less aggressive recipe (keep more MatMuls "
+                "in float) or check the source model."
+            )
+        manifest = _make_manifest(
+            work,
+            name=name,
+            source=src_info,
+            dim=dim,
+            max_len=max_len,
+            pooling=pooling,
+            inputs=inputs,
+            variants=validated,
+            self_check=self_check,
+        )
         manifest.write(work)
         _replace(work, output)
     except BaseException:
@@ -367,8 +471,11 @@ def is_current_export(model_dir: Path, variants: Sequence[VariantSpec] | None = 
         return False
     for spec in default_variants() if variants is None else variants:
         v = manifest.variants.get(spec.name)
-        if (v is None or dict(v.recipe) != recipe_record(spec)
-                or v.validation.get("thresholds") != vars(spec.thresholds)):
+        if (
+            v is None
+            or dict(v.recipe) != recipe_record(spec)
+            or v.validation.get("thresholds") != vars(spec.thresholds)
+        ):
             logger.info("%s: variant %s differs from this version's recipe or thresholds", model_dir, spec.name)
             return False
     return True

@@ -153,8 +153,9 @@ class _TextFeeds:
         raise NotImplementedError
 
 
-def text_feeds(tokenizer_file: Path, texts: Sequence[str], inputs: Sequence[str], max_len: int,
-           batch_size: int, same_width: bool) -> list[dict[str, np.ndarray[Any, Any]]]:
+def text_feeds(
+    tokenizer_file: Path, texts: Sequence[str], inputs: Sequence[str], max_len: int, batch_size: int, same_width: bool
+) -> list[dict[str, np.ndarray[Any, Any]]]:
     """Batches padded to their longest text, or all to the longest overall (histogram calibrators need that)."""
     from tokenizers import Tokenizer
 
@@ -164,7 +165,7 @@ def text_feeds(tokenizer_file: Path, texts: Sequence[str], inputs: Sequence[str]
     out = []
     longest = max(len(e.ids) for e in tok.encode_batch(list(texts)))
     for start in range(0, len(texts), batch_size):
-        enc = tok.encode_batch(list(texts[start:start + batch_size]))
+        enc = tok.encode_batch(list(texts[start : start + batch_size]))
         width = longest if same_width else max(len(e.ids) for e in enc)
         ids = np.zeros((len(enc), width), dtype=np.int64)
         mask = np.zeros_like(ids)
@@ -189,15 +190,26 @@ def quantize_static_qdq(
     """Static INT8 in QDQ format calibrated on ``calibration_texts`` (product-like text)."""
     from onnxruntime.quantization import CalibrationMethod
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     if recipe.calibration_method not in methods:
         raise ExportError(f"unknown calibration method {recipe.calibration_method!r}; use one of {sorted(methods)}")
     texts = list(calibration_texts)[: recipe.calibration_texts]
     if not texts:
         raise ExportError("static quantization needs calibration texts")
-    reader = _TextFeeds(text_feeds(tokenizer_file, texts, inputs, max_seq_length, recipe.batch_size,
-                                   same_width=recipe.calibration_method != "minmax"))
+    reader = _TextFeeds(
+        text_feeds(
+            tokenizer_file,
+            texts,
+            inputs,
+            max_seq_length,
+            recipe.batch_size,
+            same_width=recipe.calibration_method != "minmax",
+        )
+    )
     exclude = _excluded(src, recipe.keep_float)
     logger.info("static QDQ INT8 %s on %d calibration texts", recipe, len(texts))
     smooth_feeds = None

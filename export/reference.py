@@ -47,7 +47,7 @@ class TorchReferenceEncoder:
         out = np.empty((len(items), self.dim), dtype=np.float32)
         torch = self._torch
         for start in range(0, len(items), self.batch_size):
-            enc = self.tokenizer.encode_batch(items[start:start + self.batch_size])
+            enc = self.tokenizer.encode_batch(items[start : start + self.batch_size])
             width = max(len(e.ids) for e in enc)
             ids = np.zeros((len(enc), width), dtype=np.int64)
             mask = np.zeros_like(ids)
@@ -59,5 +59,5 @@ class TorchReferenceEncoder:
                 kwargs["token_type_ids"] = torch.zeros_like(kwargs["input_ids"])
             with torch.inference_mode():
                 hidden = self.model(**kwargs).last_hidden_state.float().numpy()
-            out[start:start + len(enc)] = pool_and_normalize(hidden, mask, self.pooling)
+            out[start : start + len(enc)] = pool_and_normalize(hidden, mask, self.pooling)
         return out

@@ -83,11 +83,21 @@ class ExactIndex:
         with self._lock.read():
             c = self._counts
             return IndexStats(
-                kind=self.KIND, dim=self._dim, metric=self._metric, items=len(self._slot_of) - len(self._parked),
-                unavailable=len(self._parked), capacity=self._vecs.shape[0], deleted_slots=0,
-                memory_bytes=self._vecs.nbytes + self._searchable.nbytes, inserts_total=c["inserts"],
-                updates_total=c["updates"], deletes_total=c["deletes"], unknown_deletes_total=c["unknown_deletes"],
-                resizes_total=c["resizes"], queries_total=self._queries, search_retries_total=0,
+                kind=self.KIND,
+                dim=self._dim,
+                metric=self._metric,
+                items=len(self._slot_of) - len(self._parked),
+                unavailable=len(self._parked),
+                capacity=self._vecs.shape[0],
+                deleted_slots=0,
+                memory_bytes=self._vecs.nbytes + self._searchable.nbytes,
+                inserts_total=c["inserts"],
+                updates_total=c["updates"],
+                deletes_total=c["deletes"],
+                unknown_deletes_total=c["unknown_deletes"],
+                resizes_total=c["resizes"],
+                queries_total=self._queries,
+                search_retries_total=0,
                 exact_fallbacks_total=0,
             )
 

@@ -125,7 +125,10 @@ class HnswIndex:
         if _graph is None:
             _graph = hnswlib.Index(space="ip", dim=dim)
             _graph.init_index(
-                max_elements=initial_capacity, M=m, ef_construction=ef_construction, random_seed=seed,
+                max_elements=initial_capacity,
+                M=m,
+                ef_construction=ef_construction,
+                random_seed=seed,
                 allow_replace_deleted=True,
             )
         _graph.set_ef(1)  # hnswlib searches with max(ef_, k): each call passes its own breadth as k
@@ -174,12 +177,22 @@ class HnswIndex:
                 q = dict(self._qcounts)
             c = self._counts
             return IndexStats(
-                kind=self.KIND, dim=self._dim, metric=self._metric, items=len(self._label_of),
-                unavailable=len(self._parked), capacity=cap, deleted_slots=self._tombstones,
+                kind=self.KIND,
+                dim=self._dim,
+                metric=self._metric,
+                items=len(self._label_of),
+                unavailable=len(self._parked),
+                capacity=cap,
+                deleted_slots=self._tombstones,
                 memory_bytes=cap * per_item + sum(p[1].nbytes for p in self._parked.values()),
-                inserts_total=c["inserts"], updates_total=c["updates"], deletes_total=c["deletes"],
-                unknown_deletes_total=c["unknown_deletes"], resizes_total=c["resizes"], queries_total=q["queries"],
-                search_retries_total=q["retries"], exact_fallbacks_total=q["fallbacks"],
+                inserts_total=c["inserts"],
+                updates_total=c["updates"],
+                deletes_total=c["deletes"],
+                unknown_deletes_total=c["unknown_deletes"],
+                resizes_total=c["resizes"],
+                queries_total=q["queries"],
+                search_retries_total=q["retries"],
+                exact_fallbacks_total=q["fallbacks"],
                 full_scans_total=q["scans"],
             )
 
@@ -220,8 +233,9 @@ class HnswIndex:
         if upd_pos:
             count: int = self._g.get_current_count()
             n = len(upd_pos)
-            cheap = (self._g.get_max_elements() - count >= n
-                     and self._tombstones + n <= self.max_deleted_fraction * (count + n))
+            cheap = self._g.get_max_elements() - count >= n and self._tombstones + n <= self.max_deleted_fraction * (
+                count + n
+            )
             if not cheap:
                 labels = np.array([self._label_of[ids[p]] for p in upd_pos], dtype=np.uint64)
                 self._g.add_items(vecs[upd_pos], labels, num_threads=self.add_threads)  # in place
@@ -489,8 +503,13 @@ class HnswIndex:
 
     # ----------------------------------------------------------------- snapshots
     def _params(self) -> dict[str, Any]:
-        return {"dim": self._dim, "metric": self._metric, "m": self.m, "ef_construction": self.ef_construction,
-                "ef": self.ef}
+        return {
+            "dim": self._dim,
+            "metric": self._metric,
+            "m": self.m,
+            "ef_construction": self.ef_construction,
+            "ef": self.ef,
+        }
 
     def save(self, directory: Path | str, extra: dict[str, Any] | None = None) -> Path:
         """Atomically snapshot the index with ``extra`` (any JSON-able dict, e.g. the Kafka offsets it reflects)
@@ -502,12 +521,17 @@ class HnswIndex:
                 items = {
                     "live": [[x, lab] for x, lab in self._label_of.items()],
                     "parked": [[x, p[0], p[2]] for x, p in self._parked.items()],
-                    "next_label": self._next_label, "tombstones": self._tombstones,
-                    "capacity": self._g.get_max_elements(), "element_count": self._g.get_current_count(),
+                    "next_label": self._next_label,
+                    "tombstones": self._tombstones,
+                    "capacity": self._g.get_max_elements(),
+                    "element_count": self._g.get_current_count(),
                     "counters": dict(self._counts),
                 }
-                parked = (np.stack([p[1] for p in self._parked.values()]) if self._parked
-                          else np.empty((0, self._dim), np.float32))
+                parked = (
+                    np.stack([p[1] for p in self._parked.values()])
+                    if self._parked
+                    else np.empty((0, self._dim), np.float32)
+                )
             write_json(w.path(_ITEMS), items)
             np.save(w.path(_PARKED), parked, allow_pickle=False)
             return w.commit(self.KIND, {**self._params(), "items": len(self), "extra": extra})
@@ -529,8 +553,13 @@ class HnswIndex:
             d = int(meta["dim"])
             graph = hnswlib.Index(space="ip", dim=d)
             graph.load_index(str(snap / _GRAPH), max_elements=int(items["capacity"]), allow_replace_deleted=True)
-            params = {"metric": meta["metric"], "m": int(meta["m"]), "ef_construction": int(meta["ef_construction"]),
-                      "ef": int(meta["ef"]), **settings}
+            params = {
+                "metric": meta["metric"],
+                "m": int(meta["m"]),
+                "ef_construction": int(meta["ef_construction"]),
+                "ef": int(meta["ef"]),
+                **settings,
+            }
             idx = cls(d, _graph=graph, **params)
             idx._label_of = {str(x): int(lab) for x, lab in items["live"]}
             idx._id_of = {lab: x for x, lab in idx._label_of.items()}
@@ -545,9 +574,11 @@ class HnswIndex:
             raise
         except (KeyError, TypeError, ValueError, RuntimeError, OSError) as e:
             raise SnapshotError(f"snapshot {snap} is inconsistent ({type(e).__name__}: {e}): rebuild the index") from e
-        if (graph.get_current_count() != int(items["element_count"])
-                or len(idx._label_of) + idx._tombstones != graph.get_current_count()
-                or len(idx._id_of) != len(idx._label_of)):
+        if (
+            graph.get_current_count() != int(items["element_count"])
+            or len(idx._label_of) + idx._tombstones != graph.get_current_count()
+            or len(idx._id_of) != len(idx._label_of)
+        ):
             raise SnapshotError(f"snapshot {snap}: id map and graph disagree on the item count: rebuild the index")
         log.info("loaded hnsw index snapshot %s: %d items", snap, len(idx))
         return idx, dict(meta.get("extra") or {})

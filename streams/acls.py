@@ -117,8 +117,13 @@ class _MetadataResponseV8(Response):  # type: ignore[misc]
                 (
                     "partitions",
                     Array(
-                        ("error_code", Int16), ("partition", Int32), ("leader", Int32), ("leader_epoch", Int32),
-                        ("replicas", Array(Int32)), ("isr", Array(Int32)), ("offline_replicas", Array(Int32)),
+                        ("error_code", Int16),
+                        ("partition", Int32),
+                        ("leader", Int32),
+                        ("leader_epoch", Int32),
+                        ("replicas", Array(Int32)),
+                        ("isr", Array(Int32)),
+                        ("offline_replicas", Array(Int32)),
                     ),
                 ),
                 ("topic_authorized_operations", Int32),
@@ -278,7 +283,8 @@ async def check_permissions(bootstrap: str, security: KafkaSecurity, needs: Iter
     if missing:
         who = f"user {security.username!r}" if security.uses_sasl else f"this client ({security.protocol})"
         raise KafkaAuthorizationError(
-            f"Kafka authorisation: {who} is not allowed " + "; ".join(n.describe() for n in missing)
+            f"Kafka authorisation: {who} is not allowed "
+            + "; ".join(n.describe() for n in missing)
             + ". Nothing was consumed or produced. Ask the cluster's admin for these ACLs "
             "(README: 'Production Kafka')"
         )
@@ -305,8 +311,7 @@ async def create_acls(bootstrap: str, security: KafkaSecurity, acls: Iterable[Ac
         while pending:
             acl = pending[0]
             response = await admin._send_request(
-                DescribeAclsRequest(acl.resource, acl.name, acl.pattern, acl.principal, acl.host, acl.operation,
-                                    ALLOW),
+                DescribeAclsRequest(acl.resource, acl.name, acl.pattern, acl.principal, acl.host, acl.operation, ALLOW),
                 node_id,
             )
             if response.error_code == 0 and response.resources:

@@ -81,14 +81,19 @@ class SnapshotInfo:
     titles: dict[str, str]  # item id -> title
 
     def to_extra(self) -> dict[str, Any]:
-        return {"topic": self.topic, "model": self.model, "offsets": {str(p): o for p, o in self.offsets.items()},
-                "titles": dict(self.titles)}
+        return {
+            "topic": self.topic,
+            "model": self.model,
+            "offsets": {str(p): o for p, o in self.offsets.items()},
+            "titles": dict(self.titles),
+        }
 
     @classmethod
     def from_extra(cls, extra: dict[str, Any]) -> SnapshotInfo:
         try:
             return cls(
-                topic=str(extra["topic"]), model=str(extra["model"]),
+                topic=str(extra["topic"]),
+                model=str(extra["model"]),
                 offsets={int(p): int(o) for p, o in extra["offsets"].items()},
                 titles={str(k): str(v) for k, v in extra["titles"].items()},
             )
@@ -154,8 +159,9 @@ class CatalogReplica:
                 raise SnapshotError(f"snapshot was made for topic {info.topic!r} and model {info.model!r}")
         except SnapshotError as exc:
             if self.snapshot_dir.exists():
-                log.warning("index snapshot in %s not usable (%s): rebuilding from the items topic",
-                            self.snapshot_dir, exc)
+                log.warning(
+                    "index snapshot in %s not usable (%s): rebuilding from the items topic", self.snapshot_dir, exc
+                )
             return new_index(config, dim), ItemTitles(), {}
         log.info("index snapshot loaded: %d items, resuming %s at %s", len(index), self.topic, info.offsets)
         self.stats.last_snapshot_wall = _mtime(self.snapshot_dir)
@@ -170,8 +176,12 @@ class CatalogReplica:
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-            auto_offset_reset="earliest", isolation_level="read_committed", **self.client_kwargs,
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            **self.client_kwargs,
         )
         await consumer.start()
         self._consumer = consumer
@@ -264,8 +274,12 @@ class CatalogReplica:
             if len(latest) == 1:
                 await self._fail_one(source[next(iter(latest))], exc)
                 return
-            log.warning("a batch of %d catalogue records failed (%s: %s): re-applying them one by one",
-                        len(latest), type(exc).__name__, exc)
+            log.warning(
+                "a batch of %d catalogue records failed (%s: %s): re-applying them one by one",
+                len(latest),
+                type(exc).__name__,
+                exc,
+            )
             for item_id, item in latest.items():
                 try:
                     await self._apply_items({item_id: item})
@@ -288,8 +302,13 @@ class CatalogReplica:
                 f"{self._consecutive_errors} catalogue records in a row failed (the last: {exc!r}): "
                 "something is broken beyond one bad record"
             ) from exc
-        log.error("catalogue record %s[%s]@%s failed: dead-lettered as processing_error", self.topic,
-                  record.partition, record.offset, exc_info=exc)
+        log.error(
+            "catalogue record %s[%s]@%s failed: dead-lettered as processing_error",
+            self.topic,
+            record.partition,
+            record.offset,
+            exc_info=exc,
+        )
         await self._reject(record, _processing_error(exc, "index"))
 
     async def _apply_items(self, latest: dict[str, ItemRecord | ItemDeletion]) -> None:

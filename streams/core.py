@@ -118,8 +118,9 @@ def default_signals(
     out = []
     if covisit is not None:
         out.append(WeightedSignal(CovisitSignal(covisit, eligible), config.covisit_weight))
-    out.append(WeightedSignal(TextSignal(index), config.text_weight,
-                              when_thin=covisit is not None and not config.text_always))
+    out.append(
+        WeightedSignal(TextSignal(index), config.text_weight, when_thin=covisit is not None and not config.text_always)
+    )
     out.append(WeightedSignal(PopularitySignal(popularity, eligible), config.popularity_weight, prior=True))
     return [s for s in out if s.weight > 0]
 
@@ -151,8 +152,8 @@ class RecommenderCore:
         self.popularity = popularity
         self.covisit = covisit
         self.config = config or CoreConfig()
-        self.signals = list(signals) if signals is not None else default_signals(
-            index, covisit, popularity, self.config
+        self.signals = (
+            list(signals) if signals is not None else default_signals(index, covisit, popularity, self.config)
         )
         self._dim = encoder.dim
         self._filler = _unit(np.random.default_rng(7).standard_normal(self._dim))
@@ -187,13 +188,15 @@ class RecommenderCore:
         for e, plan in zip(events, plans, strict=True):
             before = current[e.user_id]
             update = self.strategy.apply(
-                before, plan,
+                before,
+                plan,
                 item_vector=item_vectors.get(e.item_id) if e.item_id is not None else None,
                 text_vectors=rows[[row_of[t] for t in plan.texts]] if plan.texts else rows[:0],
             )
             current[e.user_id] = update.state
-            requests.append(SignalRequest(e, update.state, update.query, e.ts_ms / 1000,
-                                          exclusions(update.state, config)))
+            requests.append(
+                SignalRequest(e, update.state, update.query, e.ts_ms / 1000, exclusions(update.state, config))
+            )
             outcomes.append(EventOutcome(duplicate=update.duplicate))
             if update.duplicate or e.item_id is None or e.type is EventType.SEARCH:
                 continue
@@ -215,11 +218,11 @@ class RecommenderCore:
             last_list[e.user_id] = tuple(i for i, _ in items)
         final = {u: replace(s, last_list=last_list[u]) for u, s in current.items() if s is not None}
         index_s = (time.perf_counter() - t2) + (t1 - t0)
-        return StepResult(outcomes, final, deltas.deltas() if deltas is not None else [], encode_s, index_s,
-                          len(texts))
+        return StepResult(outcomes, final, deltas.deltas() if deltas is not None else [], encode_s, index_s, len(texts))
 
-    def _plan(self, events: Sequence[Event], states: Mapping[str, SessionState | None],
-              item_vectors: Mapping[str, Vector]) -> list[SessionPlan]:
+    def _plan(
+        self, events: Sequence[Event], states: Mapping[str, SessionState | None], item_vectors: Mapping[str, Vector]
+    ) -> list[SessionPlan]:
         plans: list[SessionPlan] = []
         planning: dict[str, SessionState | None] = {e.user_id: states.get(e.user_id) for e in events}
         for e in events:
@@ -235,8 +238,7 @@ class RecommenderCore:
         found = [0] * len(requests)  # candidates of the non-prior signals so far, per event
         for ws in self.signals:
             if ws.when_thin:
-                asked = [i for i, r in enumerate(requests)
-                         if found[i] < depth or r.event.type is EventType.SEARCH]
+                asked = [i for i, r in enumerate(requests) if found[i] < depth or r.event.type is EventType.SEARCH]
                 got = ws.signal.candidates([requests[i] for i in asked], depth) if asked else []
                 lists: list[dict[str, float]] = [{} for _ in requests]
                 for i, scores in zip(asked, got, strict=True):

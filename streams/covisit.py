@@ -192,8 +192,15 @@ class CovisitRow:
     version: int
 
     def to_json_bytes(self) -> bytes:
-        doc = {"v": 1, "item": self.item, "n": self.n, "ref": self.ref_s, "ver": self.version,
-               "ids": list(self.ids), "w": [round(w, 6) for w in self.weights]}
+        doc = {
+            "v": 1,
+            "item": self.item,
+            "n": self.n,
+            "ref": self.ref_s,
+            "ver": self.version,
+            "ids": list(self.ids),
+            "w": [round(w, 6) for w in self.weights],
+        }
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
     @classmethod
@@ -331,18 +338,21 @@ class CovisitGraph:
         row.ref_s = ref_s
 
     # ------------------------------------------------------------------ reads
-    def scores_many(self, users: Sequence[tuple[Sequence[str], Collection[str]]], now_s: float,
-                    limit: int | None = None) -> list[dict[str, float]]:
+    def scores_many(
+        self, users: Sequence[tuple[Sequence[str], Collection[str]]], now_s: float, limit: int | None = None
+    ) -> list[dict[str, float]]:
         """``scores`` for a batch of (recent items, exclusions). Lock-free (see the class docstring)."""
         return [self._scores(recent, now_s, limit, exclude) for recent, exclude in users]
 
-    def scores(self, recent: Sequence[str], now_s: float, limit: int | None = None,
-               exclude: Collection[str] = ()) -> dict[str, float]:
+    def scores(
+        self, recent: Sequence[str], now_s: float, limit: int | None = None, exclude: Collection[str] = ()
+    ) -> dict[str, float]:
         """See :meth:`_scores`. Lock-free (see the class docstring)."""
         return self._scores(recent, now_s, limit, exclude)
 
-    def _scores(self, recent: Sequence[str], now_s: float, limit: int | None = None,
-                exclude: Collection[str] = ()) -> dict[str, float]:
+    def _scores(
+        self, recent: Sequence[str], now_s: float, limit: int | None = None, exclude: Collection[str] = ()
+    ) -> dict[str, float]:
         """Collaborative scores of candidates for a user whose recent distinct items
         are ``recent`` (most recent first): the ``limit`` best (None: all) not in ``exclude``; see the module docstring.
 
@@ -396,17 +406,18 @@ class CovisitGraph:
         c = np.fromiter(row.nbrs.values(), dtype=np.float64, count=len(keys))
         others = [rows.get(j) for j in keys]
         n = np.fromiter((o.n if o is not None else 0.0 for o in others), dtype=np.float64, count=len(keys))
-        ref = np.fromiter((o.ref_s if o is not None else row.ref_s for o in others), dtype=np.float64,
-                          count=len(keys))
+        ref = np.fromiter((o.ref_s if o is not None else row.ref_s for o in others), dtype=np.float64, count=len(keys))
         nj = n * np.exp2((ref - row.ref_s) / cfg.half_life_s)  # n_j valued at this row's reference time
         # nj < c only for items never seen as events themselves: their pair count is all we know
-        scored = c / (row.n ** cfg.source_exponent * np.maximum(nj, c) ** cfg.damping)
+        scored = c / (row.n**cfg.source_exponent * np.maximum(nj, c) ** cfg.damping)
         if scored.size > cfg.per_source:
             best = np.argpartition(-scored, cfg.per_source - 1)[: cfg.per_source]
         else:
             best = np.arange(scored.size)
-        return (np.fromiter((self._intern(keys[i]) for i in best.tolist()), dtype=np.int64, count=best.size),
-                scored[best])
+        return (
+            np.fromiter((self._intern(keys[i]) for i in best.tolist()), dtype=np.int64, count=best.size),
+            scored[best],
+        )
 
     def _intern(self, item: str) -> int:
         i = self._pos.get(item)

@@ -61,9 +61,13 @@ VERSION_HEADER = "streamrec.covisit.version"  # lets a replica skip rows it hold
 class Sender(Protocol):
     """What :class:`~streamrec.streams.hotpath.Output` offers: append a record, get its delivery future."""
 
-    async def send(self, key: bytes | None, value: bytes | None,
-                   headers: Sequence[tuple[str, bytes]] | None = None, partition: int | None = None,
-                   ) -> asyncio.Future[Any]: ...
+    async def send(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]: ...
 
 
 def owner_partition(item: str, partitions: int) -> int:
@@ -109,8 +113,16 @@ class CovisitPublisher:
 class CovisitReplica:
     """Every worker: the whole compacted rows topic, applied to ``graph`` (newest version wins)."""
 
-    def __init__(self, *, bootstrap: str, topic: str, graph: CovisitGraph, pool: Executor | None,
-                 batch_max: int = 256, client_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topic: str,
+        graph: CovisitGraph,
+        pool: Executor | None,
+        batch_max: int = 256,
+        client_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.client_kwargs = dict(client_kwargs or {})  # security (KafkaSecurity.aiokafka_kwargs)
         self.topic = topic
@@ -134,9 +146,14 @@ class CovisitReplica:
         await self._ready.wait()
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-                                    auto_offset_reset="earliest", isolation_level="read_committed",
-                                    **self.client_kwargs)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            **self.client_kwargs,
+        )
         await consumer.start()
         self._consumer = consumer
         tps = [TopicPartition(self.topic, p) for p in await _partitions(consumer, self.topic)]
@@ -234,11 +251,22 @@ class CovisitReplica:
 class CovisitOwner:
     """Merges the deltas of the rows this worker owns and publishes the changed rows (module docstring)."""
 
-    def __init__(self, *, bootstrap: str, group_id: str, deltas_topic: str, rows_out: Sender, graph: CovisitGraph,
-                 replica: CovisitReplica, pool: Executor | None, flush_interval_s: float = 1.0, max_dirty: int = 10_000,
-                 on_merged: Callable[[int], None] | None = None, on_published: Callable[[int], None] | None = None,
-                 client_kwargs: dict[str, Any] | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        deltas_topic: str,
+        rows_out: Sender,
+        graph: CovisitGraph,
+        replica: CovisitReplica,
+        pool: Executor | None,
+        flush_interval_s: float = 1.0,
+        max_dirty: int = 10_000,
+        on_merged: Callable[[int], None] | None = None,
+        on_published: Callable[[int], None] | None = None,
+        client_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         self.bootstrap = bootstrap
         self.client_kwargs = dict(client_kwargs or {})  # security (KafkaSecurity.aiokafka_kwargs)
         self.group_id = group_id
@@ -261,9 +289,14 @@ class CovisitOwner:
         self.error: BaseException | None = None
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group_id,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    isolation_level="read_committed", **self.client_kwargs)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            **self.client_kwargs,
+        )
         await consumer.start()
         consumer.subscribe([self.deltas_topic], listener=_Rebalance(self))
         self._consumer = consumer
@@ -283,8 +316,13 @@ class CovisitOwner:
                             deltas = decode_deltas(r.value)
                         except ValueError as exc:
                             self.invalid += 1
-                            log.warning("skipped a corrupt covisit deltas message %s[%d]@%d: %s",
-                                        r.topic, r.partition, r.offset, exc)
+                            log.warning(
+                                "skipped a corrupt covisit deltas message %s[%d]@%d: %s",
+                                r.topic,
+                                r.partition,
+                                r.offset,
+                                exc,
+                            )
                             continue
                         # version = offset + 1: a new row starts at version 0
                         changed = await _run(loop, self.pool, self._merge, deltas, r.offset + 1)
@@ -389,5 +427,3 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
         await consumer._client.force_metadata_update()  # aiokafka: no public call for this
         await asyncio.sleep(0.1)
     raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")
-
-

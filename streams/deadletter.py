@@ -125,8 +125,14 @@ def dead_letter_record(
     """The dead-letter record for a rejected source record: its own key and value, the reason in headers
     (truncated, with the original's size and SHA-256 in headers, when key + value exceed ``max_record_bytes``)."""
     headers = dead_letter_headers(
-        error.reason, error.detail, source_topic, partition, offset,
-        now_ms=now_ms, source_ts_ms=source_ts_ms, worker=worker,
+        error.reason,
+        error.detail,
+        source_topic,
+        partition,
+        offset,
+        now_ms=now_ms,
+        source_ts_ms=source_ts_ms,
+        worker=worker,
     )
     if len(key or b"") + len(value or b"") <= max_record_bytes:
         return DeadLetterRecord(key, value, headers)
@@ -183,10 +189,12 @@ def parse_dead_letter_headers(headers: Iterable[tuple[str, bytes]]) -> DeadLette
             source_ts_ms=int(h[HEADER_SOURCE_TS]) if HEADER_SOURCE_TS in h else None,
             worker=h.get(HEADER_WORKER),
             truncated=tuple(t for t in h.get(HEADER_TRUNCATED, "").split(",") if t),
-            original_bytes={w: int(h[f"{HEADER_PREFIX}{w}_bytes"]) for w in ("key", "value")
-                            if f"{HEADER_PREFIX}{w}_bytes" in h},
-            original_sha256={w: h[f"{HEADER_PREFIX}{w}_sha256"] for w in ("key", "value")
-                             if f"{HEADER_PREFIX}{w}_sha256" in h},
+            original_bytes={
+                w: int(h[f"{HEADER_PREFIX}{w}_bytes"]) for w in ("key", "value") if f"{HEADER_PREFIX}{w}_bytes" in h
+            },
+            original_sha256={
+                w: h[f"{HEADER_PREFIX}{w}_sha256"] for w in ("key", "value") if f"{HEADER_PREFIX}{w}_sha256" in h
+            },
         )
     except (KeyError, ValueError) as exc:
         raise DeadLetterHeaderError(f"not a streamrec dead-letter record: {exc!r} (headers: {sorted(h)})") from None

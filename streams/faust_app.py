@@ -86,6 +86,10 @@ def build_faust_app(
 
 def sessions_table(app: faust.App, partitions: int) -> Any:
     return app.Table(
-        "sessions", key_type=bytes, value_type=bytes, partitions=partitions, default=None,
+        "sessions",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=partitions,
+        default=None,
         help="per-user session state (JSON bytes, see streamrec.streams.session)",
     )

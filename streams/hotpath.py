@@ -75,14 +75,22 @@ class Output:
         self.topic = topic
         self._started = False
 
-    async def send(self, key: bytes | None, value: bytes | None,
-                   headers: Sequence[tuple[str, bytes]] | None = None, partition: int | None = None,
-                   ) -> asyncio.Future[Any]:
+    async def send(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
         if not self._started:  # normally started with the app already; this is the once-only check
             await self.app.maybe_start_producer()
             self._started = True
         fut: asyncio.Future[Any] = await self.app.producer.send(
-            self.topic, key, value, partition=partition, timestamp=None,
+            self.topic,
+            key,
+            value,
+            partition=partition,
+            timestamp=None,
             headers=list(headers) if headers else None,
         )
         return fut
@@ -139,8 +147,12 @@ class HotPath:
             msg = ev.message
             try:
                 e = decode_event(
-                    msg.value, record_ts_ms=int((msg.timestamp or self.clock()) * 1000), topic=msg.topic,
-                    partition=msg.partition, offset=msg.offset, key=msg.key,
+                    msg.value,
+                    record_ts_ms=int((msg.timestamp or self.clock()) * 1000),
+                    topic=msg.topic,
+                    partition=msg.partition,
+                    offset=msg.offset,
+                    key=msg.key,
                 )
             except InvalidMessage as exc:
                 self._ack_on_delivery(ev, await self._send_dead_letter(ev, exc))
@@ -176,8 +188,12 @@ class HotPath:
             self._consecutive_errors = 0
             return
         if len(valid) > 1:
-            log.warning("a batch of %d events failed (%s: %s): re-running it event by event to isolate the cause",
-                        len(valid), type(error).__name__, error)
+            log.warning(
+                "a batch of %d events failed (%s: %s): re-running it event by event to isolate the cause",
+                len(valid),
+                type(error).__name__,
+                error,
+            )
             self.metrics.isolated_batches.inc()
             for one in valid:
                 await self._serve_isolating([one], start_mono, decode_s_per_event)
@@ -189,9 +205,15 @@ class HotPath:
                 f"{self._consecutive_errors} events in a row failed (the last: {error!r}): stopping the worker "
                 "rather than dead-lettering every event"
             ) from error
-        log.error("event %s of user %r at %s[%s]@%s failed: dead-lettered as processing_error",
-                  e.event_id[:64], e.user_id[:64], ev.message.topic, ev.message.partition, ev.message.offset,
-                  exc_info=error)
+        log.error(
+            "event %s of user %r at %s[%s]@%s failed: dead-lettered as processing_error",
+            e.event_id[:64],
+            e.user_id[:64],
+            ev.message.topic,
+            ev.message.partition,
+            ev.message.offset,
+            exc_info=error,
+        )
         self._ack_on_delivery(ev, await self._send_processing_error(ev, error, "process"))
 
     async def _serve(
@@ -233,9 +255,15 @@ class HotPath:
         for (ev, e), outcome in zip(valid, result.outcomes, strict=True):
             queue_ms = _queue_ms(ev, start_mono)
             rec = Recommendation(
-                user_id=e.user_id, event_id=e.event_id, items=tuple(outcome.items), model=self.model_name,
-                event_ts=e.ts_ms, emitted_ts=now_ms, latency_ms={"queue": round(queue_ms, 3), **_rounded(stages)},
-                strategy=strategy, fallback=outcome.fallback is not None,
+                user_id=e.user_id,
+                event_id=e.event_id,
+                items=tuple(outcome.items),
+                model=self.model_name,
+                event_ts=e.ts_ms,
+                emitted_ts=now_ms,
+                latency_ms={"queue": round(queue_ms, 3), **_rounded(stages)},
+                strategy=strategy,
+                fallback=outcome.fallback is not None,
             )
             own = [await self.recommendations.send(e.user_id.encode(), rec.to_json_bytes())]
             outputs.append((ev, own))
@@ -265,8 +293,13 @@ class HotPath:
                 m.end_to_end.labels("record_in").observe(max(0.0, done_mono - time_in))
             m.stage.labels("queue").observe(_queue_ms(ev, start_mono) / 1000)
         m.recommendations.inc(len(valid))
-        for stage, seconds in (("decode", decode_s_per_event), ("state", state_s),
-                               ("encode", result.encode_s), ("index", result.index_s), ("publish", publish_s)):
+        for stage, seconds in (
+            ("decode", decode_s_per_event),
+            ("state", state_s),
+            ("encode", result.encode_s),
+            ("index", result.index_s),
+            ("publish", publish_s),
+        ):
             m.stage.labels(stage).observe(seconds)
         for ev, futs in outputs:
             _AckWhenDelivered(self, ev, futs)
@@ -276,8 +309,13 @@ class HotPath:
 
     def _delivery_failed(self, ev: EventT[Any], exc: BaseException) -> None:
         if self._delivery_error is None:
-            log.error("output of %s[%s]@%s was not delivered: %r", ev.message.topic, ev.message.partition,
-                      ev.message.offset, exc)
+            log.error(
+                "output of %s[%s]@%s was not delivered: %r",
+                ev.message.topic,
+                ev.message.partition,
+                ev.message.offset,
+                exc,
+            )
             self._delivery_error = exc
 
     # ------------------------------------------------------------------ helpers on the loop
@@ -297,7 +335,12 @@ class HotPath:
     async def _send_dead_letter(self, ev: EventT[Any], exc: InvalidMessage) -> asyncio.Future[Any]:
         msg = ev.message
         rec = dead_letter_record(
-            msg.key, msg.value, exc, msg.topic, msg.partition, msg.offset,
+            msg.key,
+            msg.value,
+            exc,
+            msg.topic,
+            msg.partition,
+            msg.offset,
             now_ms=int(self.clock() * 1000),
             source_ts_ms=None if msg.timestamp is None else int(msg.timestamp * 1000),
             worker=self.worker_name,

@@ -14,8 +14,27 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 LATENCY_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
-    0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -32,24 +51,34 @@ class WorkerMetrics:
             "streamrec_pipeline_end_to_end_seconds",
             "Event to recommendation produced. clock=event_ts: from the event's own timestamp; "
             "clock=record_in: from the moment the worker received the record.",
-            ["clock"], buckets=LATENCY_BUCKETS, registry=r,
+            ["clock"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.stage = Histogram(
             "streamrec_pipeline_stage_seconds",
             "Time per hot-path stage (batch stages are charged to every event of the batch).",
-            ["stage"], buckets=LATENCY_BUCKETS, registry=r,
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
-            "streamrec_pipeline_batch_size_events", "Events per hot-path micro-batch.",
-            buckets=BATCH_BUCKETS, registry=r,
+            "streamrec_pipeline_batch_size_events",
+            "Events per hot-path micro-batch.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.events = Counter(
-            "streamrec_pipeline_events_total", "Events consumed, by type and outcome.",
-            ["type", "outcome"], registry=r,
+            "streamrec_pipeline_events_total",
+            "Events consumed, by type and outcome.",
+            ["type", "outcome"],
+            registry=r,
         )
         self.dead_letters = Counter(
-            "streamrec_pipeline_dead_letters_total", "Messages sent to the dead-letter topic, by reason.",
-            ["source", "reason"], registry=r,
+            "streamrec_pipeline_dead_letters_total",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["source", "reason"],
+            registry=r,
         )
         self.clamped_timestamps = Counter(
             "streamrec_pipeline_clamped_timestamps_total",
@@ -64,38 +93,53 @@ class WorkerMetrics:
         self.component_up = Gauge(
             "streamrec_worker_component_up",
             "1 while a component of the worker runs, 0 once it failed (the worker then exits non-zero).",
-            ["component"], registry=r,
+            ["component"],
+            registry=r,
         )
         self.healthy = Gauge(
             "streamrec_worker_healthy", "1 while every component of the worker runs (same as /healthz).", registry=r
         )
         self.recommendations = Counter(
-            "streamrec_pipeline_recommendations_total", "Recommendation messages produced.", registry=r,
+            "streamrec_pipeline_recommendations_total",
+            "Recommendation messages produced.",
+            registry=r,
         )
         self.fallbacks = Counter(
-            "streamrec_pipeline_fallbacks_total", "Recommendations served by the popularity fallback.",
-            ["reason"], registry=r,
+            "streamrec_pipeline_fallbacks_total",
+            "Recommendations served by the popularity fallback.",
+            ["reason"],
+            registry=r,
         )
         self.encoder_batch = Histogram(
-            "streamrec_encoder_batch_size_texts", "Texts per encoder call (cache misses only).",
-            buckets=BATCH_BUCKETS, registry=r,
+            "streamrec_encoder_batch_size_texts",
+            "Texts per encoder call (cache misses only).",
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.encoder_seconds = Histogram(
-            "streamrec_encoder_inference_seconds", "Encoder call duration (tokenize + inference).",
-            buckets=LATENCY_BUCKETS, registry=r,
+            "streamrec_encoder_inference_seconds",
+            "Encoder call duration (tokenize + inference).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.encoder_cache = Counter(
-            "streamrec_encoder_cache_lookups_total", "Embedding cache lookups by result.",
-            ["result"], registry=r,
+            "streamrec_encoder_cache_lookups_total",
+            "Embedding cache lookups by result.",
+            ["result"],
+            registry=r,
         )
         self.encoder_info = Info(
-            "streamrec_encoder", "Encoder in use: execution provider, model variant, manifest hash, load-time "
+            "streamrec_encoder",
+            "Encoder in use: execution provider, model variant, manifest hash, load-time "
             "self-check (passed | fallback | off) and, after a fallback, the variant passed over and why.",
             registry=r,
         )
         self.encoder_self_check = Gauge(
-            "streamrec_encoder_self_check_cosine", "Load-time self-check: cosine vs the fp32 reference embeddings "
-            "(stat mean | min) of each variant checked on this machine.", ["variant", "stat"], registry=r,
+            "streamrec_encoder_self_check_cosine",
+            "Load-time self-check: cosine vs the fp32 reference embeddings "
+            "(stat mean | min) of each variant checked on this machine.",
+            ["variant", "stat"],
+            registry=r,
         )
         self.index_items = Gauge("streamrec_index_items", "Live items in the index.", registry=r)
         self.index_capacity = Gauge("streamrec_index_capacity_items", "Allocated index slots.", registry=r)
@@ -112,8 +156,10 @@ class WorkerMetrics:
             "streamrec_index_updates_total", "Catalogue changes applied to the index.", ["op"], registry=r
         )
         self.lag = Gauge(
-            "streamrec_kafka_consumer_lag_records", "Records behind the end of each partition.",
-            ["consumer", "partition"], registry=r,
+            "streamrec_kafka_consumer_lag_records",
+            "Records behind the end of each partition.",
+            ["consumer", "partition"],
+            registry=r,
         )
         self.assigned = Gauge(
             "streamrec_kafka_assigned_partitions", "Events partitions assigned to this worker.", registry=r
@@ -121,32 +167,41 @@ class WorkerMetrics:
         self.gc_pause = Histogram(
             "streamrec_python_gc_pause_seconds",
             "Stop-the-world pauses of Python's cyclic garbage collector, by generation (every thread waits).",
-            ["generation"], buckets=LATENCY_BUCKETS, registry=r,
+            ["generation"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.live_evaluated = Counter(
             "streamrec_quality_live_evaluated_total",
             "Events that named an item after the user had been shown a list (the live quality metric's points), "
-            "by event type.", ["type"], registry=r,
+            "by event type.",
+            ["type"],
+            registry=r,
         )
         self.live_hits = Counter(
             "streamrec_quality_live_hits_total",
             "Evaluated events whose item was in the list last shown to that user (hit@K), by event type.",
-            ["type"], registry=r,
+            ["type"],
+            registry=r,
         )
         self.live_reciprocal_rank = Counter(
             "streamrec_quality_live_reciprocal_rank_total",
             "Sum of 1/rank of the event's item in the list last shown (0 when absent): MRR@K = this / evaluated.",
-            ["type"], registry=r,
+            ["type"],
+            registry=r,
         )
         self.covisit_deltas = Counter(
             "streamrec_covisit_deltas_total",
             "Co-visitation row deltas: sent by this worker's hot path, merged by it as an item owner.",
-            ["op"], registry=r,
+            ["op"],
+            registry=r,
         )
-        self.covisit_rows = Gauge("streamrec_covisit_rows", "Items with a co-visitation row in this worker.",
-                                  registry=r)
+        self.covisit_rows = Gauge(
+            "streamrec_covisit_rows", "Items with a co-visitation row in this worker.", registry=r
+        )
         self.covisit_published = Counter(
-            "streamrec_covisit_rows_published_total", "Co-visitation rows this worker published as owner.",
+            "streamrec_covisit_rows_published_total",
+            "Co-visitation rows this worker published as owner.",
             registry=r,
         )
         self.build_info = Info("streamrec_build", "streamrec version and model manifest hash.", registry=r)

@@ -149,13 +149,27 @@ def replay_events(
             if limit and sent >= limit:
                 return
             query = _search_query(movie, rng)
-            yield ReplayEvent(r.user_id, EventType.SEARCH, r.item_id, query,
-                              f"{id_prefix}:{r.user_id}:{r.item_id}:search", orig_ms, r.rating)
+            yield ReplayEvent(
+                r.user_id,
+                EventType.SEARCH,
+                r.item_id,
+                query,
+                f"{id_prefix}:{r.user_id}:{r.item_id}:search",
+                orig_ms,
+                r.rating,
+            )
             sent += 1
         if limit and sent >= limit:
             return
-        yield ReplayEvent(r.user_id, rating_to_type(r.rating), r.item_id, None,
-                          f"{id_prefix}:{r.user_id}:{r.item_id}", orig_ms, r.rating)
+        yield ReplayEvent(
+            r.user_id,
+            rating_to_type(r.rating),
+            r.item_id,
+            None,
+            f"{id_prefix}:{r.user_id}:{r.item_id}",
+            orig_ms,
+            r.rating,
+        )
         sent += 1
 
 

@@ -34,11 +34,11 @@ class RecentPopularity:
             self._t0 = t_s
         exponent = (t_s - self._t0) / self.half_life_s
         if exponent > 500:  # rebase before 2**exponent overflows
-            factor = 2.0 ** -exponent
+            factor = 2.0**-exponent
             self._scores = {k: v * factor for k, v in self._scores.items() if v * factor > 1e-12}
             self._t0 = t_s
             exponent = 0.0
-        self._scores[item_id] = self._scores.get(item_id, 0.0) + weight * 2.0 ** exponent
+        self._scores[item_id] = self._scores.get(item_id, 0.0) + weight * 2.0**exponent
         self._dirty = True
 
     def remove(self, item_id: str) -> None:

@@ -279,9 +279,7 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 def _parse_object(value: bytes, limits: Limits, what: str) -> dict[str, Any]:
     if len(value) > limits.max_message_bytes:
-        raise InvalidMessage(
-            _R.OVERSIZED, f"{what} is {len(value)} bytes, over the {limits.max_message_bytes} limit"
-        )
+        raise InvalidMessage(_R.OVERSIZED, f"{what} is {len(value)} bytes, over the {limits.max_message_bytes} limit")
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -396,16 +394,12 @@ def _ts_ms(v: object, limits: Limits) -> int:
         try:
             dt = datetime.fromisoformat(v)
         except ValueError:
-            raise InvalidMessage(
-                _R.INVALID_VALUE, f"field 'ts' is not an ISO-8601 date-time: {v[:64]!r}"
-            ) from None
+            raise InvalidMessage(_R.INVALID_VALUE, f"field 'ts' is not an ISO-8601 date-time: {v[:64]!r}") from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
         ts = round(dt.timestamp() * 1000)
     else:
-        raise InvalidMessage(
-            _R.WRONG_TYPE, f"field 'ts' must be epoch ms or an ISO-8601 string, not {_jtype(v)}"
-        )
+        raise InvalidMessage(_R.WRONG_TYPE, f"field 'ts' must be epoch ms or an ISO-8601 string, not {_jtype(v)}")
     if not limits.min_ts_ms <= ts <= limits.max_ts_ms:
         raise InvalidMessage(
             _R.INVALID_VALUE,
@@ -518,9 +512,7 @@ def decode_item(
     item_id = _str(doc, "item_id", limits.max_id_chars, required=True)
     assert item_id is not None
     if item_id != key_text:
-        raise InvalidMessage(
-            _R.INVALID_VALUE, f"record key {key_text[:64]!r} differs from item_id {item_id[:64]!r}"
-        )
+        raise InvalidMessage(_R.INVALID_VALUE, f"record key {key_text[:64]!r} differs from item_id {item_id[:64]!r}")
     available = doc.get("available", True)
     if available is None:
         available = True

@@ -122,8 +122,14 @@ class SessionConfig:
                 raise ConfigError(f"the weight of {t.value!r} events must be >= 0, not {w}")
         if not 0.0 <= self.blend_alpha <= 1.0:
             raise ConfigError(f"blend_alpha must be in [0, 1], not {self.blend_alpha}")
-        for name in ("max_recent", "max_purchased", "max_event_ids", "sequence_length", "sequence_max_chars",
-                     "max_consumed"):
+        for name in (
+            "max_recent",
+            "max_purchased",
+            "max_event_ids",
+            "sequence_length",
+            "sequence_max_chars",
+            "max_consumed",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
 
@@ -309,8 +315,13 @@ def _bookkeeping(state: SessionState, event: Event, title: str | None, config: S
         texts = (text, *texts)[: config.sequence_length]
     ids = (event.event_id, *state.last_event_ids)[: config.max_event_ids]
     return replace(
-        state, recent_items=recent, purchased=purchased, recent_texts=texts,
-        n_events=state.n_events + 1, last_event_ids=ids, consumed=consumed,
+        state,
+        recent_items=recent,
+        purchased=purchased,
+        recent_texts=texts,
+        n_events=state.n_events + 1,
+        last_event_ids=ids,
+        consumed=consumed,
     )
 
 

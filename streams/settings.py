@@ -51,7 +51,8 @@ class WorkerSettings(KafkaSecuritySettings):
     encoder_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads")
     encoder_cache_size: int = Field(50_000, ge=0, description="embedding cache entries (0: off)")
     encoder_self_check: Literal["fallback", "strict", "off"] = Field(
-        "fallback", description="load-time check of the model variant on this CPU: fallback (a failing variant "
+        "fallback",
+        description="load-time check of the model variant on this CPU: fallback (a failing variant "
         "is replaced by the next, ending with fp32), strict (refuse to start) or off",
     )
 

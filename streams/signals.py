@@ -104,8 +104,9 @@ class CovisitSignal:
     def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
         if not requests:
             return []
-        found = self.graph.scores_many([(r.state.recent_items, r.exclude) for r in requests],
-                                       max(r.now_s for r in requests), limit=depth)
+        found = self.graph.scores_many(
+            [(r.state.recent_items, r.exclude) for r in requests], max(r.now_s for r in requests), limit=depth
+        )
         if self.eligible is None:
             return found
         eligible = self.eligible

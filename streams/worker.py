@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 COMPONENTS = ("events_agent", "hot_path", "catalogue_replica", "covisit_replica", "covisit_owner")
 
+
 def default_worker_name(settings: WorkerSettings) -> str:
     return settings.worker_name or socket.gethostname()
 
@@ -85,15 +86,26 @@ def load_encoder(settings: WorkerSettings, model_dir: Path) -> OnnxTextEncoder:
         )
     return OnnxTextEncoder(
         model_dir,
-        OnnxEncoderConfig(provider=settings.provider, intra_op_threads=settings.encoder_threads,
-                          engine_cache_dir=settings.data_dir / "trt-engines", self_check=settings.encoder_self_check),
+        OnnxEncoderConfig(
+            provider=settings.provider,
+            intra_op_threads=settings.encoder_threads,
+            engine_cache_dir=settings.data_dir / "trt-engines",
+            self_check=settings.encoder_self_check,
+        ),
     )
 
 
 def index_config(settings: WorkerSettings) -> IndexConfig:
     """The item index the settings ask for (built or loaded by the catalogue replica)."""
-    return IndexConfig(kind=settings.index_kind, m=settings.index_m, ef_construction=settings.index_ef_construction,
-                       ef=settings.index_ef, full_scan_below=settings.index_full_scan_below)
+    return IndexConfig(
+        kind=settings.index_kind,
+        m=settings.index_m,
+        ef_construction=settings.index_ef_construction,
+        ef=settings.index_ef,
+        full_scan_below=settings.index_full_scan_below,
+    )
+
+
 def covisit_topics(settings: WorkerSettings) -> tuple[str, str]:
     """The internal topics of the collaborative signal: (deltas, compacted rows)."""
     return f"{settings.app_id}-covisit-deltas", f"{settings.app_id}-covisit-rows"
@@ -104,14 +116,25 @@ def session_config(s: WorkerSettings) -> SessionConfig:
     unknown = sorted(set(names) - {t.value for t in EventType})
     if unknown:
         raise ConfigError(f"unknown event types in consumed_types: {unknown}; use {[t.value for t in EventType]}")
-    return SessionConfig(half_life_s=s.half_life_s, blend_alpha=s.blend_alpha, exclude_seen=s.exclude_seen,
-                         exclude_purchased=s.exclude_purchased, max_consumed=s.max_consumed,
-                         consumed_types=frozenset(EventType(n) for n in names))
+    return SessionConfig(
+        half_life_s=s.half_life_s,
+        blend_alpha=s.blend_alpha,
+        exclude_seen=s.exclude_seen,
+        exclude_purchased=s.exclude_purchased,
+        max_consumed=s.max_consumed,
+        consumed_types=frozenset(EventType(n) for n in names),
+    )
 
 
 def covisit_config(s: WorkerSettings) -> CovisitConfig:
-    return CovisitConfig(window=s.covisit_window, neighbours=s.covisit_neighbours, half_life_s=s.covisit_half_life_s,
-                         sources=s.covisit_sources, damping=s.covisit_damping, source_norm=s.covisit_source_norm)
+    return CovisitConfig(
+        window=s.covisit_window,
+        neighbours=s.covisit_neighbours,
+        half_life_s=s.covisit_half_life_s,
+        sources=s.covisit_sources,
+        damping=s.covisit_damping,
+        source_norm=s.covisit_source_norm,
+    )
 
 
 def model_label(encoder: OnnxTextEncoder) -> str:
@@ -122,11 +145,16 @@ def model_label(encoder: OnnxTextEncoder) -> str:
 def publish_encoder_info(metrics: WorkerMetrics, encoder: OnnxTextEncoder) -> None:
     """``streamrec_encoder_info``: the variant really served and why; the self-check cosines per variant."""
     sel = encoder.selection
-    metrics.encoder_info.info({
-        "provider": encoder.provider, "variant": encoder.variant.name, "model": model_label(encoder),
-        "self_check": sel.check_state, "fallback_from": sel.first if sel.fell_back else "",
-        "fallback_reason": sel.reason()[:300],
-    })
+    metrics.encoder_info.info(
+        {
+            "provider": encoder.provider,
+            "variant": encoder.variant.name,
+            "model": model_label(encoder),
+            "self_check": sel.check_state,
+            "fallback_from": sel.first if sel.fell_back else "",
+            "fallback_reason": sel.reason()[:300],
+        }
+    )
     for check in sel.checked:
         metrics.encoder_self_check.labels(check.variant, "mean").set(check.cos_mean)
         metrics.encoder_self_check.labels(check.variant, "min").set(check.cos_min)
@@ -156,26 +184,38 @@ class StreamWorker(mode.Service):
         self.metrics.prime([s.events_topic, s.items_topic])
         self._gc_timer = GcPauseTimer(self.metrics.gc_pause)
         self.raw_encoder = encoder
-        self.encoder = CachedEncoder(encoder, cache=EmbeddingCache(s.encoder_cache_size)) \
-            if s.encoder_cache_size > 0 else encoder
+        self.encoder = (
+            CachedEncoder(encoder, cache=EmbeddingCache(s.encoder_cache_size)) if s.encoder_cache_size > 0 else encoder
+        )
         self.model_name = model_label(encoder)
         publish_encoder_info(self.metrics, encoder)
         self.metrics.build_info.info({"version": streamrec.__version__, "model": self.model_name})
         self.pool = ThreadPoolExecutor(max_workers=s.pool_threads, thread_name_prefix="streamrec-pool")
         security = s.kafka_security()
         self.replica = CatalogReplica(
-            bootstrap=s.bootstrap, topic=s.items_topic, index_config=index_config(s), dim=encoder.dim,
-            model=self.model_name, encoder=self.encoder, pool=self.pool, snapshot_dir=self.state_dir / "index",
-            snapshot_interval_s=s.snapshot_interval_s, dead_letter=self._catalog_dead_letter,
+            bootstrap=s.bootstrap,
+            topic=s.items_topic,
+            index_config=index_config(s),
+            dim=encoder.dim,
+            model=self.model_name,
+            encoder=self.encoder,
+            pool=self.pool,
+            snapshot_dir=self.state_dir / "index",
+            snapshot_interval_s=s.snapshot_interval_s,
+            dead_letter=self._catalog_dead_letter,
             client_kwargs=security.aiokafka_kwargs(),
         )
         self.index = self.replica.index
         self.titles = self.replica.titles
         self.app = build_faust_app(
-            app_id=s.app_id, bootstrap=s.bootstrap, data_dir=self.state_dir / "faust", partitions=partitions,
+            app_id=s.app_id,
+            bootstrap=s.bootstrap,
+            data_dir=self.state_dir / "faust",
+            partitions=partitions,
             producer_linger_ms=s.producer_linger_ms,
             group_instance_id=f"{s.app_id}:{self.worker_name}" if s.static_membership else None,
-            session_timeout_s=s.session_timeout_s, credentials=security.faust_credentials(),
+            session_timeout_s=s.session_timeout_s,
+            credentials=security.faust_credentials(),
         )
         # Ready only once the consumer group has assigned this worker its partitions and Faust has recovered
         # their table state: before that it serves nothing, and a SIGTERM in the middle of the group join can
@@ -195,33 +235,61 @@ class StreamWorker(mode.Service):
             self.covisit = CovisitGraph(covisit_config(s))
             # the co-visitation bookkeeping runs on the event loop in small steps (pool=None): a third busy
             # thread would make the hot path's pool thread wait for the GIL (measured: streamrec bench)
-            self.covisit_replica = CovisitReplica(bootstrap=s.bootstrap, topic=rows_topic, graph=self.covisit,
-                                                  pool=None, batch_max=64,
-                                                  client_kwargs=security.aiokafka_kwargs())
+            self.covisit_replica = CovisitReplica(
+                bootstrap=s.bootstrap,
+                topic=rows_topic,
+                graph=self.covisit,
+                pool=None,
+                batch_max=64,
+                client_kwargs=security.aiokafka_kwargs(),
+            )
             m = self.metrics
             self.covisit_owner = CovisitOwner(
-                bootstrap=s.bootstrap, group_id=f"{s.app_id}-covisit", deltas_topic=deltas_topic,
-                rows_out=Output(self.app, rows_topic), graph=self.covisit, replica=self.covisit_replica,
-                pool=None, flush_interval_s=s.covisit_flush_interval_s,
-                on_merged=m.covisit_deltas.labels("merged").inc, on_published=m.covisit_published.inc,
+                bootstrap=s.bootstrap,
+                group_id=f"{s.app_id}-covisit",
+                deltas_topic=deltas_topic,
+                rows_out=Output(self.app, rows_topic),
+                graph=self.covisit,
+                replica=self.covisit_replica,
+                pool=None,
+                flush_interval_s=s.covisit_flush_interval_s,
+                on_merged=m.covisit_deltas.labels("merged").inc,
+                on_published=m.covisit_published.inc,
                 client_kwargs=security.aiokafka_kwargs(),
             )
             publisher = CovisitPublisher(Output(self.app, deltas_topic), covisit_partitions or partitions)
         self.core = RecommenderCore(
-            encoder=self.encoder, index=self.index, titles=self.titles,
+            encoder=self.encoder,
+            index=self.index,
+            titles=self.titles,
             strategy=make_strategy(s.strategy, session_config(s)),
-            popularity=RecentPopularity(half_life_s=s.popularity_half_life_s), covisit=self.covisit,
-            config=CoreConfig(k=s.k, covisit_weight=s.covisit_weight, text_weight=s.text_weight,
-                              popularity_weight=s.popularity_weight, text_always=s.text_always),
+            popularity=RecentPopularity(half_life_s=s.popularity_half_life_s),
+            covisit=self.covisit,
+            config=CoreConfig(
+                k=s.k,
+                covisit_weight=s.covisit_weight,
+                text_weight=s.text_weight,
+                popularity_weight=s.popularity_weight,
+                text_always=s.text_always,
+            ),
         )
         self.hotpath = HotPath(
-            table=self.table, recommendations=self.recommendations, dead_letter=self.dead_letter, core=self.core,
-            metrics=self.metrics, pool=self.pool, model_name=self.model_name, worker_name=self.worker_name,
+            table=self.table,
+            recommendations=self.recommendations,
+            dead_letter=self.dead_letter,
+            core=self.core,
+            metrics=self.metrics,
+            pool=self.pool,
+            model_name=self.model_name,
+            worker_name=self.worker_name,
             covisit_out=publisher,
         )
         self.batcher: EventBatcher[Any] = EventBatcher(
-            self.hotpath.process, max_batch=s.batch_max, linger_s=s.batch_linger_ms / 1000,
-            queue_max=s.queue_max, name="hot-path",
+            self.hotpath.process,
+            max_batch=s.batch_max,
+            linger_s=s.batch_linger_ms / 1000,
+            queue_max=s.queue_max,
+            name="hot-path",
         )
         self.app.agent(self.events_topic, name=f"{s.app_id}.recommend")(self._agent)
         self.app.on_before_shutdown.connect(self._on_app_shutdown)  # type: ignore[arg-type]
@@ -236,10 +304,19 @@ class StreamWorker(mode.Service):
         self._catalog_seen: dict[str, int] = {}
 
     # ------------------------------------------------------------------ catalogue dead letters
-    async def _catalog_dead_letter(self, key: bytes | None, value: bytes | None, exc: Any, partition: int,
-                                   offset: int) -> None:
-        rec = dead_letter_record(key, value, exc, self.settings.items_topic, partition, offset,
-                                 now_ms=int(time.time() * 1000), worker=self.worker_name)
+    async def _catalog_dead_letter(
+        self, key: bytes | None, value: bytes | None, exc: Any, partition: int, offset: int
+    ) -> None:
+        rec = dead_letter_record(
+            key,
+            value,
+            exc,
+            self.settings.items_topic,
+            partition,
+            offset,
+            now_ms=int(time.time() * 1000),
+            worker=self.worker_name,
+        )
         await (await self.dead_letter.send(rec.key, rec.value, rec.headers))  # delivered before it moves on
         self.metrics.dead_letters.labels(self.settings.items_topic, exc.reason.value).inc()
 
@@ -270,8 +347,9 @@ class StreamWorker(mode.Service):
         if self.failed is not None:
             return
         self.failed = component
-        log.critical("%s failed (%r): stopping the worker (exit status 1) so that its supervisor restarts it",
-                     component, exc)
+        log.critical(
+            "%s failed (%r): stopping the worker (exit status 1) so that its supervisor restarts it", component, exc
+        )
         self.metrics.component_up.labels(component).set(0)
         self.metrics.healthy.set(0)
         if self.watchdog is not None:
@@ -294,8 +372,9 @@ class StreamWorker(mode.Service):
         s = self.settings
         self._gc_timer.install()
         if s.metrics_port:
-            self._metrics_server = HealthServer(self.registry, s.metrics_host, s.metrics_port,
-                                                healthy=self.healthy, ready=self.ready)
+            self._metrics_server = HealthServer(
+                self.registry, s.metrics_host, s.metrics_port, healthy=self.healthy, ready=self.ready
+            )
             self._metrics_server.start()
             log.info("metrics on http://%s:%d/metrics (and /healthz, /readyz)", s.metrics_host, s.metrics_port)
         await self.replica.start()
@@ -376,4 +455,3 @@ class StreamWorker(mode.Service):
                     read = getattr(monitor, "tp_read_offsets", {}).get(tp, 0)
                     m.lag.labels("events", str(tp.partition)).set(max(0, end - read - 1))
             await self.sleep(1.0)
-

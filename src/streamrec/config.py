@@ -63,16 +63,17 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[BaseSettin
         flag = "--" + name.replace("_", "-")
         if _is_bool(field.annotation):
             group.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
                 help=help_text,
             )
         elif typing.get_origin(field.annotation) is typing.Literal:
             choices = [str(c) for c in typing.get_args(field.annotation)]
             group.add_argument(flag, dest=name, default=argparse.SUPPRESS, choices=choices, help=help_text)
         else:
-            group.add_argument(
-                flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=help_text
-            )
+            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
 
 
 def settings_from_args(cls: type[S], namespace: argparse.Namespace) -> S:

@@ -55,9 +55,15 @@ class CpuInfo:
         return f"{self.model_name} ({fam}{flags}; int8 dot: {self.int8_dot})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cpu": self.model_name, "cpu_vendor": self.vendor, "cpu_family": self.family,
-                "cpu_model": self.model, "cpu_stepping": self.stepping, "cpu_flags": list(self.flags),
-                "int8_dot": self.int8_dot}
+        return {
+            "cpu": self.model_name,
+            "cpu_vendor": self.vendor,
+            "cpu_family": self.family,
+            "cpu_model": self.model,
+            "cpu_stepping": self.stepping,
+            "cpu_flags": list(self.flags),
+            "int8_dot": self.int8_dot,
+        }
 
 
 def _parse_cpuinfo(text: str) -> CpuInfo:
@@ -78,9 +84,14 @@ def _parse_cpuinfo(text: str) -> CpuInfo:
 
     have = set(first.get("flags", "").split())
     flags = tuple(f for f in ISA_FLAGS if f in have) + tuple(sorted(f for f in have if f.startswith("amx")))
-    return CpuInfo(model_name=first.get("model name", "") or platform.processor() or "unknown",
-                   vendor=first.get("vendor_id", ""), family=num("cpu family"), model=num("model"),
-                   stepping=num("stepping"), flags=flags)
+    return CpuInfo(
+        model_name=first.get("model name", "") or platform.processor() or "unknown",
+        vendor=first.get("vendor_id", ""),
+        family=num("cpu family"),
+        model=num("model"),
+        stepping=num("stepping"),
+        flags=flags,
+    )
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
@@ -94,5 +105,10 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
 def machine(note: str = "") -> dict[str, Any]:
     """The ``machine`` block of a benchmark JSON: platform, CPU (model, family/model, ISA flags), cores, load."""
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else []
-    return {"platform": platform.platform(), **cpu_info().to_dict(), "cores": os.cpu_count(),
-            "loadavg_before": load, "note": note}
+    return {
+        "platform": platform.platform(),
+        **cpu_info().to_dict(),
+        "cores": os.cpu_count(),
+        "loadavg_before": load,
+        "note": note,
+    }

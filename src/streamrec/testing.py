@@ -23,9 +23,20 @@ from streamrec.streams.security import PLAINTEXT, KafkaSecurity, KafkaSecuritySe
 T = TypeVar("T")
 
 __all__ = [
-    "KafkaForTests", "WorkerProcess", "consume", "create_topics", "delete_topics", "free_port", "produce",
-    "run_off_loop", "security_environment", "start_broker", "start_secure_broker", "start_worker",
-    "subprocess_environment", "unique_name",
+    "KafkaForTests",
+    "WorkerProcess",
+    "consume",
+    "create_topics",
+    "delete_topics",
+    "free_port",
+    "produce",
+    "run_off_loop",
+    "security_environment",
+    "start_broker",
+    "start_secure_broker",
+    "start_worker",
+    "subprocess_environment",
+    "unique_name",
 ]
 
 
@@ -47,8 +58,11 @@ class KafkaForTests:
         from pydantic import SecretStr
 
         return KafkaSecurity(
-            protocol="SASL_SSL", ca_file=self.broker.secure_layout.tls.ca_cert, mechanism=mechanism,  # type: ignore[arg-type]
-            username=username, password=SecretStr(password),
+            protocol="SASL_SSL",
+            ca_file=self.broker.secure_layout.tls.ca_cert,
+            mechanism=mechanism,  # type: ignore[arg-type]
+            username=username,
+            password=SecretStr(password),
         )
 
     def mutual_tls(self) -> tuple[str, KafkaSecurity]:
@@ -69,23 +83,25 @@ def start_broker(host: str, port: int, state_dir: Path) -> KafkaForTests:
     return KafkaForTests(bootstrap=broker.config.bootstrap, broker=broker, started_here=not already)
 
 
-def start_secure_broker(
-    host: str, port: int, home: Path, users: dict[str, str] | None = None
-) -> KafkaForTests:
+def start_secure_broker(host: str, port: int, home: Path, users: dict[str, str] | None = None) -> KafkaForTests:
     """Start the secured local broker (SASL_SSL on ``port``, mutual TLS on ``port + 2``, ACLs) in ``home``
     with extra SCRAM ``users`` {name: password}; ``security`` is the super-user's. Never reuses a broker."""
     from pydantic import SecretStr
 
     from streamrec.localkafka.secure import ADMIN_USER
 
-    broker = LocalKafka(LocalKafkaConfig(host=host, port=port, home=home, secure=True,
-                                         users=tuple(sorted((users or {}).items()))))
+    broker = LocalKafka(
+        LocalKafkaConfig(host=host, port=port, home=home, secure=True, users=tuple(sorted((users or {}).items())))
+    )
     status = broker.up()
     if status.external:
         raise RuntimeError(f"a broker not started by this session answers at {status.bootstrap}")
     layout = broker.secure_layout
     admin = KafkaSecurity(
-        protocol="SASL_SSL", ca_file=layout.tls.ca_cert, mechanism="SCRAM-SHA-512", username=ADMIN_USER,
+        protocol="SASL_SSL",
+        ca_file=layout.tls.ca_cert,
+        mechanism="SCRAM-SHA-512",
+        username=ADMIN_USER,
         password=SecretStr(layout.password(ADMIN_USER)),
     )
     return KafkaForTests(bootstrap=broker.config.bootstrap, broker=broker, started_here=True, security=admin)
@@ -94,8 +110,11 @@ def start_secure_broker(
 def security_environment(security: KafkaSecurity, password_file: Path | None = None) -> dict[str, str]:
     """``STREAMREC_KAFKA_*`` variables for a ``streamrec`` subprocess (password via the file if given)."""
     env: dict[str, str] = {"STREAMREC_KAFKA_SECURITY_PROTOCOL": security.protocol}
-    for key, path in (("CA_FILE", security.ca_file), ("CERT_FILE", security.cert_file),
-                      ("KEY_FILE", security.key_file)):
+    for key, path in (
+        ("CA_FILE", security.ca_file),
+        ("CERT_FILE", security.cert_file),
+        ("KEY_FILE", security.key_file),
+    ):
         if path is not None:
             env[f"STREAMREC_KAFKA_{key}"] = str(path)
     if security.uses_sasl:
@@ -157,7 +176,10 @@ async def _delete(bootstrap: str, topics: list[str], security: KafkaSecurity = P
 
 
 def create_topics(
-    bootstrap: str, topics: dict[str, int], config: dict[str, str] | None = None, *,
+    bootstrap: str,
+    topics: dict[str, int],
+    config: dict[str, str] | None = None,
+    *,
     security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Create topics ``{name: partitions}`` (replication factor 1)."""
@@ -252,13 +274,19 @@ def start_worker(settings_env: dict[str, str], log_path: Path, metrics_port: int
     import sys
 
     port = metrics_port or free_port()
-    env = {**subprocess_environment(settings_env), "STREAMREC_METRICS_HOST": "127.0.0.1",
-           "STREAMREC_METRICS_PORT": str(port)}
+    env = {
+        **subprocess_environment(settings_env),
+        "STREAMREC_METRICS_HOST": "127.0.0.1",
+        "STREAMREC_METRICS_PORT": str(port),
+    }
     log_file = log_path.open("ab")
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamrec.cli", "--log-level", "INFO", "worker"],
-            env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     finally:
         log_file.close()
@@ -266,7 +294,10 @@ def start_worker(settings_env: dict[str, str], log_path: Path, metrics_port: int
 
 
 async def produce(
-    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]], *,
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes | None]],
+    *,
     security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """Send ``(key, value)`` records in order with an idempotent producer and wait until all are acked."""
@@ -283,7 +314,12 @@ async def produce(
 
 
 async def consume(
-    bootstrap: str, topic: str, *, want: int, timeout_s: float = 60.0, idle_s: float = 3.0,
+    bootstrap: str,
+    topic: str,
+    *,
+    want: int,
+    timeout_s: float = 60.0,
+    idle_s: float = 3.0,
     security: KafkaSecurity = PLAINTEXT,
 ) -> list[Any]:
     """Every record of ``topic`` from the beginning, until ``want`` arrived and ``idle_s`` passed quietly,
@@ -293,7 +329,11 @@ async def consume(
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
         **security.aiokafka_kwargs(),
     )
     await consumer.start()

@@ -153,8 +153,13 @@ class DecayedPopularity(Baseline):
 
     name = "popularity_decayed"
 
-    def __init__(self, space: ItemSpace, k: int, half_life_s: float = 86_400.0,
-                 consumed_types: frozenset[EventType] | None = None) -> None:
+    def __init__(
+        self,
+        space: ItemSpace,
+        k: int,
+        half_life_s: float = 86_400.0,
+        consumed_types: frozenset[EventType] | None = None,
+    ) -> None:
         super().__init__(space, k, consumed_types)
         if not (half_life_s > 0 and math.isfinite(half_life_s)):
             raise ValueError("half_life_s must be > 0")
@@ -204,8 +209,14 @@ class CoOccurrence(Baseline):
 
     name = "cooccurrence"
 
-    def __init__(self, space: ItemSpace, k: int, window: int = 20, dense_max_items: int = 4096,
-                 consumed_types: frozenset[EventType] | None = None) -> None:
+    def __init__(
+        self,
+        space: ItemSpace,
+        k: int,
+        window: int = 20,
+        dense_max_items: int = 4096,
+        consumed_types: frozenset[EventType] | None = None,
+    ) -> None:
         super().__init__(space, k, consumed_types)
         if window < 1:
             raise ValueError("window must be >= 1")
@@ -214,7 +225,7 @@ class CoOccurrence(Baseline):
         self.rows: dict[int, dict[int, float]] = {}
 
     def learn(self, event: Event, item: int, history: list[int]) -> None:
-        others = [o for o in history[-self.window:] if o != item]
+        others = [o for o in history[-self.window :] if o != item]
         if self.dense is not None:
             for other in others:  # one at a time: a repeated item adds once per occurrence
                 self.dense[other, item] += 1.0
@@ -227,7 +238,7 @@ class CoOccurrence(Baseline):
             mine[other] = mine.get(other, 0.0) + 1.0
 
     def scores(self, user_id: str) -> Floats:
-        recent = self.history.get(user_id, [])[-self.window:]
+        recent = self.history.get(user_id, [])[-self.window :]
         counts = np.zeros(len(self.counts))
         if self.dense is not None:
             for i in recent:
@@ -241,8 +252,15 @@ class CoOccurrence(Baseline):
         return counts + self.popularity_tiebreak()  # integer sums first: both layouts give the same floats
 
 
-def make_baseline(name: str, space: ItemSpace, k: int, *, half_life_s: float = 86_400.0, window: int = 20,
-                  consumed_types: frozenset[EventType] | None = None) -> Baseline:
+def make_baseline(
+    name: str,
+    space: ItemSpace,
+    k: int,
+    *,
+    half_life_s: float = 86_400.0,
+    window: int = 20,
+    consumed_types: frozenset[EventType] | None = None,
+) -> Baseline:
     """A baseline by name (one of :data:`BASELINES`)."""
     if name == "popularity":
         return Popularity(space, k, consumed_types)

@@ -84,11 +84,19 @@ def embed_catalogue(log_: EventLog, settings: WorkerSettings, *, chunk: int = 25
     t = time.perf_counter()
     items = [i for i in log_.items if i.title]
     texts = [item_text(i) for i in items]
-    vectors = np.concatenate([raw.encode(texts[s : s + chunk]) for s in range(0, len(texts), chunk)]) if texts \
+    vectors = (
+        np.concatenate([raw.encode(texts[s : s + chunk]) for s in range(0, len(texts), chunk)])
+        if texts
         else np.empty((0, raw.dim), np.float32)
-    return EmbeddedCatalogue(raw, [i.item_id for i in items], vectors.astype(np.float32, copy=False),
-                             [i.item_id for i in items if not i.available], {i.item_id: i.title for i in items},
-                             time.perf_counter() - t)
+    )
+    return EmbeddedCatalogue(
+        raw,
+        [i.item_id for i in items],
+        vectors.astype(np.float32, copy=False),
+        [i.item_id for i in items if not i.available],
+        {i.item_id: i.title for i in items},
+        time.perf_counter() - t,
+    )
 
 
 def _cached(encoder: TextEncoder, settings: WorkerSettings) -> TextEncoder:
@@ -100,8 +108,13 @@ def _cached(encoder: TextEncoder, settings: WorkerSettings) -> TextEncoder:
 
 
 def _index(settings: WorkerSettings, catalogue: EmbeddedCatalogue) -> HnswIndex:
-    index = HnswIndex(catalogue.encoder.dim, m=settings.index_m, ef_construction=settings.index_ef_construction,
-                      ef=settings.index_ef, full_scan_below=settings.index_full_scan_below)
+    index = HnswIndex(
+        catalogue.encoder.dim,
+        m=settings.index_m,
+        ef_construction=settings.index_ef_construction,
+        ef=settings.index_ef,
+        full_scan_below=settings.index_full_scan_below,
+    )
     if catalogue.ids:
         index.upsert(catalogue.ids, catalogue.vectors)
     if catalogue.unavailable:
@@ -121,12 +134,19 @@ def build_core(settings: WorkerSettings, strategy: str, catalogue: EmbeddedCatal
     from streamrec.streams.worker import covisit_config
 
     return RecommenderCore(
-        encoder=_cached(catalogue.encoder, settings), index=_index(settings, catalogue), titles=catalogue.titles,
+        encoder=_cached(catalogue.encoder, settings),
+        index=_index(settings, catalogue),
+        titles=catalogue.titles,
         strategy=make_strategy(strategy, session_config(settings)),
         popularity=RecentPopularity(half_life_s=settings.popularity_half_life_s),
         covisit=CovisitGraph(covisit_config(settings)) if settings.covisit else None,
-        config=CoreConfig(k=k, covisit_weight=settings.covisit_weight, text_weight=settings.text_weight,
-                          popularity_weight=settings.popularity_weight, text_always=settings.text_always),
+        config=CoreConfig(
+            k=k,
+            covisit_weight=settings.covisit_weight,
+            text_weight=settings.text_weight,
+            popularity_weight=settings.popularity_weight,
+            text_always=settings.text_always,
+        ),
     )
 
 
@@ -143,8 +163,9 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
         key, sep, value = pair.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in WorkerSettings.model_fields:
-            raise ConfigError(f"{spec!r}: {pair!r} is not setting=value with a worker setting "
-                              "(see `streamrec worker --help`)")
+            raise ConfigError(
+                f"{spec!r}: {pair!r} is not setting=value with a worker setting (see `streamrec worker --help`)"
+            )
         overrides[key] = value.strip()
     if strategy not in STRATEGIES:
         raise ConfigError(f"{spec!r}: unknown strategy {strategy!r} (one of {', '.join(STRATEGIES)})")
@@ -169,9 +190,15 @@ def core_candidates(log_: EventLog, settings: WorkerSettings, specs: Sequence[st
     log.info("embedded %d items in %.1f s", len(catalogue.ids), catalogue.seconds)
     out = []
     for spec, strategy, s in variants:
-        params: dict[str, Any] = {"strategy": strategy, "k": k, "covisit": s.covisit,
-                                  "covisit_weight": s.covisit_weight, "text_weight": s.text_weight,
-                                  "popularity_weight": s.popularity_weight, "half_life_s": s.half_life_s,
-                                  "overrides": dict(parse_variant(spec)[1])}
+        params: dict[str, Any] = {
+            "strategy": strategy,
+            "k": k,
+            "covisit": s.covisit,
+            "covisit_weight": s.covisit_weight,
+            "text_weight": s.text_weight,
+            "popularity_weight": s.popularity_weight,
+            "half_life_s": s.half_life_s,
+            "overrides": dict(parse_variant(spec)[1]),
+        }
         out.append(Candidate(spec, "strategy", params, partial(_make, s, strategy, catalogue, k)))
     return out

@@ -68,8 +68,10 @@ class EventLog:
     def describe(self) -> str:
         skipped = sum(self.skipped.values())
         extra = f"; {skipped} lines skipped ({dict(self.skipped)})" if skipped else ""
-        return (f"{self.name}: {len(self.events):,} events of {len(self.users):,} users, "
-                f"{len(self.catalogue):,} items{extra}")
+        return (
+            f"{self.name}: {len(self.events):,} events of {len(self.users):,} users, "
+            f"{len(self.catalogue):,} items{extra}"
+        )
 
 
 def _sample_users(users: list[str], n: int, seed: int) -> set[str]:
@@ -94,8 +96,12 @@ def movielens_log(*, users: int = 0, max_events: int = 0, seed: int = 0) -> Even
     ]
     if not events:
         raise EvaluationDataError("no MovieLens events selected (users / max_events too small?)")
-    source: dict[str, object] = {"dataset": "MovieLens-100K (recbole/dataset_example/ml-100k)",
-                                 "users": users or "all", "max_events_per_user": max_events or "all", "seed": seed}
+    source: dict[str, object] = {
+        "dataset": "MovieLens-100K (recbole/dataset_example/ml-100k)",
+        "users": users or "all",
+        "max_events_per_user": max_events or "all",
+        "seed": seed,
+    }
     return EventLog("MovieLens-100K", events, [movie_item(m) for m in movies], source)
 
 

@@ -84,18 +84,22 @@ def _names() -> dict[str, str]:
     from streamrec.testing import unique_name
 
     return {
-        "app_id": unique_name("evaluate"), "events_topic": unique_name("evaluate-events"),
-        "items_topic": unique_name("evaluate-items"), "recommendations_topic": unique_name("evaluate-recs"),
+        "app_id": unique_name("evaluate"),
+        "events_topic": unique_name("evaluate-events"),
+        "items_topic": unique_name("evaluate-items"),
+        "recommendations_topic": unique_name("evaluate-recs"),
         "dead_letter_topic": unique_name("evaluate-dlq"),
     }
 
 
-async def _collect(bootstrap: str, topic: str, want: set[str], out: LiveRun, sending: asyncio.Task[Any],
-                   idle_timeout_s: float) -> None:
+async def _collect(
+    bootstrap: str, topic: str, want: set[str], out: LiveRun, sending: asyncio.Task[Any], idle_timeout_s: float
+) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     last_new = time.monotonic()
     try:
@@ -120,8 +124,9 @@ async def _collect(bootstrap: str, topic: str, want: set[str], out: LiveRun, sen
             if sending.done() and sending.exception() is not None:
                 return
             if sending.done() and time.monotonic() - last_new > idle_timeout_s:
-                log.warning("no recommendation for %.0f s: %d of %d events answered", idle_timeout_s,
-                            len(out.lists), len(want))
+                log.warning(
+                    "no recommendation for %.0f s: %d of %d events answered", idle_timeout_s, len(out.lists), len(want)
+                )
                 return
             if len(out.lists) // 10_000 > before // 10_000:
                 log.info("%d / %d events answered", len(out.lists), len(want))
@@ -135,12 +140,25 @@ async def _replay_and_collect(log_: EventLog, config: LiveConfig, names: dict[st
     events = [(e.user_id.encode(), _Fixed(e.to_json_bytes())) for e in log_.events]
     offsets = [i / config.rate for i in range(len(events))] if config.rate > 0 else [0.0] * len(events)
     started = time.monotonic()
-    sending = asyncio.create_task(send_records(
-        config.bootstrap, items_topic=names["items_topic"], items=[], events_topic=names["events_topic"],
-        events=events, offsets=offsets))
+    sending = asyncio.create_task(
+        send_records(
+            config.bootstrap,
+            items_topic=names["items_topic"],
+            items=[],
+            events_topic=names["events_topic"],
+            events=events,
+            offsets=offsets,
+        )
+    )
     try:
-        await _collect(config.bootstrap, names["recommendations_topic"], {e.event_id for e in log_.events}, out,
-                       sending, config.idle_timeout_s)
+        await _collect(
+            config.bootstrap,
+            names["recommendations_topic"],
+            {e.event_id for e in log_.events},
+            out,
+            sending,
+            config.idle_timeout_s,
+        )
     finally:
         if not sending.done():
             sending.cancel()
@@ -148,8 +166,12 @@ async def _replay_and_collect(log_: EventLog, config: LiveConfig, names: dict[st
     if isinstance(stats[0], BaseException):
         raise LiveRunError(f"replaying the events failed: {stats[0]!r}") from stats[0]
     out.sent = stats[0].events
-    out.replay = {"events": stats[0].events, "elapsed_s": round(stats[0].elapsed_s, 2),
-                  "max_lag_behind_schedule_s": round(stats[0].max_lag_s, 3), "rate": config.rate}
+    out.replay = {
+        "events": stats[0].events,
+        "elapsed_s": round(stats[0].elapsed_s, 2),
+        "max_lag_behind_schedule_s": round(stats[0].max_lag_s, 3),
+        "rate": config.rate,
+    }
     out.elapsed_s = time.monotonic() - started
 
 
@@ -183,8 +205,10 @@ def run_live(log_: EventLog, config: LiveConfig) -> LiveRun:
     from streamrec.testing import delete_topics, start_worker
 
     if len({e.event_id for e in log_.events}) != len(log_.events):
-        raise LiveRunError("event ids are not unique: the worker would take repeats for re-deliveries, and the "
-                           "answers could not be joined to their events (give every event its own event_id)")
+        raise LiveRunError(
+            "event ids are not unique: the worker would take repeats for re-deliveries, and the "
+            "answers could not be joined to their events (give every event its own event_id)"
+        )
     names = _names()
     config.work_dir.mkdir(parents=True, exist_ok=True)
     worker_log = config.work_dir / "worker.log"
@@ -198,22 +222,44 @@ def run_live(log_: EventLog, config: LiveConfig) -> LiveRun:
     try:
         asyncio.run(ensure_topics(config.bootstrap, specs))
     except Exception as exc:
-        raise LiveRunError(f"cannot create the topics on {config.bootstrap}: {exc} (is Kafka running? "
-                           "`streamrec kafka up`)") from exc
+        raise LiveRunError(
+            f"cannot create the topics on {config.bootstrap}: {exc} (is Kafka running? `streamrec kafka up`)"
+        ) from exc
     worker = None
     try:
         items = [(i.item_id.encode(), i.to_json_bytes()) for i in log_.items]
-        asyncio.run(send_records(config.bootstrap, items_topic=names["items_topic"], items=items,
-                                 events_topic=names["events_topic"], events=[], offsets=[]))
-        env = {**config.worker_env, "STREAMREC_BOOTSTRAP": config.bootstrap, "STREAMREC_CREATE_TOPICS": "true",
-               "STREAMREC_DATA_DIR": str(config.work_dir / "data"), "STREAMREC_PARTITIONS": str(config.partitions),
-               **{f"STREAMREC_{k.upper()}": v for k, v in names.items()}}
+        asyncio.run(
+            send_records(
+                config.bootstrap,
+                items_topic=names["items_topic"],
+                items=items,
+                events_topic=names["events_topic"],
+                events=[],
+                offsets=[],
+            )
+        )
+        env = {
+            **config.worker_env,
+            "STREAMREC_BOOTSTRAP": config.bootstrap,
+            "STREAMREC_CREATE_TOPICS": "true",
+            "STREAMREC_DATA_DIR": str(config.work_dir / "data"),
+            "STREAMREC_PARTITIONS": str(config.partitions),
+            **{f"STREAMREC_{k.upper()}": v for k, v in names.items()},
+        }
         worker = start_worker(env, worker_log)
-        worker.wait_until(lambda m: m.get("streamrec_index_ready") == 1.0
-                          and m.get("streamrec_index_items", 0) >= len(log_.catalogue), config.ready_timeout_s,
-                          "the catalogue indexed")
-        log.info("worker ready (%d items); replaying %d events at %s/s", len(log_.catalogue), len(log_.events),
-                 config.rate or "max")
+        worker.wait_until(
+            lambda m: (
+                m.get("streamrec_index_ready") == 1.0 and m.get("streamrec_index_items", 0) >= len(log_.catalogue)
+            ),
+            config.ready_timeout_s,
+            "the catalogue indexed",
+        )
+        log.info(
+            "worker ready (%d items); replaying %d events at %s/s",
+            len(log_.catalogue),
+            len(log_.events),
+            config.rate or "max",
+        )
         asyncio.run(_replay_and_collect(log_, config, names, out))
         out.answered = len(out.lists)
     except (TimeoutError, RuntimeError) as exc:
@@ -229,13 +275,23 @@ def run_live(log_: EventLog, config: LiveConfig) -> LiveRun:
     return out
 
 
-def live_result(log_: EventLog, points: Sequence[EvalPoint], run: LiveRun, *, k: int, name: str,
-                params: dict[str, Any]) -> SystemResult:
+def live_result(
+    log_: EventLog, points: Sequence[EvalPoint], run: LiveRun, *, k: int, name: str, params: dict[str, Any]
+) -> SystemResult:
     """The messages' lists at the evaluation points (joined by ``event_id``; a missing answer is an empty list,
     a miss), scored exactly as offline."""
     lists = [run.lists.get(log_.events[p.position].event_id, []) for p in points]
-    return SystemResult(name, "kafka", params, score_lists(lists, points, k), coverage(lists, k, len(log_.catalogue)),
-                        lists, 0.0, run.elapsed_s, len(log_.events))
+    return SystemResult(
+        name,
+        "kafka",
+        params,
+        score_lists(lists, points, k),
+        coverage(lists, k, len(log_.catalogue)),
+        lists,
+        0.0,
+        run.elapsed_s,
+        len(log_.events),
+    )
 
 
 def agreement(live: SystemResult, offline: SystemResult, *, k: int, rounds: int, seed: int) -> dict[str, Any]:
@@ -252,8 +308,9 @@ def agreement(live: SystemResult, offline: SystemResult, *, k: int, rounds: int,
     }
 
 
-def score_live_run(ev: Evaluation, run: LiveRun, spec: str, *, params: dict[str, Any], k: int, rounds: int,
-                   seed: int) -> dict[str, Any]:
+def score_live_run(
+    ev: Evaluation, run: LiveRun, spec: str, *, params: dict[str, Any], k: int, rounds: int, seed: int
+) -> dict[str, Any]:
     """Add the run's scores to ``ev`` as system ``kafka: <spec>`` and compare it with the offline ``spec``."""
     result = live_result(ev.log, ev.points, run, k=k, name=f"kafka: {spec}", params=params)
     out: dict[str, Any] = {"run": run.summary()}

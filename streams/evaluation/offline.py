@@ -41,7 +41,9 @@ class SystemResult:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "name": self.name, "kind": self.kind, "params": self.params,
+            "name": self.name,
+            "kind": self.kind,
+            "params": self.params,
             "metrics": {m: round(v, 6) for m, v in self.scores.means().items()},
             "coverage": round(self.coverage, 6),
             "cpu_us_per_event": round(self.cpu_s / max(1, self.events) * 1e6, 1),
@@ -49,8 +51,9 @@ class SystemResult:
         }
 
 
-def replay_lists(rec: Recommender, events: Sequence[Event], points: Sequence[EvalPoint], *,
-                 batch_size: int) -> list[list[str]]:
+def replay_lists(
+    rec: Recommender, events: Sequence[Event], points: Sequence[EvalPoint], *, batch_size: int
+) -> list[list[str]]:
     """Drive ``rec`` over ``events`` in batches; return the lists at the evaluation points (their order)."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -67,11 +70,30 @@ def replay_lists(rec: Recommender, events: Sequence[Event], points: Sequence[Eva
     return [at[p.position] for p in points]
 
 
-def run_system(name: str, kind: str, params: dict[str, Any], rec: Recommender, events: Sequence[Event],
-               points: Sequence[EvalPoint], *, k: int, catalogue_size: int, batch_size: int) -> SystemResult:
+def run_system(
+    name: str,
+    kind: str,
+    params: dict[str, Any],
+    rec: Recommender,
+    events: Sequence[Event],
+    points: Sequence[EvalPoint],
+    *,
+    k: int,
+    catalogue_size: int,
+    batch_size: int,
+) -> SystemResult:
     """Replay, score and time one recommender."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
     lists = replay_lists(rec, events, points, batch_size=batch_size)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    return SystemResult(name, kind, params, score_lists(lists, points, k), coverage(lists, k, catalogue_size),
-                        lists, cpu, wall, len(events))
+    return SystemResult(
+        name,
+        kind,
+        params,
+        score_lists(lists, points, k),
+        coverage(lists, k, catalogue_size),
+        lists,
+        cpu,
+        wall,
+        len(events),
+    )

@@ -142,8 +142,9 @@ def _draws(n_users: int, rounds: int, seed: int) -> npt.NDArray[np.int64]:
     return np.random.default_rng(seed).integers(0, n_users, size=(rounds, n_users))
 
 
-def paired_bootstrap(a: Floats, b: Floats, users: Sequence[str], *, rounds: int = 2000,
-                     seed: int = 0) -> BootstrapInterval:
+def paired_bootstrap(
+    a: Floats, b: Floats, users: Sequence[str], *, rounds: int = 2000, seed: int = 0
+) -> BootstrapInterval:
     """``a`` and ``b``: per-point values of two systems on the same points; ``users``: each point's user."""
     if not (len(a) == len(b) == len(users)) or not len(users):
         raise ValueError("paired_bootstrap needs equally long, non-empty a, b and users")
@@ -157,8 +158,9 @@ def paired_bootstrap(a: Floats, b: Floats, users: Sequence[str], *, rounds: int 
     mean_a, mean_b = float(a.mean()), float(b.mean())
     d_lo, d_hi = np.percentile(diff, [2.5, 97.5])
     r_lo, r_hi = np.percentile(ratio, [2.5, 97.5], method="nearest")  # ratios may be infinite (b = 0)
-    return BootstrapInterval(mean_a - mean_b, float(d_lo), float(d_hi),
-                             mean_a / mean_b if mean_b > 0 else math.inf, float(r_lo), float(r_hi))
+    return BootstrapInterval(
+        mean_a - mean_b, float(d_lo), float(d_hi), mean_a / mean_b if mean_b > 0 else math.inf, float(r_lo), float(r_hi)
+    )
 
 
 def bootstrap_mean(a: Floats, users: Sequence[str], *, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:

@@ -61,16 +61,26 @@ def baseline_candidates(plan: EvaluationPlan, space: ItemSpace) -> list[Candidat
     for name in plan.baselines:
         if name == "popularity_decayed":
             for h in plan.decayed_half_lives_s:
-                out.append(Candidate(f"popularity_decayed (half-life {_duration(h)})", "baseline",
-                                     {"baseline": name, "half_life_s": h},
-                                     partial(make, name, space, plan.k, half_life_s=h)))
+                out.append(
+                    Candidate(
+                        f"popularity_decayed (half-life {_duration(h)})",
+                        "baseline",
+                        {"baseline": name, "half_life_s": h},
+                        partial(make, name, space, plan.k, half_life_s=h),
+                    )
+                )
         elif name == "cooccurrence":
             for w in plan.cooccurrence_windows:
-                out.append(Candidate(f"cooccurrence (last {w} items)", "baseline", {"baseline": name, "window": w},
-                                     partial(make, name, space, plan.k, window=w)))
+                out.append(
+                    Candidate(
+                        f"cooccurrence (last {w} items)",
+                        "baseline",
+                        {"baseline": name, "window": w},
+                        partial(make, name, space, plan.k, window=w),
+                    )
+                )
         else:
-            out.append(Candidate(name, "baseline", {"baseline": name},
-                                 partial(make, name, space, plan.k)))
+            out.append(Candidate(name, "baseline", {"baseline": name}, partial(make, name, space, plan.k)))
     return out
 
 
@@ -82,8 +92,14 @@ class Evaluation:
     reference: str | None = None
 
 
-def evaluate_log(log_: EventLog, plan: EvaluationPlan, strategies: Sequence[Candidate], *,
-                 reference: str | None = None, progress: Callable[[str], None] = print) -> Evaluation:
+def evaluate_log(
+    log_: EventLog,
+    plan: EvaluationPlan,
+    strategies: Sequence[Candidate],
+    *,
+    reference: str | None = None,
+    progress: Callable[[str], None] = print,
+) -> Evaluation:
     """Replay ``log_`` through the baselines and ``strategies``; ``reference`` (default: the first strategy)
     is the system compared against all others."""
     points = eval_points(log_.events)
@@ -93,22 +109,37 @@ def evaluate_log(log_: EventLog, plan: EvaluationPlan, strategies: Sequence[Cand
     ev = Evaluation(log_, points, reference=reference or (strategies[0].name if strategies else None))
     for c in [*strategies, *baseline_candidates(plan, space)]:
         t = time.perf_counter()
-        result = run_system(c.name, c.kind, c.params, c.build(), log_.events, points, k=plan.k,
-                            catalogue_size=len(log_.catalogue), batch_size=c.batch_size or plan.batch_size)
+        result = run_system(
+            c.name,
+            c.kind,
+            c.params,
+            c.build(),
+            log_.events,
+            points,
+            k=plan.k,
+            catalogue_size=len(log_.catalogue),
+            batch_size=c.batch_size or plan.batch_size,
+        )
         ev.results.append(result)
         m = result.scores.means()
-        progress(f"  {c.name:<36} HR@{plan.k} {m['hr']:.4f}  MRR {m['mrr']:.4f}  NDCG {m['ndcg']:.4f}  "
-                 f"({time.perf_counter() - t:.0f} s)")
+        progress(
+            f"  {c.name:<36} HR@{plan.k} {m['hr']:.4f}  MRR {m['mrr']:.4f}  NDCG {m['ndcg']:.4f}  "
+            f"({time.perf_counter() - t:.0f} s)"
+        )
     return ev
 
 
-def document(ev: Evaluation, plan: EvaluationPlan, *, started: str, command: str,
-             extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def document(
+    ev: Evaluation, plan: EvaluationPlan, *, started: str, command: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The JSON document of an evaluation (everything the table and the plot show, and how it was made)."""
     by_name = {r.name: r for r in ev.results}
     ref = by_name.get(ev.reference) if ev.reference else None
-    comparisons = compare(ref, [r for r in ev.results if r is not ref], rounds=plan.bootstrap_rounds,
-                          seed=plan.seed) if ref else {}
+    comparisons = (
+        compare(ref, [r for r in ev.results if r is not ref], rounds=plan.bootstrap_rounds, seed=plan.seed)
+        if ref
+        else {}
+    )
     baselines = [r for r in ev.results if r.kind == "baseline"]
     return {
         "benchmark": "evaluate",
@@ -117,15 +148,21 @@ def document(ev: Evaluation, plan: EvaluationPlan, *, started: str, command: str
         "machine": machine(),
         "versions": versions(),
         "plan": asdict(plan),
-        "log": {"description": ev.log.describe(), "name": ev.log.name, "events": len(ev.log.events),
-                "users": len(ev.log.users), "catalogue": len(ev.log.catalogue), "source": ev.log.source,
-                "skipped": ev.log.skipped},
+        "log": {
+            "description": ev.log.describe(),
+            "name": ev.log.name,
+            "events": len(ev.log.events),
+            "users": len(ev.log.users),
+            "catalogue": len(ev.log.catalogue),
+            "source": ev.log.source,
+            "skipped": ev.log.skipped,
+        },
         "points": len(ev.points),
         "k": plan.k,
         "definition": "next item: the list published after a user's event t scored against the item of the "
-                      "user's event t+1 (every item-naming event but a user's first); baselines learned causally "
-                      "from every user's events up to t; the same exclusions for all (items the user's events "
-                      "named); intervals: paired bootstrap over users, 95 %",
+        "user's event t+1 (every item-naming event but a user's first); baselines learned causally "
+        "from every user's events up to t; the same exclusions for all (items the user's events "
+        "named); intervals: paired bootstrap over users, 95 %",
         "systems": [r.summary() for r in ev.results],
         "intervals": system_intervals(ev.results, rounds=plan.bootstrap_rounds, seed=plan.seed),
         "reference": ev.reference,

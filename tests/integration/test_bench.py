@@ -25,11 +25,32 @@ def test_quick_bench_writes_sane_json(kafka: KafkaForTests, exported_model: Path
 
     parser = argparse.ArgumentParser()
     bench.register(parser.add_subparsers())
-    args = parser.parse_args([
-        "bench", "--bootstrap", kafka.bootstrap, "--quick", "--rates", "50", "--workers", "1", "--duration-s", "3",
-        "--warmup-s", "1", "--drain-s", "10", "--search-rates", "off", "--grid", "off",
-        "--model-dir", str(exported_model), "--out", str(tmp_path),
-    ])
+    args = parser.parse_args(
+        [
+            "bench",
+            "--bootstrap",
+            kafka.bootstrap,
+            "--quick",
+            "--rates",
+            "50",
+            "--workers",
+            "1",
+            "--duration-s",
+            "3",
+            "--warmup-s",
+            "1",
+            "--drain-s",
+            "10",
+            "--search-rates",
+            "off",
+            "--grid",
+            "off",
+            "--model-dir",
+            str(exported_model),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert args.func(args) == 0  # 1 when a phase got no answers or the floor none
     (written,) = tmp_path.glob("e2e_*.json")  # one run, one JSON + PNG; no *_latest copies
     assert sorted(p.name for p in tmp_path.iterdir()) == [written.name, written.with_suffix(".png").name]

@@ -27,8 +27,13 @@ class ProducerSender:
     def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
         self.producer, self.topic = producer, topic
 
-    async def send(self, key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, bytes]] | None = None,
-                   partition: int | None = None) -> asyncio.Future[Any]:
+    async def send(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = await self.producer.send(self.topic, value, key=key, partition=partition)
         return fut
 
@@ -40,9 +45,16 @@ class Node:
         self.graph = CovisitGraph(CovisitConfig())
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
         self.replica = CovisitReplica(bootstrap=bootstrap, topic=rows, graph=self.graph, pool=pool)
-        self.owner = CovisitOwner(bootstrap=bootstrap, group_id=group, deltas_topic=deltas,
-                                  rows_out=ProducerSender(self.producer, rows), graph=self.graph, replica=self.replica,
-                                  pool=pool, flush_interval_s=0.2)
+        self.owner = CovisitOwner(
+            bootstrap=bootstrap,
+            group_id=group,
+            deltas_topic=deltas,
+            rows_out=ProducerSender(self.producer, rows),
+            graph=self.graph,
+            replica=self.replica,
+            pool=pool,
+            flush_interval_s=0.2,
+        )
         self.publisher = CovisitPublisher(ProducerSender(self.producer, deltas), partitions=4)
 
     async def start(self, own: bool = True) -> None:
@@ -61,8 +73,10 @@ class Node:
 def user_streams(n_users: int, length: int, seed: int = 0) -> dict[str, list[tuple[str, float]]]:
     rng = random.Random(seed)
     t0 = 1_700_000_000.0
-    return {f"u{u}": [(rng.choice(ITEMS[: 10 + u % 20]), t0 + 60 * (u * length + i)) for i in range(length)]
-            for u in range(n_users)}
+    return {
+        f"u{u}": [(rng.choice(ITEMS[: 10 + u % 20]), t0 + 60 * (u * length + i)) for i in range(length)]
+        for u in range(n_users)
+    }
 
 
 def batches_of(streams: dict[str, list[tuple[str, float]]], config: CovisitConfig) -> list[list[CovisitDelta]]:
@@ -137,8 +151,11 @@ async def test_two_workers_converge_to_the_offline_graph_and_a_restart_rebuilds_
             node = a if i % 2 == 0 else b
             futs += await node.publisher.send(deltas)
         await asyncio.gather(*futs)
-        await wait_for(lambda: same(state(a.graph), expected) and same(state(b.graph), expected), 60,
-                       "both workers to serve the offline graph")
+        await wait_for(
+            lambda: same(state(a.graph), expected) and same(state(b.graph), expected),
+            60,
+            "both workers to serve the offline graph",
+        )
         # a worker that starts now, with empty memory, reads the same state back from the compacted topic
         late = Node(kafka.bootstrap, deltas_topic, rows_topic, group, pool)
         await late.start(own=False)

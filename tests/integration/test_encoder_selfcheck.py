@@ -24,11 +24,16 @@ def bad_int8_model(exported_model: Path, tmp_path_factory: pytest.TempPathFactor
 def worker_env(kafka: KafkaForTests, bad_int8_model: Path, tmp_path: Path) -> Iterator[dict[str, str]]:
     names = {k: unique_name(f"selfcheck-{k}") for k in ("app", "events", "items", "recs", "dlq")}
     yield {
-        "STREAMREC_BOOTSTRAP": kafka.bootstrap, "STREAMREC_MODEL_DIR": str(bad_int8_model),
-        "STREAMREC_DATA_DIR": str(tmp_path / "w"), "STREAMREC_APP_ID": names["app"],
-        "STREAMREC_EVENTS_TOPIC": names["events"], "STREAMREC_ITEMS_TOPIC": names["items"],
-        "STREAMREC_RECOMMENDATIONS_TOPIC": names["recs"], "STREAMREC_DEAD_LETTER_TOPIC": names["dlq"],
-        "STREAMREC_PARTITIONS": "1", "STREAMREC_ITEMS_PARTITIONS": "1",
+        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
+        "STREAMREC_MODEL_DIR": str(bad_int8_model),
+        "STREAMREC_DATA_DIR": str(tmp_path / "w"),
+        "STREAMREC_APP_ID": names["app"],
+        "STREAMREC_EVENTS_TOPIC": names["events"],
+        "STREAMREC_ITEMS_TOPIC": names["items"],
+        "STREAMREC_RECOMMENDATIONS_TOPIC": names["recs"],
+        "STREAMREC_DEAD_LETTER_TOPIC": names["dlq"],
+        "STREAMREC_PARTITIONS": "1",
+        "STREAMREC_ITEMS_PARTITIONS": "1",
     }
     delete_topics(kafka.bootstrap, [names[k] for k in ("events", "items", "recs", "dlq")])
 
@@ -36,8 +41,9 @@ def worker_env(kafka: KafkaForTests, bad_int8_model: Path, tmp_path: Path) -> It
 def test_the_worker_falls_back_to_fp32_and_its_metric_says_why(worker_env: dict[str, str], tmp_path: Path) -> None:
     worker = start_worker(worker_env, tmp_path / "worker.log")
     try:
-        metrics = worker.wait_until(lambda m: any(k.startswith("streamrec_encoder_info{") for k in m),
-                                    what="the encoder info metric")
+        metrics = worker.wait_until(
+            lambda m: any(k.startswith("streamrec_encoder_info{") for k in m), what="the encoder info metric"
+        )
         info = next(k for k in metrics if k.startswith("streamrec_encoder_info{"))
         assert 'variant="fp32"' in info and 'self_check="fallback"' in info, info
         assert 'fallback_from="cpu-int8"' in info and 'fallback_reason="cpu-int8: cosine mean' in info, info

@@ -26,16 +26,26 @@ def test_offline_and_through_kafka_agree(kafka: KafkaForTests, exported_model: P
     ev = evaluate_log(log, plan, core_candidates(log, settings, [settings.strategy], k=K), progress=lambda _: None)
     offline, popularity = ev.results
 
-    run = run_live(log, LiveConfig(
-        bootstrap=kafka.bootstrap, work_dir=tmp_path, rate=250.0, partitions=2,
-        worker_env={"STREAMREC_MODEL_DIR": str(exported_model), "STREAMREC_PROVIDER": "cpu",
-                    "STREAMREC_K": str(K), "STREAMREC_STRATEGY": settings.strategy,
-                    # the worker serves co-visitation rows once they are published (every flush interval, 5 s by
-                    # default): longer than this whole 4-second slice, so the slice would be served from an
-                    # almost empty graph (measured: HR@10 0.053 through Kafka vs 0.13 offline). Publishing every
-                    # 0.2 s brings the worker's lag near the offline one (one batch).
-                    "STREAMREC_COVISIT_FLUSH_INTERVAL_S": "0.2"},
-    ))
+    run = run_live(
+        log,
+        LiveConfig(
+            bootstrap=kafka.bootstrap,
+            work_dir=tmp_path,
+            rate=250.0,
+            partitions=2,
+            worker_env={
+                "STREAMREC_MODEL_DIR": str(exported_model),
+                "STREAMREC_PROVIDER": "cpu",
+                "STREAMREC_K": str(K),
+                "STREAMREC_STRATEGY": settings.strategy,
+                # the worker serves co-visitation rows once they are published (every flush interval, 5 s by
+                # default): longer than this whole 4-second slice, so the slice would be served from an
+                # almost empty graph (measured: HR@10 0.053 through Kafka vs 0.13 offline). Publishing every
+                # 0.2 s brings the worker's lag near the offline one (one batch).
+                "STREAMREC_COVISIT_FLUSH_INTERVAL_S": "0.2",
+            },
+        ),
+    )
     assert (run.sent, run.answered, run.undecodable) == (len(log.events), len(log.events), 0)
     assert run.strategies == {settings.strategy: len(log.events)}
     live = live_result(log, ev.points, run, k=K, name="kafka", params={})

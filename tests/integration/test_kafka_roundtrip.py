@@ -39,8 +39,11 @@ async def test_produce_consume_commit_resume(
         await producer.stop()
 
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group,
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     try:
@@ -60,8 +63,11 @@ async def test_produce_consume_commit_resume(
 
     # A new consumer in the same group resumes after the committed offsets: nothing is re-delivered.
     resumed = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group,
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await resumed.start()
     try:

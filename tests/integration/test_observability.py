@@ -61,11 +61,18 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
             f"  - job_name: streamrec-worker\n    static_configs: [{{targets: ['{target}']}}]\n"
         )
         log = (tmp_path / "prometheus.log").open("wb")
-        procs.append(subprocess.Popen(
-            [binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={cfg}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         return f"http://127.0.0.1:{port}"
 
     yield start
@@ -104,17 +111,19 @@ def _wait_query(base: str, expr: str, timeout_s: float = 60.0) -> list[dict[str,
     )
 
 
-
-
 async def test_prometheus_scrapes_a_real_worker_and_the_dashboard_matches_it(
     kafka: KafkaForTests, exported_model: Path, tmp_path: Path, prometheus: Any
 ) -> None:
     names = {k: unique_name(k) for k in ("app", "events", "items", "recs", "dlq")}
     env = {
-        "STREAMREC_BOOTSTRAP": kafka.bootstrap, "STREAMREC_MODEL_DIR": str(exported_model),
-        "STREAMREC_DATA_DIR": str(tmp_path / "w"), "STREAMREC_APP_ID": names["app"],
-        "STREAMREC_EVENTS_TOPIC": names["events"], "STREAMREC_ITEMS_TOPIC": names["items"],
-        "STREAMREC_RECOMMENDATIONS_TOPIC": names["recs"], "STREAMREC_DEAD_LETTER_TOPIC": names["dlq"],
+        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
+        "STREAMREC_MODEL_DIR": str(exported_model),
+        "STREAMREC_DATA_DIR": str(tmp_path / "w"),
+        "STREAMREC_APP_ID": names["app"],
+        "STREAMREC_EVENTS_TOPIC": names["events"],
+        "STREAMREC_ITEMS_TOPIC": names["items"],
+        "STREAMREC_RECOMMENDATIONS_TOPIC": names["recs"],
+        "STREAMREC_DEAD_LETTER_TOPIC": names["dlq"],
         "STREAMREC_PARTITIONS": "2",
     }
     port = free_port()
@@ -122,9 +131,23 @@ async def test_prometheus_scrapes_a_real_worker_and_the_dashboard_matches_it(
     try:
         base = prometheus(f"127.0.0.1:{port}")
         worker.wait_until(lambda m: "streamrec_index_ready" in m, what="metrics")
-        items = [(f"i{n}".encode(), json.dumps({"item_id": f"i{n}", "title": t}).encode())
-                 for n, t in enumerate(["red shoes", "blue shoes", "green tea", "black tea", "camping tent",
-                                        "coffee beans", "coffee grinder", "yoga mat", "phone case", "novel"])]
+        items = [
+            (f"i{n}".encode(), json.dumps({"item_id": f"i{n}", "title": t}).encode())
+            for n, t in enumerate(
+                [
+                    "red shoes",
+                    "blue shoes",
+                    "green tea",
+                    "black tea",
+                    "camping tent",
+                    "coffee beans",
+                    "coffee grinder",
+                    "yoga mat",
+                    "phone case",
+                    "novel",
+                ]
+            )
+        ]
         await produce(kafka.bootstrap, names["items"], items)
         worker.wait_until(lambda m: m.get("streamrec_index_items") == len(items), what="catalogue")
 
@@ -147,8 +170,13 @@ async def test_prometheus_scrapes_a_real_worker_and_the_dashboard_matches_it(
         assert m[f'streamrec_pipeline_dead_letters_total{{reason="invalid_json",source="{names["events"]}"}}'] == n_bad
         assert m['streamrec_pipeline_events_total{outcome="dead_letter",type="invalid"}'] == n_bad
         # (users who have seen the whole 10-item catalogue are answered by the fallback)
-        assert sum(m[f'streamrec_pipeline_events_total{{outcome="{o}",type="click"}}']
-                   for o in ("recommended", "fallback", "duplicate")) == n_valid
+        assert (
+            sum(
+                m[f'streamrec_pipeline_events_total{{outcome="{o}",type="click"}}']
+                for o in ("recommended", "fallback", "duplicate")
+            )
+            == n_valid
+        )
         assert m['streamrec_pipeline_events_total{outcome="duplicate",type="click"}'] == 0
         assert m['streamrec_pipeline_end_to_end_seconds_count{clock="event_ts"}'] == n_valid
 
@@ -203,8 +231,12 @@ def test_prometheus_config_passes_promtool_and_compose_references_exist() -> Non
     import yaml
 
     promtool = _need("promtool")
-    out = subprocess.run([promtool, "check", "config", str(ROOT / "docker/prometheus/prometheus.yml")],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [promtool, "check", "config", str(ROOT / "docker/prometheus/prometheus.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     compose = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     services = compose["services"]

@@ -19,21 +19,36 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 K = 5
 CATALOGUE = {
-    "shoe-1": "Red running shoes for road racing", "shoe-2": "Trail running shoes with grippy soles",
-    "shoe-3": "Lightweight marathon running shoes", "shoe-4": "Leather office shoes, black",
-    "shoe-5": "Kids' running sneakers with velcro", "coffee-1": "Espresso coffee beans, dark roast",
-    "coffee-2": "Single-origin Ethiopian coffee beans", "coffee-3": "Decaf coffee beans, medium roast",
-    "coffee-4": "Burr coffee grinder, stainless steel", "coffee-5": "Espresso machine with milk frother",
-    "tent-1": "Two-person backpacking tent", "tent-2": "Family camping tent for six",
-    "tent-3": "Ultralight hiking tent", "bag-1": "Down sleeping bag, -10 C",
-    "bag-2": "Synthetic sleeping bag for summer", "book-1": "Cookbook of Italian pasta recipes",
-    "book-2": "Science fiction novel about Mars", "book-3": "History of the Roman empire",
-    "book-4": "Beginner's guide to Python programming", "book-5": "Thriller novel set in Oslo",
-    "phone-1": "Smartphone with 128 GB storage", "phone-2": "Phone case, shockproof",
-    "phone-3": "USB-C fast charger 65 W", "phone-4": "Wireless earbuds with noise cancelling",
-    "tea-1": "Green tea leaves, sencha", "tea-2": "Earl Grey black tea bags",
-    "tea-3": "Ceramic teapot with infuser", "yoga-1": "Non-slip yoga mat",
-    "yoga-2": "Cork yoga block", "yoga-3": "Yoga pants, high waist",
+    "shoe-1": "Red running shoes for road racing",
+    "shoe-2": "Trail running shoes with grippy soles",
+    "shoe-3": "Lightweight marathon running shoes",
+    "shoe-4": "Leather office shoes, black",
+    "shoe-5": "Kids' running sneakers with velcro",
+    "coffee-1": "Espresso coffee beans, dark roast",
+    "coffee-2": "Single-origin Ethiopian coffee beans",
+    "coffee-3": "Decaf coffee beans, medium roast",
+    "coffee-4": "Burr coffee grinder, stainless steel",
+    "coffee-5": "Espresso machine with milk frother",
+    "tent-1": "Two-person backpacking tent",
+    "tent-2": "Family camping tent for six",
+    "tent-3": "Ultralight hiking tent",
+    "bag-1": "Down sleeping bag, -10 C",
+    "bag-2": "Synthetic sleeping bag for summer",
+    "book-1": "Cookbook of Italian pasta recipes",
+    "book-2": "Science fiction novel about Mars",
+    "book-3": "History of the Roman empire",
+    "book-4": "Beginner's guide to Python programming",
+    "book-5": "Thriller novel set in Oslo",
+    "phone-1": "Smartphone with 128 GB storage",
+    "phone-2": "Phone case, shockproof",
+    "phone-3": "USB-C fast charger 65 W",
+    "phone-4": "Wireless earbuds with noise cancelling",
+    "tea-1": "Green tea leaves, sencha",
+    "tea-2": "Earl Grey black tea bags",
+    "tea-3": "Ceramic teapot with infuser",
+    "yoga-1": "Non-slip yoga mat",
+    "yoga-2": "Cork yoga block",
+    "yoga-3": "Yoga pants, high waist",
 }
 GONE = "tent-2"  # deleted from the catalogue before any event
 
@@ -59,12 +74,23 @@ BAD: list[tuple[bytes | None, bytes | None, str]] = [
 def _session_events() -> list[tuple[bytes, bytes]]:
     out = []
     scripts = {
-        "u1": [("search", {"query": "running shoes"}), ("click", {"item_id": "shoe-1"}),
-               ("purchase", {"item_id": "shoe-2"}), ("view", {"item_id": "shoe-3"})],
-        "u2": [("view", {"item_id": "coffee-1"}), ("add_to_cart", {"item_id": "coffee-2"}),
-               ("purchase", {"item_id": "coffee-2"}), ("search", {"query": "espresso"})],
-        "u3": [("click", {"item_id": "tent-1"}), ("purchase", {"item_id": "bag-1"}),
-               ("view", {"item_id": "new-thing", "title": "Inflatable camping mattress"})],
+        "u1": [
+            ("search", {"query": "running shoes"}),
+            ("click", {"item_id": "shoe-1"}),
+            ("purchase", {"item_id": "shoe-2"}),
+            ("view", {"item_id": "shoe-3"}),
+        ],
+        "u2": [
+            ("view", {"item_id": "coffee-1"}),
+            ("add_to_cart", {"item_id": "coffee-2"}),
+            ("purchase", {"item_id": "coffee-2"}),
+            ("search", {"query": "espresso"}),
+        ],
+        "u3": [
+            ("click", {"item_id": "tent-1"}),
+            ("purchase", {"item_id": "bag-1"}),
+            ("view", {"item_id": "new-thing", "title": "Inflatable camping mattress"}),
+        ],
         "u4": [("view", {"item_id": "no-such-item"})],  # no usable vector: fallback
     }
     for i in range(4):
@@ -75,12 +101,14 @@ def _session_events() -> list[tuple[bytes, bytes]]:
     return out
 
 
-
-
 def _worker_env(kafka: KafkaForTests, model: Path, data: Path, **topics: str) -> dict[str, str]:
     return {
-        "STREAMREC_BOOTSTRAP": kafka.bootstrap, "STREAMREC_MODEL_DIR": str(model), "STREAMREC_DATA_DIR": str(data),
-        "STREAMREC_K": str(K), "STREAMREC_PARTITIONS": "2", "STREAMREC_SNAPSHOT_INTERVAL_S": "2",
+        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
+        "STREAMREC_MODEL_DIR": str(model),
+        "STREAMREC_DATA_DIR": str(data),
+        "STREAMREC_K": str(K),
+        "STREAMREC_PARTITIONS": "2",
+        "STREAMREC_SNAPSHOT_INTERVAL_S": "2",
         **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()},
     }
 
@@ -88,8 +116,11 @@ def _worker_env(kafka: KafkaForTests, model: Path, data: Path, **topics: str) ->
 @pytest.fixture
 def topics() -> dict[str, str]:
     return {
-        "app_id": unique_name("app"), "events_topic": unique_name("events"), "items_topic": unique_name("items"),
-        "recommendations_topic": unique_name("recs"), "dead_letter_topic": unique_name("dlq"),
+        "app_id": unique_name("app"),
+        "events_topic": unique_name("events"),
+        "items_topic": unique_name("items"),
+        "recommendations_topic": unique_name("recs"),
+        "dead_letter_topic": unique_name("dlq"),
     }
 
 
@@ -158,15 +189,25 @@ async def test_end_to_end(
 
     m = worker.metrics()
     assert m["streamrec_pipeline_recommendations_total"] == len(good)
-    dead = sum(v for k, v in m.items() if k.startswith("streamrec_pipeline_dead_letters_total{") and
-               f'source="{topics["events_topic"]}"' in k)
+    dead = sum(
+        v
+        for k, v in m.items()
+        if k.startswith("streamrec_pipeline_dead_letters_total{") and f'source="{topics["events_topic"]}"' in k
+    )
     assert dead == len(BAD)
 
     # catalogue changes while serving: a deleted item disappears, a new item becomes recommendable
-    await produce(kafka.bootstrap, topics["items_topic"], [
-        (b"coffee-1", None),
-        (b"coffee-9", json.dumps({"item_id": "coffee-9", "title": "Espresso coffee beans, extra dark roast"}).encode()),
-    ])
+    await produce(
+        kafka.bootstrap,
+        topics["items_topic"],
+        [
+            (b"coffee-1", None),
+            (
+                b"coffee-9",
+                json.dumps({"item_id": "coffee-9", "title": "Espresso coffee beans, extra dark roast"}).encode(),
+            ),
+        ],
+    )
     worker.wait_until(lambda m: m.get("streamrec_index_items") == len(CATALOGUE) - 1, what="catalogue update")
     await asyncio.sleep(0.5)
     await produce(kafka.bootstrap, topics["events_topic"], [_event("u9", "search", 0, query="espresso coffee beans")])
@@ -191,8 +232,11 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
 ) -> None:
     env = _worker_env(kafka, exported_model, tmp_path / "w", **topics)
     env["STREAMREC_WORKER_NAME"] = "w1"
-    await produce(kafka.bootstrap, topics["items_topic"],
-                   [(k.encode(), json.dumps({"item_id": k, "title": t}).encode()) for k, t in CATALOGUE.items()])
+    await produce(
+        kafka.bootstrap,
+        topics["items_topic"],
+        [(k.encode(), json.dumps({"item_id": k, "title": t}).encode()) for k, t in CATALOGUE.items()],
+    )
     worker = start_worker(env, tmp_path / "worker1.log")
     workers.append(worker)
     worker.wait_ready()
@@ -246,8 +290,11 @@ async def test_two_workers_share_the_events_partitions(
 ) -> None:
     env = _worker_env(kafka, exported_model, tmp_path / "w", **topics)
     env["STREAMREC_PARTITIONS"] = "4"
-    await produce(kafka.bootstrap, topics["items_topic"],
-                   [(k.encode(), json.dumps({"item_id": k, "title": t}).encode()) for k, t in CATALOGUE.items()])
+    await produce(
+        kafka.bootstrap,
+        topics["items_topic"],
+        [(k.encode(), json.dumps({"item_id": k, "title": t}).encode()) for k, t in CATALOGUE.items()],
+    )
     for name in ("a", "b"):
         w = start_worker({**env, "STREAMREC_WORKER_NAME": name}, tmp_path / f"worker-{name}.log")
         workers.append(w)

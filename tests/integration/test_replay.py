@@ -40,8 +40,16 @@ async def test_replay_round_trip(kafka: KafkaForTests, new_topic: Callable[..., 
     items_topic = new_topic("items", partitions=2, config={"cleanup.policy": "compact"})
     events_topic = new_topic("events", partitions=3)
     settings = ReplaySettings(
-        bootstrap=kafka.bootstrap, items_topic=items_topic, events_topic=events_topic, create_topics=False,
-        limit=300, users=5, search_fraction=0.2, seed=3, rate=1000.0, event_id_prefix="t",
+        bootstrap=kafka.bootstrap,
+        items_topic=items_topic,
+        events_topic=events_topic,
+        create_topics=False,
+        limit=300,
+        users=5,
+        search_fraction=0.2,
+        seed=3,
+        rate=1000.0,
+        event_id_prefix="t",
     )
     stats = await replay(settings)
     assert (stats.items, stats.events) == (N_ITEMS, 300)
@@ -57,12 +65,14 @@ async def test_replay_round_trip(kafka: KafkaForTests, new_topic: Callable[..., 
     assert len(records) == 300
     events: list[tuple[int, int, Event]] = []
     for r in records:
-        e = decode_event(r.value, record_ts_ms=r.timestamp, topic=r.topic, partition=r.partition, offset=r.offset,
-                         key=r.key)
+        e = decode_event(
+            r.value, record_ts_ms=r.timestamp, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key
+        )
         assert abs(e.ts_ms - r.timestamp) < 5_000  # ts = the wall clock at send time
         events.append((r.partition, r.offset, e))
-    expected = list(replay_events(load_ratings(), load_movies(), limit=300, users=5, search_fraction=0.2, seed=3,
-                                  id_prefix="t"))
+    expected = list(
+        replay_events(load_ratings(), load_movies(), limit=300, users=5, search_fraction=0.2, seed=3, id_prefix="t")
+    )
     assert sorted(e.event_id for _, _, e in events) == sorted(x.event_id for x in expected)
     assert {e.user_id for _, _, e in events} <= {"1", "2", "3", "4", "5"}
     # one user -> one partition, and within it the replay's order

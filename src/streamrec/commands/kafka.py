@@ -23,8 +23,9 @@ class KafkaSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="address the broker binds to and advertises")
     port: int = Field(0, ge=0, description="client port (0: 9092, or 9095 with --secure)")
     secure: bool = Field(
-        False, description="SASL_SSL (SCRAM) listener on the port, mutual TLS on port + 2, ACLs enforced, "
-        "a throw-away CA; passwords and certificates in the home"
+        False,
+        description="SASL_SSL (SCRAM) listener on the port, mutual TLS on port + 2, ACLs enforced, "
+        "a throw-away CA; passwords and certificates in the home",
     )
     controller_port: int = Field(0, description="KRaft controller port (0: port + 1)")
     version: str = Field(KAFKA_VERSION, description="Apache Kafka version resolved from Maven Central")
@@ -80,10 +81,14 @@ def run(args: argparse.Namespace) -> int:
     print(status.describe())
     if settings.secure and status.running and not status.external:
         layout = broker.secure_layout
-        print(f"mutual TLS listener: {broker.config.host}:{broker.config.mtls_port} (client certificate "
-              f"{layout.tls.client_cert}, key {layout.tls.client_key})")
-        print(f"super-user for admin work: admin (password in {layout.password_file('admin')}; "
-              f"Kafka tools: --command-config {layout.admin_properties})")
+        print(
+            f"mutual TLS listener: {broker.config.host}:{broker.config.mtls_port} (client certificate "
+            f"{layout.tls.client_cert}, key {layout.tls.client_key})"
+        )
+        print(
+            f"super-user for admin work: admin (password in {layout.password_file('admin')}; "
+            f"Kafka tools: --command-config {layout.admin_properties})"
+        )
         print("connect as the user 'streamrec' (it has no ACLs yet: grant them, see README 'Production Kafka'):")
         for key, value in client_environment(layout, status.bootstrap).items():
             print(f"  export {key}={value}")

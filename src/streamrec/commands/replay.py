@@ -76,8 +76,13 @@ async def replay(settings: ReplaySettings) -> ReplayStats:
     movies = load_movies()
     events = list(
         replay_events(
-            load_ratings(), movies, limit=settings.limit, users=settings.users,
-            search_fraction=settings.search_fraction, seed=settings.seed, id_prefix=settings.event_id_prefix,
+            load_ratings(),
+            movies,
+            limit=settings.limit,
+            users=settings.users,
+            search_fraction=settings.search_fraction,
+            seed=settings.seed,
+            id_prefix=settings.event_id_prefix,
         )
     )
     offsets = schedule_offsets_s(events, rate=settings.rate, speedup=settings.speedup)
@@ -94,16 +99,29 @@ async def replay(settings: ReplaySettings) -> ReplayStats:
     catalogue = [movie_item(m) for m in movies] if settings.send_items else []
     items = [(i.item_id.encode(), i.to_json_bytes()) for i in catalogue]
     return await send_records(
-        settings.bootstrap, items_topic=settings.items_topic, items=items, events_topic=settings.events_topic,
-        events=[(e.key, e.payload) for e in events], offsets=offsets, linger_ms=settings.linger_ms,
-        searches=sum(e.type == "search" for e in events), client_kwargs=security.aiokafka_kwargs(),
+        settings.bootstrap,
+        items_topic=settings.items_topic,
+        items=items,
+        events_topic=settings.events_topic,
+        events=[(e.key, e.payload) for e in events],
+        offsets=offsets,
+        linger_ms=settings.linger_ms,
+        searches=sum(e.type == "search" for e in events),
+        client_kwargs=security.aiokafka_kwargs(),
     )
 
 
 async def send_records(
-    bootstrap: str, *, items_topic: str, items: Sequence[tuple[bytes, bytes]], events_topic: str,
-    events: Sequence[tuple[bytes, Callable[[int], bytes]]], offsets: Sequence[float], linger_ms: int = 1,
-    searches: int = 0, client_kwargs: dict[str, Any] | None = None,
+    bootstrap: str,
+    *,
+    items_topic: str,
+    items: Sequence[tuple[bytes, bytes]],
+    events_topic: str,
+    events: Sequence[tuple[bytes, Callable[[int], bytes]]],
+    offsets: Sequence[float],
+    linger_ms: int = 1,
+    searches: int = 0,
+    client_kwargs: dict[str, Any] | None = None,
 ) -> ReplayStats:
     """The replay's producing loop, for any catalogue and events: ``items`` first (then a flush), then each
     event at ``t0 + offsets[i]`` (open loop). An event is ``(key, payload)``: ``payload(now_ms)`` gives its value
@@ -113,7 +131,10 @@ async def send_records(
 
     stats = ReplayStats(searches=searches)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=linger_ms,
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=linger_ms,
         **(client_kwargs or {}),
     )
     await producer.start()

@@ -74,10 +74,7 @@ def format_recommendation(
         shown.append(f"{item_id} {title} {score:.3f}" if title else f"{item_id} {score:.3f}")
     more = f" (+{len(rec.items) - top})" if len(rec.items) > top else ""
     flag = " [fallback]" if rec.fallback else ""
-    return (
-        f"user {rec.user_id} | {now_ms - rec.event_ts} ms ({stages}){flag} | "
-        + "; ".join(shown) + more
-    )
+    return f"user {rec.user_id} | {now_ms - rec.event_ts} ms ({stages}){flag} | " + "; ".join(shown) + more
 
 
 async def tail(settings: TailSettings, out: TextIO, summary: LatencySummary | None = None) -> LatencySummary:
@@ -89,9 +86,13 @@ async def tail(settings: TailSettings, out: TextIO, summary: LatencySummary | No
 
     security = settings.kafka_security()
     await check_connection(settings.bootstrap, security)
-    await check_permissions(settings.bootstrap, security, [
-        Need(ResourceType.TOPIC, settings.recommendations_topic, Operation.READ, "the recommendations it prints"),
-    ])
+    await check_permissions(
+        settings.bootstrap,
+        security,
+        [
+            Need(ResourceType.TOPIC, settings.recommendations_topic, Operation.READ, "the recommendations it prints"),
+        ],
+    )
     titles: dict[str, str] | None = None
     if settings.items_from_movielens:
         from streamrec.streams.movielens import movie_titles

@@ -46,8 +46,10 @@ def covisit_specs(s: WorkerSettings) -> list[TopicSpec]:
 
     deltas, rows = covisit_topics(s)
     rf = s.replication_factor
-    return [TopicSpec(deltas, s.partitions, replication_factor=rf),
-            TopicSpec(rows, s.items_partitions, (("cleanup.policy", "compact"),), replication_factor=rf)]
+    return [
+        TopicSpec(deltas, s.partitions, replication_factor=rf),
+        TopicSpec(rows, s.items_partitions, (("cleanup.policy", "compact"),), replication_factor=rf),
+    ]
 
 
 def permissions_needed(s: WorkerSettings) -> list[Need]:
@@ -66,8 +68,11 @@ def permissions_needed(s: WorkerSettings) -> list[Need]:
         ),
         *(
             [Need(g, f"{s.app_id}-covisit", Operation.READ, "the co-visitation owners' consumer group")]
-            + [Need(t, spec.name, op, "the co-visitation signal's internal topic")
-               for spec in covisit_specs(s) for op in (Operation.READ, Operation.WRITE)]
+            + [
+                Need(t, spec.name, op, "the co-visitation signal's internal topic")
+                for spec in covisit_specs(s)
+                for op in (Operation.READ, Operation.WRITE)
+            ]
         ),
     ]
 
@@ -101,10 +106,15 @@ def run(args: argparse.Namespace) -> int:
     log.info("encoder: %s", encoder)
     watchdog = ShutdownWatchdog()
     covisit_partitions = counts.get(f"{settings.app_id}-covisit-deltas")
-    worker = StreamWorker(settings, encoder=encoder, partitions=partitions, covisit_partitions=covisit_partitions,
-                          watchdog=watchdog)
+    worker = StreamWorker(
+        settings, encoder=encoder, partitions=partitions, covisit_partitions=covisit_partitions, watchdog=watchdog
+    )
     SupervisedWorker(
-        worker.app, worker, loglevel=logging.getLevelName(logging.getLogger().level), quiet=True,
-        watchdog=watchdog, shutdown_timeout_s=settings.shutdown_timeout_s,
+        worker.app,
+        worker,
+        loglevel=logging.getLevelName(logging.getLogger().level),
+        quiet=True,
+        watchdog=watchdog,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
     ).execute_from_commandline()
     return 0

@@ -239,11 +239,18 @@ class LocalKafka:
             log.info("resolving Apache Kafka %s jars with Maven", self.config.version)
             proc = subprocess.run(
                 [
-                    self.config.maven, "-q", "-B", "-f", str(pom),
+                    self.config.maven,
+                    "-q",
+                    "-B",
+                    "-f",
+                    str(pom),
                     f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-                    f"-DoutputDirectory={out}", "-DincludeScope=runtime",
+                    f"-DoutputDirectory={out}",
+                    "-DincludeScope=runtime",
                 ],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if proc.returncode != 0 or not any(out.glob("kafka_*.jar")):
                 raise LocalKafkaError(
@@ -307,12 +314,16 @@ class LocalKafka:
         log4j = resources.files("streamrec.localkafka").joinpath("log4j2.properties")
         return [
             self.config.java,
-            f"-Xms{self.config.heap}", f"-Xmx{self.config.heap}",
-            "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Xms{self.config.heap}",
+            f"-Xmx{self.config.heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log4j}",
             f"-Dstreamrec.kafka.log={self.log_file}",
-            "-cp", str(self.libs_dir / "*"),
-            main, *args,
+            "-cp",
+            str(self.libs_dir / "*"),
+            main,
+            *args,
         ]
 
     def _format_storage(self) -> None:
@@ -321,11 +332,17 @@ class LocalKafka:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
             self._java_cmd(
-                "kafka.tools.StorageTool", "format", "-t", _new_cluster_id(),
-                "-c", str(self.properties_file),
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                _new_cluster_id(),
+                "-c",
+                str(self.properties_file),
                 *(secure.format_arguments(self.secure_layout, self.config.users) if self.config.secure else []),
             ),
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode != 0:
             output = proc.stdout + proc.stderr
@@ -366,8 +383,11 @@ class LocalKafka:
         try:
             proc = subprocess.Popen(
                 self._java_cmd("kafka.Kafka", str(self.properties_file)),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=self.home,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=self.home,
             )
         finally:
             out.close()

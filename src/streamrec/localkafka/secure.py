@@ -89,7 +89,11 @@ PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 
 
 def listener_properties(
-    layout: SecureLayout, host: str, port: int, controller_port: int, mtls_port: int,
+    layout: SecureLayout,
+    host: str,
+    port: int,
+    controller_port: int,
+    mtls_port: int,
     users: tuple[tuple[str, str], ...] = (),
 ) -> list[str]:
     admin = layout.password(ADMIN_USER)
@@ -104,8 +108,10 @@ def listener_properties(
         # clients: SCRAM over TLS; the broker talks to itself as the super-user
         "sasl.enabled.mechanisms=" + ",".join((*SCRAM_MECHANISMS, "PLAIN")),
         "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
-        *(f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config={_jaas(SCRAM_MODULE, ADMIN_USER, admin)}"
-          for m in SCRAM_MECHANISMS),
+        *(
+            f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config={_jaas(SCRAM_MODULE, ADMIN_USER, admin)}"
+            for m in SCRAM_MECHANISMS
+        ),
         # PLAIN (over TLS) with the same users, from a static list: for clients that cannot do SCRAM
         f"listener.name.sasl_ssl.plain.sasl.jaas.config={_jaas(PLAIN_MODULE, ADMIN_USER, admin, plain_users)}",
         # controller: static PLAIN principal (SCRAM credentials are not readable before the metadata log is)
@@ -131,8 +137,8 @@ def listener_properties(
 def _credentials(layout: SecureLayout, users: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
     creds = [(ADMIN_USER, layout.password(ADMIN_USER)), (APP_USER, layout.password(APP_USER)), *users]
     for user, password in creds:
-        if not user or any(c in user + password for c in ",=[]\"\\ \n"):
-            raise ValueError(f"user {user!r}: names and passwords must not contain , = [ ] \" \\ spaces or newlines")
+        if not user or any(c in user + password for c in ',=[]"\\ \n'):
+            raise ValueError(f'user {user!r}: names and passwords must not contain , = [ ] " \\ spaces or newlines')
     return creds
 
 
@@ -156,15 +162,17 @@ def probe_context(layout: SecureLayout) -> ssl.SSLContext:
 
 
 def _write_admin_properties(layout: SecureLayout) -> None:
-    text = "\n".join([
-        "# Written by streamrec: the super-user's client config for Kafka's command-line tools.",
-        "security.protocol=SASL_SSL",
-        "sasl.mechanism=SCRAM-SHA-512",
-        "sasl.jaas.config=" + _jaas(SCRAM_MODULE, ADMIN_USER, layout.password(ADMIN_USER)),
-        "ssl.truststore.type=PEM",
-        f"ssl.truststore.location={layout.tls.ca_cert}",
-        "",
-    ])
+    text = "\n".join(
+        [
+            "# Written by streamrec: the super-user's client config for Kafka's command-line tools.",
+            "security.protocol=SASL_SSL",
+            "sasl.mechanism=SCRAM-SHA-512",
+            "sasl.jaas.config=" + _jaas(SCRAM_MODULE, ADMIN_USER, layout.password(ADMIN_USER)),
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={layout.tls.ca_cert}",
+            "",
+        ]
+    )
     fd = os.open(layout.admin_properties, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -183,6 +191,14 @@ def client_environment(layout: SecureLayout, bootstrap: str, user: str = APP_USE
 
 
 __all__ = [
-    "ADMIN_USER", "APP_USER", "CLIENT_CN", "SCRAM_MECHANISMS", "SecureLayout", "client_environment",
-    "ensure_material", "format_arguments", "listener_properties", "probe_context",
+    "ADMIN_USER",
+    "APP_USER",
+    "CLIENT_CN",
+    "SCRAM_MECHANISMS",
+    "SecureLayout",
+    "client_environment",
+    "ensure_material",
+    "format_arguments",
+    "listener_properties",
+    "probe_context",
 ]

@@ -63,8 +63,9 @@ def test_environment_and_password_file(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 def test_faust_gets_its_own_credential_types(tls: Path) -> None:
-    sasl = KafkaSecurity("SASL_SSL", ca_file=tls / "ca.pem", mechanism="SCRAM-SHA-512", username="u",
-                         password=SecretStr(SECRET))
+    sasl = KafkaSecurity(
+        "SASL_SSL", ca_file=tls / "ca.pem", mechanism="SCRAM-SHA-512", username="u", password=SecretStr(SECRET)
+    )
     creds = sasl.faust_credentials()
     assert isinstance(creds, faust.SASLCredentials)
     assert creds.protocol.value == "SASL_SSL" and creds.mechanism.value == "SCRAM-SHA-512"
@@ -86,13 +87,27 @@ def test_faust_gets_its_own_credential_types(tls: Path) -> None:
         ({"kafka_ca_file": "/x.pem"}, "TLS is off"),
         ({"kafka_security_protocol": "SASL_SSL"}, "needs kafka_username"),
         ({"kafka_security_protocol": "SASL_SSL", "kafka_username": "u"}, "needs kafka_password_file"),
-        ({"kafka_security_protocol": "SASL_SSL", "kafka_username": "u", "kafka_password": SECRET,
-          "kafka_password_file": "/p"}, "not both"),
+        (
+            {
+                "kafka_security_protocol": "SASL_SSL",
+                "kafka_username": "u",
+                "kafka_password": SECRET,
+                "kafka_password_file": "/p",
+            },
+            "not both",
+        ),
         ({"kafka_username": "u", "kafka_password": SECRET}, "SASL user/password set but"),
         ({"kafka_security_protocol": "SSL", "kafka_key_file": "/k.pem"}, "without kafka_cert_file"),
         ({"kafka_security_protocol": "TLS"}, "kafka_security_protocol"),
-        ({"kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "GSSAPI", "kafka_username": "u",
-          "kafka_password": SECRET}, "kafka_sasl_mechanism"),
+        (
+            {
+                "kafka_security_protocol": "SASL_SSL",
+                "kafka_sasl_mechanism": "GSSAPI",
+                "kafka_username": "u",
+                "kafka_password": SECRET,
+            },
+            "kafka_sasl_mechanism",
+        ),
     ],
 )
 def test_inconsistent_settings_are_refused_without_echoing_values(fields: dict[str, str], message: str) -> None:
@@ -105,8 +120,9 @@ def test_inconsistent_settings_are_refused_without_echoing_values(fields: dict[s
 
 
 def test_unreadable_password_file_and_missing_ca_are_named(tmp_path: Path) -> None:
-    s = KafkaSecuritySettings(kafka_security_protocol="SASL_SSL", kafka_username="u",
-                              kafka_password_file=tmp_path / "missing")
+    s = KafkaSecuritySettings(
+        kafka_security_protocol="SASL_SSL", kafka_username="u", kafka_password_file=tmp_path / "missing"
+    )
     with pytest.raises(ConfigError, match=r"cannot read the Kafka password file .*missing"):
         s.kafka_security()
     with pytest.raises(ConfigError, match=r"CA file .*nope\.pem does not exist"):
@@ -125,8 +141,16 @@ def test_help_shows_the_flags_but_never_the_password(
         with pytest.raises(SystemExit):
             main([command, "--help"])
         out = capsys.readouterr().out
-        for flag in ("--kafka-security-protocol", "--kafka-ca-file", "--kafka-cert-file", "--kafka-key-file",
-                     "--kafka-sasl-mechanism", "--kafka-username", "--kafka-password", "--kafka-password-file"):
+        for flag in (
+            "--kafka-security-protocol",
+            "--kafka-ca-file",
+            "--kafka-cert-file",
+            "--kafka-key-file",
+            "--kafka-sasl-mechanism",
+            "--kafka-username",
+            "--kafka-password",
+            "--kafka-password-file",
+        ):
             assert flag in out, (command, flag)
         assert SECRET not in out
         assert "STREAMREC_KAFKA_PASSWORD; env: (set, not shown)" in " ".join(out.split())
@@ -181,8 +205,9 @@ def test_log_records_never_carry_a_registered_password(caplog: pytest.LogCapture
     from streamrec.streams.security import install_log_redaction, redact_in_logs
 
     install_log_redaction()
-    KafkaSecuritySettings(kafka_security_protocol="SASL_PLAINTEXT", kafka_username="u",
-                          kafka_password=SecretStr(SECRET)).kafka_security()  # registers it
+    KafkaSecuritySettings(
+        kafka_security_protocol="SASL_PLAINTEXT", kafka_username="u", kafka_password=SecretStr(SECRET)
+    ).kafka_security()  # registers it
     struct_repr = f"SaslAuthenticateRequest_v1(sasl_auth_bytes=b'\\x00u\\x00{SECRET}')"  # aiokafka, DEBUG
     with caplog.at_level(logging.DEBUG, logger="aiokafka.conn"):
         logging.getLogger("aiokafka.conn").debug("Request to %s:%d %d: %s", "127.0.0.1", 9092, 7, struct_repr)
@@ -213,13 +238,20 @@ def test_the_worker_asks_for_exactly_the_documented_acls() -> None:
     needs = {(n.resource, n.name, n.operation) for n in permissions_needed(WorkerSettings(app_id="app"))}
     t, g = ResourceType.TOPIC, ResourceType.GROUP
     assert needs == {
-        (t, "events", Operation.READ), (t, "items", Operation.READ), (t, "recommendations", Operation.WRITE),
-        (t, "dead-letter", Operation.WRITE), (g, "app", Operation.READ),
-        (t, "app-sessions-changelog", Operation.READ), (t, "app-sessions-changelog", Operation.WRITE),
-        (t, "app-__assignor-__leader", Operation.READ), (t, "app-__assignor-__leader", Operation.WRITE),
+        (t, "events", Operation.READ),
+        (t, "items", Operation.READ),
+        (t, "recommendations", Operation.WRITE),
+        (t, "dead-letter", Operation.WRITE),
+        (g, "app", Operation.READ),
+        (t, "app-sessions-changelog", Operation.READ),
+        (t, "app-sessions-changelog", Operation.WRITE),
+        (t, "app-__assignor-__leader", Operation.READ),
+        (t, "app-__assignor-__leader", Operation.WRITE),
         (g, "app-covisit", Operation.READ),
-        (t, "app-covisit-deltas", Operation.READ), (t, "app-covisit-deltas", Operation.WRITE),
-        (t, "app-covisit-rows", Operation.READ), (t, "app-covisit-rows", Operation.WRITE),
+        (t, "app-covisit-deltas", Operation.READ),
+        (t, "app-covisit-deltas", Operation.WRITE),
+        (t, "app-covisit-rows", Operation.READ),
+        (t, "app-covisit-rows", Operation.WRITE),
     }
 
 

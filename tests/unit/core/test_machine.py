@@ -37,8 +37,13 @@ flags\t\t: avx2 fma avx512f avx512bw avx512_vnni amx_bf16 amx_tile amx_int8
 def test_avx2_only_cpu_is_named_with_its_saturating_int8_instruction(tmp_path: Path) -> None:
     (tmp_path / "cpuinfo").write_text(ZEN3)
     cpu = cpu_info(tmp_path / "cpuinfo")
-    assert (cpu.model_name, cpu.vendor, cpu.family, cpu.model, cpu.stepping) == ("AMD EPYC 7B13", "AuthenticAMD",
-                                                                                  25, 1, 1)
+    assert (cpu.model_name, cpu.vendor, cpu.family, cpu.model, cpu.stepping) == (
+        "AMD EPYC 7B13",
+        "AuthenticAMD",
+        25,
+        1,
+        1,
+    )
     assert cpu.flags == ("avx2", "fma")
     assert cpu.int8_dot.startswith("vpmaddubsw")
     assert "family 25 model 1" in cpu.describe() and "saturating" in cpu.describe()

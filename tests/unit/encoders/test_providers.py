@@ -35,17 +35,28 @@ def make_manifest(with_gpu: bool = True) -> Manifest:
         variants["tensorrt-int8"] = Variant("tensorrt-int8", "qdq.onnx", TENSORRT, "int8-static-qdq")
     defaults = {CPU: "cpu-int8"} | ({CUDA: "cuda-fp16", TENSORRT: "tensorrt-int8"} if with_gpu else {})
     return Manifest(
-        name="m", source={}, dim=4, max_seq_length=8, pooling="mean", normalize=True,
-        inputs=("input_ids", "attention_mask"), output="last_hidden_state", tokenizer="tokenizer.json",
+        name="m",
+        source={},
+        dim=4,
+        max_seq_length=8,
+        pooling="mean",
+        normalize=True,
+        inputs=("input_ids", "attention_mask"),
+        output="last_hidden_state",
+        tokenizer="tokenizer.json",
         files={"tokenizer.json": "0", **{v.file: "0" for v in variants.values()}},
-        variants=variants, default_variant=defaults,
+        variants=variants,
+        default_variant=defaults,
     )
 
 
 def test_auto_prefers_tensorrt_then_cuda_then_cpu() -> None:
     plan = plan_candidates(make_manifest(), "auto", ALL)
     assert [(c.provider, c.variant.name) for c in plan] == [
-        (TENSORRT, "tensorrt-int8"), (CUDA, "cuda-fp16"), (CPU, "cpu-int8")]
+        (TENSORRT, "tensorrt-int8"),
+        (CUDA, "cuda-fp16"),
+        (CPU, "cpu-int8"),
+    ]
 
 
 def test_auto_skips_what_the_build_does_not_list() -> None:
@@ -74,11 +85,16 @@ def test_fallbacks_after_each_providers_variant_end_with_fp32() -> None:
     plan = plan_candidates(make_manifest(), "auto", ALL, fallbacks=True)
     assert [(c.provider, c.variant.name) for c in plan] == [
         (TENSORRT, "tensorrt-int8"),  # no fp32 on TensorRT: its INT8 engine needs the QDQ graph
-        (CUDA, "cuda-fp16"), (CUDA, "fp32"), (CPU, "cpu-int8"), (CPU, "fp32")]
+        (CUDA, "cuda-fp16"),
+        (CUDA, "fp32"),
+        (CPU, "cpu-int8"),
+        (CPU, "fp32"),
+    ]
     forced = plan_candidates(make_manifest(), "cpu", ALL, variant="cuda-fp16", fallbacks=True)
     assert [c.variant.name for c in forced] == ["cuda-fp16", "fp32"]
-    assert [c.variant.name for c in plan_candidates(make_manifest(), "cpu", ALL, variant="fp32",
-                                                    fallbacks=True)] == ["fp32"]
+    assert [c.variant.name for c in plan_candidates(make_manifest(), "cpu", ALL, variant="fp32", fallbacks=True)] == [
+        "fp32"
+    ]
 
 
 class FakeSession:
@@ -131,8 +147,9 @@ def test_cuda_used_when_it_really_loads() -> None:
 
 def test_tensorrt_gets_int8_and_engine_cache_options(tmp_path: Path) -> None:
     fake = FakeOrt(loads={TENSORRT, CUDA})
-    _, choice = open_session(Path("/m"), plan_candidates(make_manifest(), "auto", ALL), lambda: None, fake,
-                             engine_cache_dir=tmp_path)
+    _, choice = open_session(
+        Path("/m"), plan_candidates(make_manifest(), "auto", ALL), lambda: None, fake, engine_cache_dir=tmp_path
+    )
     assert choice.provider == TENSORRT
     name, opts = fake.calls[0][1][0]
     assert name == TENSORRT and opts["trt_int8_enable"] and opts["trt_engine_cache_enable"]
@@ -188,8 +205,9 @@ def test_encoder_falls_back_to_cpu_when_gpus_are_listed_but_do_not_load(model_di
 
 
 def test_encoder_picks_the_fp16_graph_when_cuda_loads(model_dir: Path) -> None:
-    enc = OnnxTextEncoder(model_dir, available_providers=lambda: [CUDA, CPU],
-                          session_factory=real_sessions_reporting({CUDA}))
+    enc = OnnxTextEncoder(
+        model_dir, available_providers=lambda: [CUDA, CPU], session_factory=real_sessions_reporting({CUDA})
+    )
     assert (enc.provider, enc.variant.name) == (CUDA, "cuda-fp16")
     out = enc.encode(["fp16 graph, run by the CPU provider here"])
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-4)
@@ -197,8 +215,12 @@ def test_encoder_picks_the_fp16_graph_when_cuda_loads(model_dir: Path) -> None:
 
 def test_encoder_explicit_cuda_without_cuda_is_an_error(model_dir: Path) -> None:
     with pytest.raises(ProviderUnavailableError):
-        OnnxTextEncoder(model_dir, OnnxEncoderConfig(provider="cuda"), available_providers=lambda: ALL,
-                        session_factory=real_sessions_reporting(set()))
+        OnnxTextEncoder(
+            model_dir,
+            OnnxEncoderConfig(provider="cuda"),
+            available_providers=lambda: ALL,
+            session_factory=real_sessions_reporting(set()),
+        )
 
 
 def _cuda_really_loads(model_dir: Path) -> bool:

@@ -49,8 +49,9 @@ def test_the_exported_default_passes_on_this_machine(model_dir: Path) -> None:
     assert enc.stats.calls == 0 and enc.stats.texts == 0  # the check does not count as traffic
 
 
-def test_a_variant_that_fails_falls_back_to_fp32_and_says_why(bad_int8_model: Path,
-                                                            caplog: pytest.LogCaptureFixture) -> None:
+def test_a_variant_that_fails_falls_back_to_fp32_and_says_why(
+    bad_int8_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.INFO, logger="streamrec.encoders"):
         enc = OnnxTextEncoder(bad_int8_model, OnnxEncoderConfig(provider="cpu"))
     assert enc.variant.name == "fp32" and enc.provider == "CPUExecutionProvider"
@@ -95,16 +96,18 @@ def test_the_worker_metric_shows_the_variant_really_used_and_why(bad_int8_model:
         else:
             assert info["fallback_from"] == info["fallback_reason"] == ""
         threshold = thresholds_of(enc.manifest.variants["cpu-int8"])["cos_mean"]
-        int8_mean = registry.get_sample_value("streamrec_encoder_self_check_cosine",
-                                              {"variant": "cpu-int8", "stat": "mean"})
+        int8_mean = registry.get_sample_value(
+            "streamrec_encoder_self_check_cosine", {"variant": "cpu-int8", "stat": "mean"}
+        )
         assert int8_mean is not None and (int8_mean < threshold) == (state == "fallback")
 
 
 def test_the_reference_set_is_covered_by_the_checksums(model_dir: Path, tmp_path: Path) -> None:
     manifest = load_manifest(model_dir)
     name = str(manifest.self_check["file"])
-    assert name in manifest.files and manifest.self_check["n_texts"] == len(load_reference_set(model_dir,
-                                                                                             manifest).texts)
+    assert name in manifest.files and manifest.self_check["n_texts"] == len(
+        load_reference_set(model_dir, manifest).texts
+    )
     dst = tmp_path / "m"
     dst.mkdir()
     for f in (MANIFEST_NAME, manifest.tokenizer, name, manifest.variants["cpu-int8"].file):
@@ -121,8 +124,13 @@ def test_scores_against_the_variants_thresholds() -> None:
     ref = rng.normal(size=(12, 8)).astype(np.float32)
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     refset = ReferenceSet(tuple(f"t{i}" for i in range(12)), ref)
-    v = Variant("x", "x.onnx", "CPUExecutionProvider", "int8",
-                validation={"thresholds": {"cos_mean": 0.99, "cos_min": 0.95, "top10_overlap": 0.9}})
+    v = Variant(
+        "x",
+        "x.onnx",
+        "CPUExecutionProvider",
+        "int8",
+        validation={"thresholds": {"cos_mean": 0.99, "cos_min": 0.95, "top10_overlap": 0.9}},
+    )
     assert score_self_check(v, "CPU", ref, refset, 0.01).passed
     noisy = ref + rng.normal(scale=0.3, size=ref.shape).astype(np.float32)
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)

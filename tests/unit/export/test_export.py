@@ -193,14 +193,22 @@ def test_any_bert_folder_without_pooling_config(tmp_path: Path) -> None:
     from streamrec.export import DynamicInt8Recipe
 
     src = tmp_path / "tiny-bert"
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(config).save_pretrained(src)
     for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy2(_source() / name, src / name)
     loose = Thresholds(0.0, -1.0, 0.0)
-    variants = [VariantSpec("fp32", "model_fp32.onnx", CPU, "fp32", Thresholds(0.9999, 0.999, 0.95)),
-                VariantSpec("cpu-int8", "model_int8.onnx", CPU, "int8-dynamic", loose, DynamicInt8Recipe())]
+    variants = [
+        VariantSpec("fp32", "model_fp32.onnx", CPU, "fp32", Thresholds(0.9999, 0.999, 0.95)),
+        VariantSpec("cpu-int8", "model_int8.onnx", CPU, "int8-dynamic", loose, DynamicInt8Recipe()),
+    ]
     m = export_model(src, tmp_path / "out", ExportOptions(variants=variants, validation_texts=40))
     assert (m.dim, m.pooling, m.max_seq_length) == (32, "mean", 64)
     enc = OnnxTextEncoder(tmp_path / "out", OnnxEncoderConfig(provider="cpu"))

@@ -29,8 +29,7 @@ def run(path: Path, feeds: list[dict[str, Any]]) -> list[np.ndarray[Any, Any]]:
     return [s.run(None, f)[0] for f in feeds]
 
 
-def test_smoothing_and_outlier_split_are_exact_in_fp32(fp32_and_feeds: tuple[Path, list[Any]],
-                                                       tmp_path: Path) -> None:
+def test_smoothing_and_outlier_split_are_exact_in_fp32(fp32_and_feeds: tuple[Path, list[Any]], tmp_path: Path) -> None:
     from streamrec.export.outliers import OUTLIER_SUFFIX, split_outliers
     from streamrec.export.smooth import activation_channel_max, smooth_model
 

@@ -138,8 +138,10 @@ def test_load_overrides_runtime_settings_and_checks_the_id_map(tmp_path: Path) -
     items["live"] = items["live"][:-1]
     (snap / "items.json").write_text(json.dumps(items))
     meta = json.loads((snap / "meta.json").read_text())
-    meta["files"]["items.json"] = {"sha256": snapshot_mod._sha256(snap / "items.json"),
-                                   "bytes": (snap / "items.json").stat().st_size}
+    meta["files"]["items.json"] = {
+        "sha256": snapshot_mod._sha256(snap / "items.json"),
+        "bytes": (snap / "items.json").stat().st_size,
+    }
     meta["meta_sha256"] = snapshot_mod.meta_digest(meta)
     (snap / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(SnapshotError, match="disagree"):

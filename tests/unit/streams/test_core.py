@@ -40,15 +40,19 @@ class TextByTopic:
         return np.stack([axis(int(t.split()[0][1:])) for t in texts]) if texts else np.empty((0, D), np.float32)
 
 
-def make_core(n_items: int = 40, *, covisit: bool = True, k: int = 5, popularity: float = 0.1,
-              **session: object) -> RecommenderCore:
+def make_core(
+    n_items: int = 40, *, covisit: bool = True, k: int = 5, popularity: float = 0.1, **session: object
+) -> RecommenderCore:
     index = ExactIndex(D)
     ids = [f"i{n}" for n in range(n_items)]
     index.upsert(ids, np.stack([axis(n % D, 0.05, n) for n in range(n_items)]))
     return RecommenderCore(
-        encoder=TextByTopic(), index=index, titles={i: f"t{n % D} item {i}" for n, i in enumerate(ids)},
+        encoder=TextByTopic(),
+        index=index,
+        titles={i: f"t{n % D} item {i}" for n, i in enumerate(ids)},
         strategy=make_strategy("decayed_mean", SessionConfig(**session)),  # type: ignore[arg-type]
-        popularity=RecentPopularity(half_life_s=86400), covisit=CovisitGraph(CovisitConfig()) if covisit else None,
+        popularity=RecentPopularity(half_life_s=86400),
+        covisit=CovisitGraph(CovisitConfig()) if covisit else None,
         config=CoreConfig(k=k, popularity_weight=popularity),
     )
 
@@ -57,8 +61,14 @@ def ev(user: str, item: str, t: int, kind: EventType = EventType.VIEW, eid: str 
     return Event(user, kind, item, None, t * 1000, eid or f"{user}:{item}:{t}")
 
 
-def run(core: RecommenderCore, events: Sequence[Event], states: dict[str, SessionState], *, batch: int = 4,
-        learn: bool = True) -> list[StepResult]:
+def run(
+    core: RecommenderCore,
+    events: Sequence[Event],
+    states: dict[str, SessionState],
+    *,
+    batch: int = 4,
+    learn: bool = True,
+) -> list[StepResult]:
     out = []
     for s in range(0, len(events), batch):
         b = events[s : s + batch]

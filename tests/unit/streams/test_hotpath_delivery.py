@@ -80,12 +80,24 @@ def event(offset: int, item: str, user: str = "u1") -> FaustEvent:
 def hotpath(app: App, table: dict[bytes, bytes]) -> HotPath:
     index = ExactIndex(D)
     index.upsert([f"i{n}" for n in range(8)], np.eye(D, dtype=np.float32)[[n % D for n in range(8)]])
-    core = RecommenderCore(encoder=Encoder(), index=index, titles={}, strategy=make_strategy("decayed_mean"),
-                           popularity=RecentPopularity(), covisit=CovisitGraph())
+    core = RecommenderCore(
+        encoder=Encoder(),
+        index=index,
+        titles={},
+        strategy=make_strategy("decayed_mean"),
+        popularity=RecentPopularity(),
+        covisit=CovisitGraph(),
+    )
     return HotPath(
-        table=table, recommendations=Output(app, "recs"), dead_letter=Output(app, "dlq"), core=core,
-        metrics=WorkerMetrics(CollectorRegistry()), pool=None,  # type: ignore[arg-type]  # the default executor
-        model_name="m", worker_name="w", covisit_out=CovisitPublisher(Output(app, "deltas"), partitions=2),
+        table=table,
+        recommendations=Output(app, "recs"),
+        dead_letter=Output(app, "dlq"),
+        core=core,
+        metrics=WorkerMetrics(CollectorRegistry()),
+        pool=None,  # type: ignore[arg-type]  # the default executor
+        model_name="m",
+        worker_name="w",
+        covisit_out=CovisitPublisher(Output(app, "deltas"), partitions=2),
     )
 
 
@@ -139,6 +151,8 @@ async def test_output_appends_to_the_app_producer_without_faust_topic_send() -> 
     out = Output(app, "recs")
     f1 = await out.send(b"u1", b"v1")
     await out.send(b"u2", b"v2", [("reason", b"x")], partition=1)
-    assert [(t, k, v, part) for t, k, v, part, _ in app.producer.sent] == [("recs", b"u1", b"v1", None),
-                                                                          ("recs", b"u2", b"v2", 1)]
+    assert [(t, k, v, part) for t, k, v, part, _ in app.producer.sent] == [
+        ("recs", b"u1", b"v1", None),
+        ("recs", b"u2", b"v2", 1),
+    ]
     assert app.started == 1 and not f1.done()  # the caller awaits delivery through the future

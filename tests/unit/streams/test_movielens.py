@@ -53,8 +53,9 @@ def test_movies(movies: list[Movie]) -> None:
     assert len(movies) == N_ITEMS == len({m.item_id for m in movies})
     toy = movies[0]
     assert (toy.item_id, toy.title, toy.genres) == ("1", "Toy Story (1995)", ("Animation", "Children's", "Comedy"))
-    assert movie_item(toy) == ItemRecord("1", "Toy Story (1995)", category="Animation, Children's, Comedy",
-                                       tags=("1990s",))
+    assert movie_item(toy) == ItemRecord(
+        "1", "Toy Story (1995)", category="Animation, Children's, Comedy", tags=("1990s",)
+    )
     by_id = {m.item_id: m for m in movies}
     assert by_id["12"].title == "The Usual Suspects (1995)"  # "Usual Suspects, The"
     for m in movies:
@@ -66,14 +67,20 @@ def test_ratings(ratings: list[Rating]) -> None:
     assert len({r.user_id for r in ratings}) == N_USERS
     assert [r.ts_s for r in ratings] == sorted(r.ts_s for r in ratings)
     assert Counter(rating_to_type(r.rating) for r in ratings) == {
-        EventType.ADD_TO_CART: 34_174, EventType.CLICK: 27_145, EventType.PURCHASE: 21_201,
+        EventType.ADD_TO_CART: 34_174,
+        EventType.CLICK: 27_145,
+        EventType.PURCHASE: 21_201,
         EventType.VIEW: 11_370 + 6_110,
     }
 
 
 def test_rating_rule() -> None:
     assert [rating_to_type(r) for r in (1, 2, 3, 4, 5)] == [
-        EventType.VIEW, EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE,
+        EventType.VIEW,
+        EventType.VIEW,
+        EventType.CLICK,
+        EventType.ADD_TO_CART,
+        EventType.PURCHASE,
     ]
 
 
@@ -91,10 +98,15 @@ def test_replay_events(movies: list[Movie], ratings: list[Rating]) -> None:
         assert e.orig_ts_ms >= last.get(e.user_id, 0)
         last[e.user_id] = e.orig_ts_ms
     for i, e in enumerate(events[:300]):
-        decoded = decode_event(e.payload(1_763_800_000_000), record_ts_ms=0, topic="t", partition=0, offset=i,
-                               key=e.key)
+        decoded = decode_event(
+            e.payload(1_763_800_000_000), record_ts_ms=0, topic="t", partition=0, offset=i, key=e.key
+        )
         assert (decoded.user_id, decoded.type, decoded.event_id, decoded.ts_ms) == (
-            e.user_id, e.type, e.event_id, 1_763_800_000_000)
+            e.user_id,
+            e.type,
+            e.event_id,
+            1_763_800_000_000,
+        )
         assert json.loads(e.payload(1))["orig_ts"] == e.orig_ts_ms
         if e.type is EventType.SEARCH:
             assert decoded.query and decoded.item_id is None

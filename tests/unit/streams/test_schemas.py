@@ -46,8 +46,15 @@ def reason_of(fn: Any, *args: Any, **kw: Any) -> DeadLetterReason:
 
 def test_reason_values_are_stable() -> None:
     assert [r.value for r in R] == [
-        "undecodable", "invalid_json", "not_an_object", "missing_field",
-        "wrong_type", "unknown_type", "oversized", "invalid_value", "processing_error",
+        "undecodable",
+        "invalid_json",
+        "not_an_object",
+        "missing_field",
+        "wrong_type",
+        "unknown_type",
+        "oversized",
+        "invalid_value",
+        "processing_error",
     ]
 
 
@@ -57,8 +64,18 @@ def test_event_defaults_from_record() -> None:
 
 
 def test_event_all_fields_and_extra_fields_ignored() -> None:
-    e = ev({"user_id": "u1", "type": "purchase", "item_id": "i9", "ts": 1234, "event_id": "e-1",
-            "title": "A thing", "orig_ts": 5, "future_field": {"x": [1]}})
+    e = ev(
+        {
+            "user_id": "u1",
+            "type": "purchase",
+            "item_id": "i9",
+            "ts": 1234,
+            "event_id": "e-1",
+            "title": "A thing",
+            "orig_ts": 5,
+            "future_field": {"x": [1]},
+        }
+    )
     assert (e.type, e.ts_ms, e.event_id, e.title) == (EventType.PURCHASE, 1234, "e-1", "A thing")
 
 
@@ -172,8 +189,17 @@ def it(doc: Any, key: bytes | None = b"i1") -> ItemRecord | ItemDeletion:
 
 
 def test_item_full_and_defaults() -> None:
-    full = it({"item_id": "i1", "title": "T", "description": "D", "category": "C", "tags": ["a", "b"],
-               "available": False, "extra": 1})
+    full = it(
+        {
+            "item_id": "i1",
+            "title": "T",
+            "description": "D",
+            "category": "C",
+            "tags": ["a", "b"],
+            "available": False,
+            "extra": 1,
+        }
+    )
     assert full == ItemRecord("i1", "T", "D", "C", ("a", "b"), False)
     assert it({"item_id": "i1", "title": "T"}) == ItemRecord("i1", "T")
     assert it({"item_id": "i1", "title": "T", "available": None}) == ItemRecord("i1", "T")
@@ -229,12 +255,29 @@ def test_item_round_trip() -> None:
 def test_recommendation_json() -> None:
     import numpy as np
 
-    rec = Recommendation("u1", "e1", (("i1", float(np.float32(0.5))), ("i2", 0.25)), "minilm@abc", 10, 12,
-                         {"encode": 1.23456, "index": 0.1}, "decayed_mean", False)
+    rec = Recommendation(
+        "u1",
+        "e1",
+        (("i1", float(np.float32(0.5))), ("i2", 0.25)),
+        "minilm@abc",
+        10,
+        12,
+        {"encode": 1.23456, "index": 0.1},
+        "decayed_mean",
+        False,
+    )
     doc = json.loads(rec.to_json_bytes())
-    assert doc == {"user_id": "u1", "event_id": "e1", "items": [{"item_id": "i1", "score": 0.5},
-                   {"item_id": "i2", "score": 0.25}], "model": "minilm@abc", "event_ts": 10, "emitted_ts": 12,
-                   "latency_ms": {"encode": 1.235, "index": 0.1}, "strategy": "decayed_mean", "fallback": False}
+    assert doc == {
+        "user_id": "u1",
+        "event_id": "e1",
+        "items": [{"item_id": "i1", "score": 0.5}, {"item_id": "i2", "score": 0.25}],
+        "model": "minilm@abc",
+        "event_ts": 10,
+        "emitted_ts": 12,
+        "latency_ms": {"encode": 1.235, "index": 0.1},
+        "strategy": "decayed_mean",
+        "fallback": False,
+    }
     back = decode_recommendation(rec.to_json_bytes())
     assert back.items == rec.items and back.user_id == "u1" and back.latency_ms["encode"] == 1.235
     assert reason_of(decode_recommendation, b'{"user_id": "u"}') is R.MISSING_FIELD

@@ -33,15 +33,27 @@ def unit(i: int) -> np.ndarray:
     return v
 
 
-def event(n: int, etype: EventType = EventType.VIEW, item: str | None = None, ts: int = 0,
-          query: str | None = None, title: str | None = None) -> Event:
+def event(
+    n: int,
+    etype: EventType = EventType.VIEW,
+    item: str | None = None,
+    ts: int = 0,
+    query: str | None = None,
+    title: str | None = None,
+) -> Event:
     if etype is not EventType.SEARCH and item is None:
         item = f"i{n}"
     return Event("u1", etype, item, query, ts, f"e{n}", title)
 
 
-def step(strategy: DecayedMeanStrategy, state: SessionState | None, ev: Event, vec: np.ndarray | None,
-         title: str | None = None, encode: dict[str, np.ndarray] | None = None) -> SessionUpdate:
+def step(
+    strategy: DecayedMeanStrategy,
+    state: SessionState | None,
+    ev: Event,
+    vec: np.ndarray | None,
+    title: str | None = None,
+    encode: dict[str, np.ndarray] | None = None,
+) -> SessionUpdate:
     plan = strategy.plan(state, ev, title=title, item_vector_known=vec is not None)
     rows = [(encode or {}).get(t, unit(len(t) % D)) for t in plan.texts]
     return strategy.apply(state, plan, item_vector=vec, text_vectors=rows)

@@ -35,8 +35,16 @@ def lists(baseline: object, events: list[Event]) -> list[list[str]]:
 
 
 # u1: a, e, d   u2: b   u3: b   u4: c   u5: a   u6 a (after u1's d)
-STREAM = [ev("u1", "a", 0), ev("u1", "e", 1), ev("u2", "b", 2), ev("u3", "b", 3), ev("u4", "c", 4), ev("u5", "a", 5),
-          ev("u1", "d", 6), ev("u6", "a", 7)]
+STREAM = [
+    ev("u1", "a", 0),
+    ev("u1", "e", 1),
+    ev("u2", "b", 2),
+    ev("u3", "b", 3),
+    ev("u4", "c", 4),
+    ev("u5", "a", 5),
+    ev("u1", "d", 6),
+    ev("u6", "a", 7),
+]
 
 
 def test_top_k_breaks_ties_by_index_and_drops_minus_infinity() -> None:

@@ -17,29 +17,41 @@ def _write(path: Path, lines: list[object]) -> Path:
 
 
 def test_jsonl_log_sorts_by_time_keeps_ties_in_file_order_and_skips_bad_lines(tmp_path: Path) -> None:
-    items = _write(tmp_path / "items.jsonl", [
-        {"item_id": "a", "title": "Alpha"}, {"item_id": "b", "title": "Beta"},
-        {"item_id": "a", "title": "Alpha, second edition"},  # a later line replaces an earlier one
-        {"item_id": "c", "available": False},
-        "{not json", {"title": "no id"},
-    ])
-    events = _write(tmp_path / "events.jsonl", [
-        {"user_id": "u1", "type": "view", "item_id": "b", "ts": 2000, "event_id": "e2"},
-        {"user_id": "u1", "type": "click", "item_id": "a", "ts": 1000, "event_id": "e1"},
-        {"user_id": "u2", "type": "search", "query": "alpha", "ts": "1970-01-01T00:00:02Z"},
-        {"user_id": "u2", "type": "purchase", "item_id": "a", "ts": 2000},
-        {"user_id": "u3", "type": "view", "item_id": "a"},  # no ts: cannot be placed in time
-        {"user_id": "u3", "type": "teleport", "item_id": "a", "ts": 5},
-        "",
-    ])
+    items = _write(
+        tmp_path / "items.jsonl",
+        [
+            {"item_id": "a", "title": "Alpha"},
+            {"item_id": "b", "title": "Beta"},
+            {"item_id": "a", "title": "Alpha, second edition"},  # a later line replaces an earlier one
+            {"item_id": "c", "available": False},
+            "{not json",
+            {"title": "no id"},
+        ],
+    )
+    events = _write(
+        tmp_path / "events.jsonl",
+        [
+            {"user_id": "u1", "type": "view", "item_id": "b", "ts": 2000, "event_id": "e2"},
+            {"user_id": "u1", "type": "click", "item_id": "a", "ts": 1000, "event_id": "e1"},
+            {"user_id": "u2", "type": "search", "query": "alpha", "ts": "1970-01-01T00:00:02Z"},
+            {"user_id": "u2", "type": "purchase", "item_id": "a", "ts": 2000},
+            {"user_id": "u3", "type": "view", "item_id": "a"},  # no ts: cannot be placed in time
+            {"user_id": "u3", "type": "teleport", "item_id": "a", "ts": 5},
+            "",
+        ],
+    )
     log = jsonl_log(events, items)
     assert [(e.user_id, e.ts_ms) for e in log.events] == [("u1", 1000), ("u1", 2000), ("u2", 2000), ("u2", 2000)]
     assert log.events[2].type is EventType.SEARCH and log.events[3].type is EventType.PURCHASE
     assert log.events[3].event_id == "events.jsonl:0:4"  # default id: file, line number: unique per line
     assert [i.title for i in log.items] == ["Alpha, second edition", "Beta", ""]
     assert log.catalogue == ["a", "b"]  # c is not available
-    assert log.skipped == {"items:invalid_json": 1, "items:missing_field": 1, "events:missing_field": 1,
-                           "events:unknown_type": 1}
+    assert log.skipped == {
+        "items:invalid_json": 1,
+        "items:missing_field": 1,
+        "events:missing_field": 1,
+        "events:unknown_type": 1,
+    }
     assert "4 events of 2 users, 2 items; 4 lines skipped" in log.describe()
 
 

@@ -43,8 +43,10 @@ class Oracle:
 def _log(n_users: int = 12, n_items: int = 30, n_events: int = 400, seed: int = 0) -> EventLog:
     rng = random.Random(seed)
     items = [ItemRecord(f"i{n}", f"item {n}") for n in range(n_items)]
-    events = [Event(f"u{rng.randrange(n_users)}", EventType.VIEW, f"i{rng.randrange(n_items)}", None, t * 1000,
-                    f"e{t}") for t in range(n_events)]
+    events = [
+        Event(f"u{rng.randrange(n_users)}", EventType.VIEW, f"i{rng.randrange(n_items)}", None, t * 1000, f"e{t}")
+        for t in range(n_events)
+    ]
     return EventLog("synthetic", events, items)
 
 
@@ -60,23 +62,48 @@ def test_replay_lists_follows_the_batches_and_picks_the_points() -> None:
 def test_perfect_and_useless_recommenders_bound_the_metrics() -> None:
     log = _log()
     points = eval_points(log.events)
-    perfect = run_system("oracle", "strategy", {}, Oracle(log.events, log.catalogue), log.events, points, k=10,
-                         catalogue_size=30, batch_size=7)
-    useless = run_system("anti", "strategy", {}, Oracle(log.events, log.catalogue, anti=True), log.events, points,
-                         k=10, catalogue_size=30, batch_size=7)
+    perfect = run_system(
+        "oracle",
+        "strategy",
+        {},
+        Oracle(log.events, log.catalogue),
+        log.events,
+        points,
+        k=10,
+        catalogue_size=30,
+        batch_size=7,
+    )
+    useless = run_system(
+        "anti",
+        "strategy",
+        {},
+        Oracle(log.events, log.catalogue, anti=True),
+        log.events,
+        points,
+        k=10,
+        catalogue_size=30,
+        batch_size=7,
+    )
     assert perfect.scores.means() == {"hr": 1.0, "mrr": 1.0, "ndcg": 1.0}
     assert useless.scores.means() == {"hr": 0.0, "mrr": 0.0, "ndcg": 0.0}
 
 
 def test_an_evaluation_compares_the_reference_with_every_baseline(tmp_path: Path) -> None:
     log = _log(n_events=600)
-    plan = EvaluationPlan(k=10, batch_size=16, decayed_half_lives_s=(60.0, 3600.0), cooccurrence_windows=(3,),
-                          bootstrap_rounds=200)
+    plan = EvaluationPlan(
+        k=10, batch_size=16, decayed_half_lives_s=(60.0, 3600.0), cooccurrence_windows=(3,), bootstrap_rounds=200
+    )
     oracle = Candidate("oracle", "strategy", {}, lambda: Oracle(log.events, log.catalogue))
     ev = evaluate_log(log, plan, [oracle], progress=lambda _: None)
     names = [r.name for r in ev.results]
-    assert names == ["oracle", "popularity", "popularity_decayed (half-life 1min)", "popularity_decayed "
-                     "(half-life 1h)", "transition", "cooccurrence (last 3 items)"]
+    assert names == [
+        "oracle",
+        "popularity",
+        "popularity_decayed (half-life 1min)",
+        "popularity_decayed (half-life 1h)",
+        "transition",
+        "cooccurrence (last 3 items)",
+    ]
     doc = document(ev, plan, started="now", command="test")
     assert doc["reference"] == "oracle" and doc["points"] == len(eval_points(log.events))
     assert set(doc["comparisons"]) == set(names[1:])
@@ -95,16 +122,23 @@ def test_an_evaluation_compares_the_reference_with_every_baseline(tmp_path: Path
 
 
 def test_finite_replaces_infinities() -> None:
-    assert finite({"a": [math.inf, 1.0, -math.inf], "b": math.nan, "c": "x"}) == {"a": [None, 1.0, None],
-                                                                                  "b": None, "c": "x"}
+    assert finite({"a": [math.inf, 1.0, -math.inf], "b": math.nan, "c": "x"}) == {
+        "a": [None, 1.0, None],
+        "b": None,
+        "c": "x",
+    }
 
 
 def test_evaluate_help_names_every_flag_with_its_env_var() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     text = " ".join(sub.choices["evaluate"].format_help().split())  # type: ignore[attr-defined]
-    for flag, env in (("--events", "STREAMREC_EVALUATE_EVENTS"), ("--kafka", "STREAMREC_EVALUATE_KAFKA"),
-                      ("--strategies", "STREAMREC_EVALUATE_STRATEGIES"), ("--users", "STREAMREC_EVALUATE_USERS")):
+    for flag, env in (
+        ("--events", "STREAMREC_EVALUATE_EVENTS"),
+        ("--kafka", "STREAMREC_EVALUATE_KAFKA"),
+        ("--strategies", "STREAMREC_EVALUATE_STRATEGIES"),
+        ("--users", "STREAMREC_EVALUATE_USERS"),
+    ):
         assert flag in text and env in text
     assert "STREAMREC_*" in text  # the recommender is configured like the worker
 
@@ -147,8 +181,10 @@ def test_the_evaluated_core_takes_every_core_setting_of_the_worker() -> None:
     shared = [f.name for f in dataclasses.fields(CoreConfig) if f.name in WorkerSettings.model_fields and f.name != "k"]
     assert "covisit_weight" in shared
     defaults = WorkerSettings()
-    changed = {n: (not getattr(defaults, n)) if isinstance(getattr(defaults, n), bool) else getattr(defaults, n) + 1
-               for n in shared}
+    changed = {
+        n: (not getattr(defaults, n)) if isinstance(getattr(defaults, n), bool) else getattr(defaults, n) + 1
+        for n in shared
+    }
     settings = WorkerSettings(**changed)
     catalogue = EmbeddedCatalogue(Fake(), [], np.empty((0, 8), np.float32), [], {}, 0.0)  # type: ignore[arg-type]
     core = build_core(settings, "decayed_mean", catalogue, k=10)

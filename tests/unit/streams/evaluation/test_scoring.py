@@ -25,8 +25,16 @@ def ev(user: str, kind: EventType, item: str | None, ts: int = 0) -> Event:
 
 
 def test_points_are_each_next_item_event_against_the_users_previous_event() -> None:
-    events = [ev("u1", V, "a", 0), ev("u2", V, "b", 1), ev("u1", S, "query", 2), ev("u1", C, "c", 3),
-              ev("u2", P, "a", 4), ev("u1", V, "d", 5), ev("u3", S, "only a search", 6), ev("u3", V, "e", 7)]
+    events = [
+        ev("u1", V, "a", 0),
+        ev("u2", V, "b", 1),
+        ev("u1", S, "query", 2),
+        ev("u1", C, "c", 3),
+        ev("u2", P, "a", 4),
+        ev("u1", V, "d", 5),
+        ev("u3", S, "only a search", 6),
+        ev("u3", V, "e", 7),
+    ]
     assert eval_points(events) == [
         EvalPoint(1, "u2", "a"),  # u2's list after its first event, scored against its second
         EvalPoint(2, "u1", "c"),  # the list after u1's search, scored against the click that followed it
