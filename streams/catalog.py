@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from streamrec.encoders import TextEncoder
 from streamrec.index import IndexConfig, SnapshotError, VectorIndex, load_index, new_index
 from streamrec.streams.schemas import DeadLetterReason, InvalidMessage, ItemDeletion, ItemRecord, decode_item
 from streamrec.streams.titles import ItemTitles
-from streamrec.streams.topics import TopicError
+from streamrec.streams.topics import open_topic_replica
 
 log = logging.getLogger(__name__)
 
@@ -175,38 +175,14 @@ class CatalogReplica:
         await self._ready.wait()
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            group_id=None,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            **self.client_kwargs,
+        consumer, ends = await open_topic_replica(
+            self.bootstrap, self.topic, start_offsets=self.start_offsets, client_kwargs=self.client_kwargs
         )
-        await consumer.start()
         self._consumer = consumer
-        partitions = await self._partitions(consumer)
-        tps = [TopicPartition(self.topic, p) for p in partitions]
-        consumer.assign(tps)
-        for tp in tps:
-            if tp.partition in self.start_offsets:
-                consumer.seek(tp, self.start_offsets[tp.partition])
-            else:
-                await consumer.seek_to_beginning(tp)
-        ends = await consumer.end_offsets(tps)
-        self.stats.end_offsets_at_start = {tp.partition: int(off) for tp, off in ends.items()}
-        self.stats.positions = {tp.partition: self.start_offsets.get(tp.partition, 0) for tp in tps}
+        self.stats.end_offsets_at_start = ends
+        self.stats.positions = {p: self.start_offsets.get(p, 0) for p in ends}
         self._check_ready()
         self._task = asyncio.create_task(self._run(), name="catalog-replica")
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[int]:
-        for _ in range(100):
-            parts = consumer.partitions_for_topic(self.topic)
-            if parts:
-                return sorted(parts)
-            await consumer._client.force_metadata_update()  # aiokafka: no public call for this
-            await asyncio.sleep(0.1)
-        raise TopicError(f"topic {self.topic!r} has no partitions: create it (or let the worker create topics)")
 
     def _check_ready(self) -> None:
         if self._ready.is_set():

@@ -40,6 +40,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from streamrec.streams.consumed import item_hash
 from streamrec.streams.covisit import CovisitDelta, CovisitGraph, CovisitRow, CovisitRowError
+from streamrec.streams.topics import open_topic_replica
 
 __all__ = [
     "CovisitOwner",
@@ -146,21 +147,11 @@ class CovisitReplica:
         await self._ready.wait()
 
     async def start(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            group_id=None,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            **self.client_kwargs,
+        consumer, self._ends_at_start = await open_topic_replica(
+            self.bootstrap, self.topic, client_kwargs=self.client_kwargs
         )
-        await consumer.start()
         self._consumer = consumer
-        tps = [TopicPartition(self.topic, p) for p in await _partitions(consumer, self.topic)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        self._ends_at_start = {tp.partition: int(o) for tp, o in (await consumer.end_offsets(tps)).items()}
-        self.positions = {tp.partition: 0 for tp in tps}
+        self.positions = {p: 0 for p in self._ends_at_start}
         self._check_ready()
         self._task = asyncio.create_task(self._run(), name="covisit-replica")
 
@@ -417,13 +408,3 @@ async def _run(loop: asyncio.AbstractEventLoop, pool: Executor | None, fn: Calla
         await asyncio.sleep(0)
         return out
     return await loop.run_in_executor(pool, fn, *args)
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    for _ in range(100):
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return sorted(parts)
-        await consumer._client.force_metadata_update()  # aiokafka: no public call for this
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"topic {topic!r} has no partitions (does it exist?)")

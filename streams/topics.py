@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streamrec.errors import StreamrecError
@@ -107,3 +108,49 @@ def _raise_create_errors(response: Any, security: KafkaSecurity) -> None:
                 "missing topic an error instead"
             )
         raise TopicError(f"creating topic {name!r} failed: error {code} {message or ''}".rstrip())
+
+
+async def open_topic_replica(
+    bootstrap: str,
+    topic: str,
+    *,
+    start_offsets: dict[int, int] | None = None,
+    client_kwargs: dict[str, Any] | None = None,
+) -> tuple[AIOKafkaConsumer, dict[int, int]]:
+    """A started consumer without a group, assigned EVERY partition of ``topic`` (a replica of the whole topic:
+    the catalogue, the co-visitation rows), each at ``start_offsets[p]`` or the beginning, reading committed
+    records only. Returns it with each partition's end offset as of now (the replica is ready at those)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        **(client_kwargs or {}),
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
+        consumer.assign(tps)
+        starts = start_offsets or {}
+        for tp in tps:
+            if tp.partition in starts:
+                consumer.seek(tp, starts[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+        ends = {tp.partition: int(off) for tp, off in (await consumer.end_offsets(tps)).items()}
+    except BaseException:
+        await consumer.stop()
+        raise
+    return consumer, ends
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    """The partitions of ``topic`` as the consumer's metadata knows them (refreshed until it does, ~10 s)."""
+    for _ in range(100):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return sorted(parts)
+        await consumer._client.force_metadata_update()  # aiokafka: no public call for this
+        await asyncio.sleep(0.1)
+    raise TopicError(f"topic {topic!r} has no partitions: create it (or let the worker create topics)")

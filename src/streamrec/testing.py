@@ -37,6 +37,8 @@ __all__ = [
     "start_worker",
     "subprocess_environment",
     "unique_name",
+    "worker_environment",
+    "worker_topics",
 ]
 
 
@@ -141,6 +143,30 @@ def subprocess_environment(settings_env: dict[str, str]) -> dict[str, str]:
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def worker_topics() -> dict[str, str]:
+    """Fresh names for one worker's app id and topics, keyed by setting name (``events_topic``, ...)."""
+    return {
+        "app_id": unique_name("app"),
+        "events_topic": unique_name("events"),
+        "items_topic": unique_name("items"),
+        "recommendations_topic": unique_name("recs"),
+        "dead_letter_topic": unique_name("dlq"),
+    }
+
+
+def worker_environment(
+    bootstrap: str, model_dir: Path, data_dir: Path, topics: dict[str, str], **settings: str
+) -> dict[str, str]:
+    """``STREAMREC_*`` variables for :func:`start_worker`: broker, model, data dir, ``topics`` (see
+    :func:`worker_topics`) and any other setting by name (``partitions="1"`` -> ``STREAMREC_PARTITIONS``)."""
+    return {
+        "STREAMREC_BOOTSTRAP": bootstrap,
+        "STREAMREC_MODEL_DIR": str(model_dir),
+        "STREAMREC_DATA_DIR": str(data_dir),
+        **{f"STREAMREC_{k.upper()}": v for k, v in {**topics, **settings}.items()},
+    }
 
 
 def run_off_loop(coro: Coroutine[object, object, T]) -> T:

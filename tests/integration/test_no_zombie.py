@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 from streamrec.streams.schemas import decode_recommendation
-from streamrec.testing import KafkaForTests, WorkerProcess, consume, free_port, produce, start_worker, unique_name
+from streamrec.testing import (
+    KafkaForTests,
+    WorkerProcess,
+    consume,
+    free_port,
+    produce,
+    start_worker,
+    worker_environment,
+    worker_topics,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,22 +57,10 @@ def _start_broken_worker(env: dict[str, str], tmp_path: Path) -> WorkerProcess:
 async def test_a_failed_hot_path_exits_non_zero_promptly_and_loses_nothing(
     kafka: KafkaForTests, exported_model: Path, tmp_path: Path
 ) -> None:
-    topics = {
-        "app_id": unique_name("app"),
-        "events_topic": unique_name("events"),
-        "items_topic": unique_name("items"),
-        "recommendations_topic": unique_name("recs"),
-        "dead_letter_topic": unique_name("dlq"),
-    }
-    env = {
-        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
-        "STREAMREC_MODEL_DIR": str(exported_model),
-        "STREAMREC_DATA_DIR": str(tmp_path / "w"),
-        "STREAMREC_WORKER_NAME": "w1",
-        "STREAMREC_PARTITIONS": "1",
-        "STREAMREC_K": "1",
-        **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()},
-    }
+    topics = worker_topics()
+    env = worker_environment(
+        kafka.bootstrap, exported_model, tmp_path / "w", topics, worker_name="w1", partitions="1", k="1"
+    )
     broken = _start_broken_worker(env, tmp_path)
     proc = broken.proc
     try:

@@ -16,7 +16,15 @@ import pytest
 
 from streamrec.streams.deadletter import KEEP_VALUE_BYTES, parse_dead_letter_headers
 from streamrec.streams.schemas import decode_recommendation
-from streamrec.testing import KafkaForTests, WorkerProcess, consume, produce, start_worker, unique_name
+from streamrec.testing import (
+    KafkaForTests,
+    WorkerProcess,
+    consume,
+    produce,
+    start_worker,
+    worker_environment,
+    worker_topics,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -89,23 +97,17 @@ def _http_status(url: str) -> int:
 async def test_every_poison_record_is_dead_lettered_and_the_worker_goes_on(
     kafka: KafkaForTests, exported_model: Path, tmp_path: Path
 ) -> None:
-    topics = {
-        "app_id": unique_name("app"),
-        "events_topic": unique_name("events"),
-        "items_topic": unique_name("items"),
-        "recommendations_topic": unique_name("recs"),
-        "dead_letter_topic": unique_name("dlq"),
-    }
-    env = {
-        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
-        "STREAMREC_MODEL_DIR": str(exported_model),
-        "STREAMREC_DATA_DIR": str(tmp_path / "w"),
-        "STREAMREC_K": "5",
-        "STREAMREC_PARTITIONS": "1",
-        "STREAMREC_ITEMS_PARTITIONS": "1",
-        "STREAMREC_SHUTDOWN_TIMEOUT_S": "20",
-        **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()},
-    }
+    topics = worker_topics()
+    env = worker_environment(
+        kafka.bootstrap,
+        exported_model,
+        tmp_path / "w",
+        topics,
+        k="5",
+        partitions="1",
+        items_partitions="1",
+        shutdown_timeout_s="20",
+    )
     worker: WorkerProcess = start_worker(env, tmp_path / "worker.log")
     try:
         worker.wait_until(lambda m: "streamrec_index_ready" in m, what="metrics")

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from streamrec.streams.schemas import decode_recommendation
-from streamrec.testing import KafkaForTests, consume, produce, start_worker, unique_name
+from streamrec.testing import (
+    KafkaForTests,
+    consume,
+    produce,
+    start_worker,
+    worker_environment,
+    worker_topics,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,23 +39,17 @@ TITLES = [
 async def test_a_corrupt_snapshot_is_refused_and_rebuilt(
     kafka: KafkaForTests, exported_model: Path, tmp_path: Path, corruption: str
 ) -> None:
-    topics = {
-        "app_id": unique_name("app"),
-        "events_topic": unique_name("events"),
-        "items_topic": unique_name("items"),
-        "recommendations_topic": unique_name("recs"),
-        "dead_letter_topic": unique_name("dlq"),
-    }
-    env = {
-        "STREAMREC_BOOTSTRAP": kafka.bootstrap,
-        "STREAMREC_MODEL_DIR": str(exported_model),
-        "STREAMREC_DATA_DIR": str(tmp_path / "w"),
-        "STREAMREC_WORKER_NAME": "w1",
-        "STREAMREC_K": "3",
-        "STREAMREC_PARTITIONS": "1",
-        "STREAMREC_ITEMS_PARTITIONS": "1",
-        **{f"STREAMREC_{k.upper()}": v for k, v in topics.items()},
-    }
+    topics = worker_topics()
+    env = worker_environment(
+        kafka.bootstrap,
+        exported_model,
+        tmp_path / "w",
+        topics,
+        worker_name="w1",
+        k="3",
+        partitions="1",
+        items_partitions="1",
+    )
     items = [
         (f"sku-{i}".encode(), json.dumps({"item_id": f"sku-{i}", "title": t}).encode()) for i, t in enumerate(TITLES)
     ]
