@@ -363,7 +363,8 @@ class HnswIndex:
                 raise UnknownItemError(f"{len(missing)} unknown item ids, e.g. {missing[:5]}")
             live = [p for p, x in enumerate(id_list) if x in self._label_of]
             if live:
-                out[live] = np.asarray(self._g.get_items([self._label_of[id_list[p]] for p in live]), np.float32)
+                labels = [self._label_of[id_list[p]] for p in live]
+                out[live] = self._g.get_items(labels, return_type="numpy")  # not lists of Python floats
             for p, x in enumerate(id_list):
                 if x in self._parked:
                     out[p] = self._parked[x][1]

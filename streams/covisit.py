@@ -326,7 +326,8 @@ class CovisitGraph:
             r = self._rows.get(item)
             if r is None:
                 return None
-            best = heapq.nlargest(self.config.neighbours, r.nbrs.items(), key=_value)
+            # = heapq.nlargest (same order, ties included), which is slower for ~100 entries
+            best = sorted(r.nbrs.items(), key=_value, reverse=True)[: self.config.neighbours]
             return CovisitRow(item, r.n, r.ref_s, tuple(j for j, _ in best), tuple(w for _, w in best), r.version)
 
     @staticmethod

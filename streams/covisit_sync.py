@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +39,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from streamrec.streams.consumed import item_hash
 from streamrec.streams.covisit import CovisitDelta, CovisitGraph, CovisitRow, CovisitRowError
+from streamrec.streams.covisit_wire import decode_deltas, decode_row, encode_deltas, encode_row
 from streamrec.streams.topics import open_topic_replica
 
 __all__ = [
@@ -74,22 +74,6 @@ class Sender(Protocol):
 def owner_partition(item: str, partitions: int) -> int:
     """The deltas partition (and so the owner) of an item's row: stable across processes."""
     return item_hash(item) % partitions
-
-
-def encode_deltas(deltas: Sequence[CovisitDelta]) -> bytes:
-    doc = {"v": 1, "rows": [d.to_doc() for d in deltas]}
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
-def decode_deltas(value: bytes) -> list[CovisitDelta]:
-    """Raise ``ValueError`` on anything that is not a deltas message."""
-    try:
-        doc = json.loads(value.decode("utf-8"))
-        if doc.get("v") != 1:
-            raise ValueError(f"deltas format {doc.get('v')!r} is not 1")
-        return [CovisitDelta.from_doc(d) for d in doc["rows"]]
-    except (KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"corrupt deltas message: {exc!r}") from None
 
 
 class CovisitPublisher:
@@ -210,7 +194,7 @@ class CovisitReplica:
             if r.key is not None and not self._newer(r.key, r.headers):
                 continue  # our own write coming back, or an old one: skip the JSON
             try:
-                row = CovisitRow.from_json_bytes(r.value)
+                row = decode_row(r.value)
             except CovisitRowError as exc:
                 self.invalid += 1
                 log.warning("skipped an unreadable covisit row at %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
@@ -371,7 +355,7 @@ class CovisitOwner:
         for item in items:
             row = self.working.row(item)
             if row is not None:
-                out.append((item.encode("utf-8"), row.to_json_bytes(), str(row.version).encode()))
+                out.append((item.encode("utf-8"), encode_row(row), str(row.version).encode()))
         return out
 
     async def stop(self) -> None:

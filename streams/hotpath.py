@@ -251,7 +251,6 @@ class HotPath:
             "index": result.index_s * 1000,
         }
         strategy = self.core.name
-        caused: list[list[asyncio.Future[Any]]] = []
         for (ev, e), outcome in zip(valid, result.outcomes, strict=True):
             queue_ms = _queue_ms(ev, start_mono)
             rec = Recommendation(
@@ -267,12 +266,12 @@ class HotPath:
             )
             own = [await self.recommendations.send(e.user_id.encode(), rec.to_json_bytes())]
             outputs.append((ev, own))
-            caused.append(own)
+        shared: _SharedDelivery | None = None
         if self.covisit_out is not None and result.deltas:
-            shared = await self.covisit_out.send(result.deltas)
+            # every valid event of the batch caused them: one callback per future, not one per event and future
+            sent = await self.covisit_out.send(result.deltas)
+            shared = _SharedDelivery(sent) if sent else None
             m.covisit_deltas.labels("sent").inc(len(result.deltas))
-            for futs in caused:  # every valid event of the batch caused them
-                futs.extend(shared)
         publish_s = self.monotonic() - t
 
         done_mono = self.monotonic()
@@ -302,7 +301,7 @@ class HotPath:
         ):
             m.stage.labels(stage).observe(seconds)
         for ev, futs in outputs:
-            _AckWhenDelivered(self, ev, futs)
+            _AckWhenDelivered(self, ev, futs, shared)
 
     def _ack_on_delivery(self, ev: EventT[Any], fut: asyncio.Future[Any]) -> None:
         _AckWhenDelivered(self, ev, [fut])
@@ -356,25 +355,70 @@ class HotPath:
 
 
 class _AckWhenDelivered:
-    """Acks ``ev`` once every future of its outputs succeeded; a failure leaves it un-acked and stops the
-    worker at the next batch (runs on the loop, as done-callbacks)."""
+    """Acks ``ev`` once every future of its outputs succeeded, and the ``shared`` outputs it caused with the
+    rest of its batch; a failure leaves it un-acked and stops the worker at the next batch (runs on the loop,
+    as done-callbacks)."""
 
     __slots__ = ("ev", "hotpath", "pending")
 
-    def __init__(self, hotpath: HotPath, ev: EventT[Any], futs: Sequence[asyncio.Future[Any]]) -> None:
-        self.hotpath, self.ev, self.pending = hotpath, ev, len(futs)
+    def __init__(
+        self,
+        hotpath: HotPath,
+        ev: EventT[Any],
+        futs: Sequence[asyncio.Future[Any]],
+        shared: _SharedDelivery | None = None,
+    ) -> None:
+        self.hotpath, self.ev, self.pending = hotpath, ev, len(futs) + (shared is not None)
         for fut in futs:
             fut.add_done_callback(self._done)
+        if shared is not None:
+            shared.waiters.append(self)
 
     def _done(self, fut: asyncio.Future[Any]) -> None:
         exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
         if exc is not None:
+            self.failed(exc)
+        else:
+            self.delivered()
+
+    def delivered(self) -> None:
+        if self.pending > 0:
+            self.pending -= 1
+            if self.pending == 0:
+                self.ev.ack()
+
+    def failed(self, exc: BaseException) -> None:
+        if self.pending >= 0:
             self.pending = -1  # never acked
             self.hotpath._delivery_failed(self.ev, exc)
+
+
+class _SharedDelivery:
+    """Outputs that every event of a batch caused (its co-visitation deltas): done once all their futures
+    succeeded, then each waiting :class:`_AckWhenDelivered` counts it as one delivered output; a failure
+    fails them all. Registered waiters are complete before any callback runs (callbacks go through the loop)."""
+
+    __slots__ = ("pending", "waiters")
+
+    def __init__(self, futs: Sequence[asyncio.Future[Any]]) -> None:
+        self.pending = len(futs)
+        self.waiters: list[_AckWhenDelivered] = []
+        for fut in futs:
+            fut.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        if self.pending < 0:
+            return
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            self.pending = -1
+            for w in self.waiters:
+                w.failed(exc)
             return
         self.pending -= 1
         if self.pending == 0:
-            self.ev.ack()
+            for w in self.waiters:
+                w.delivered()
 
 
 def _queue_ms(ev: EventT[Any], batch_start_mono: float) -> float:

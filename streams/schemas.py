@@ -284,8 +284,8 @@ def _parse_object(value: bytes, limits: Limits, what: str) -> dict[str, Any]:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidMessage(_R.UNDECODABLE, f"{what} is not UTF-8: {exc.reason} at {exc.start}") from None
-    depth = _max_depth(text, limits.max_depth)
-    if depth > limits.max_depth:
+    # depth <= the number of opening brackets: a flat message (an event has one) skips the scan
+    if text.count("{") + text.count("[") > limits.max_depth and _max_depth(text, limits.max_depth) > limits.max_depth:
         raise InvalidMessage(
             _R.INVALID_JSON, f"{what} nests arrays/objects over {limits.max_depth} levels deep (the limit)"
         )

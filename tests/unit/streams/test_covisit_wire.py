@@ -1,0 +1,144 @@
+"""The co-visitation wire format (format 2, binary): round trips, the old JSON format, corrupt input."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import pytest
+
+from streamrec.streams.covisit import CovisitConfig, CovisitDelta, CovisitRow, CovisitRowError, DeltaBatch
+from streamrec.streams.covisit_wire import decode_deltas, decode_row, encode_deltas, encode_row
+
+
+def _deltas() -> list[CovisitDelta]:
+    batch = DeltaBatch(CovisitConfig())
+    batch.observe("a", 1.0, 1_000.0, ["b", "c", "d"])
+    batch.observe("b", 2.5, 1_010.0, ["a", "c"])
+    batch.observe("ü-ñ 🛒", 0.5, 1_020.0, ["a", "b"])  # non-ASCII ids
+    out = batch.deltas()
+    out.append(CovisitDelta("lonely", 5.0, 1.0, {}))  # a row with no pairs
+    return out
+
+
+def test_deltas_round_trip_exactly() -> None:
+    deltas = _deltas()
+    back = decode_deltas(encode_deltas(deltas))
+    assert back == deltas  # same items, times, weights and pairs, bit for bit
+    assert [list(d.pairs) for d in back] == [list(d.pairs) for d in deltas]  # pair order too
+
+
+def test_an_empty_deltas_message_round_trips() -> None:
+    assert decode_deltas(encode_deltas([])) == []
+
+
+def test_deltas_in_the_json_format_are_still_read() -> None:
+    deltas = _deltas()
+    v1 = json.dumps({"v": 1, "rows": [d.to_doc() for d in deltas]}).encode()
+    assert decode_deltas(v1) == deltas
+
+
+def test_deltas_write_each_id_once_and_are_smaller_than_json() -> None:
+    deltas = _deltas()
+    v1 = json.dumps({"v": 1, "rows": [d.to_doc() for d in deltas]}, separators=(",", ":")).encode()
+    v2 = encode_deltas(deltas)
+    assert v2.count("ü-ñ 🛒".encode()) == 1
+    assert len(v2) < len(v1)
+
+
+def _row() -> CovisitRow:
+    return CovisitRow("item-1", 3.25, 1_700_000_000.5, ("x", "y", "ẑ"), (2.0, 1.1234567891, 1e-9), 42)
+
+
+def test_a_row_round_trips_exactly() -> None:
+    row = _row()
+    assert decode_row(encode_row(row)) == row  # bit for bit (JSON, format 1, rounded weights to 6 decimals)
+
+
+def test_a_row_with_no_neighbours_round_trips() -> None:
+    row = CovisitRow("solo", 1.0, 0.0, (), (), 1)
+    assert decode_row(encode_row(row)) == row
+
+
+def test_rows_in_the_json_format_are_still_read() -> None:
+    row = _row()
+    assert decode_row(row.to_json_bytes()) == CovisitRow(row.item, row.n, row.ref_s, row.ids, (2.0, 1.123457, 0.0), 42)
+
+
+@pytest.mark.parametrize("kind", ["deltas", "row"])
+def test_every_truncation_and_any_trailing_byte_is_refused(kind: str) -> None:
+    data = encode_deltas(_deltas()) if kind == "deltas" else encode_row(_row())
+    error: type[Exception] = ValueError if kind == "deltas" else CovisitRowError
+    decode = decode_deltas if kind == "deltas" else decode_row
+    for cut in range(len(data)):
+        with pytest.raises(error):
+            decode(data[:cut])
+    with pytest.raises(error):
+        decode(data + b"\x00")
+
+
+def _deltas_message(
+    ids: list[bytes], items: list[int], pairs_of: list[int], pair_ids: list[int], weights: list[float]
+) -> bytes:
+    rows = len(items)
+    return b"".join(
+        (
+            struct.pack("<BBIII", 2, 1, len(ids), rows, len(pair_ids)),
+            struct.pack(f"<{len(ids)}I", *map(len, ids)),
+            *ids,
+            struct.pack(f"<{rows}I", *items),
+            struct.pack(f"<{rows}d", *[1.0] * rows),
+            struct.pack(f"<{rows}d", *[1.0] * rows),
+            struct.pack(f"<{rows}I", *pairs_of),
+            struct.pack(f"<{len(pair_ids)}I", *pair_ids),
+            struct.pack(f"<{len(weights)}d", *weights),
+        )
+    )
+
+
+def test_the_hand_built_message_is_valid() -> None:  # the helper below builds real messages
+    assert decode_deltas(_deltas_message([b"a", b"b"], [0], [1], [1], [0.5])) == [CovisitDelta("a", 1.0, 1.0, {"b": 0.5})]
+
+
+@pytest.mark.parametrize(
+    ("message", "why"),
+    [
+        (_deltas_message([b"a", b"b"], [2], [1], [1], [0.5]), "index out of range"),
+        (_deltas_message([b"a", b"b"], [0], [1], [5], [0.5]), "index out of range"),
+        (_deltas_message([b"a", b"b"], [0], [2], [1], [0.5]), "pair counts"),
+        (_deltas_message([b"a", b"b"], [0], [1], [1], [math.nan]), "non-finite"),
+        (_deltas_message([b"a", b"b"], [0], [1], [1], [math.inf]), "non-finite"),
+        (_deltas_message([b"\xff\xfe", b"b"], [0], [1], [1], [0.5]), "utf-8"),
+        (b"\x03" + _deltas_message([b"a"], [0], [0], [], [])[1:], "format"),
+        (b"", "empty"),
+        (b"\x00\x01\x02", "truncated"),
+        (b'{"v": 1, "rows": [{"item": "a"}]}', "json without fields"),
+        (b'{"v": 7, "rows": []}', "json of another version"),
+        (b"{not json", "broken json"),
+    ],
+)
+def test_corrupt_deltas_are_refused(message: bytes, why: str) -> None:
+    with pytest.raises(ValueError):
+        decode_deltas(message)
+
+
+def test_a_huge_claimed_size_is_refused_without_allocating_it() -> None:
+    with pytest.raises(ValueError, match="truncated"):
+        decode_deltas(struct.pack("<BBIII", 2, 1, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        struct.pack("<BBddqI", 2, 2, math.nan, 0.0, 1, 0) + struct.pack("<I", 1) + b"a",
+        struct.pack("<BBddqI", 2, 2, 1.0, 0.0, 1, 1) + struct.pack("<II", 1, 1) + b"ab" + struct.pack("<d", math.inf),
+        struct.pack("<BBddqI", 2, 1, 1.0, 0.0, 1, 0) + struct.pack("<I", 1) + b"a",  # a deltas kind byte
+        struct.pack("<BBddqI", 2, 2, 1.0, 0.0, 1, 0) + struct.pack("<I", 2) + b"\xc3(",  # invalid UTF-8
+        b"",
+        b'{"v": 1, "item": "a"}',
+    ],
+)
+def test_corrupt_rows_are_refused(message: bytes) -> None:
+    with pytest.raises(CovisitRowError):
+        decode_row(message)
