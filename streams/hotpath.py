@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any
@@ -276,21 +277,42 @@ class HotPath:
 
         done_mono = self.monotonic()
         done_ms = self.clock() * 1000
+        # counters summed per batch, one inc per label set (each labels() call takes a lock and a dict lookup)
+        events: Counter[tuple[str, str]] = Counter()
+        fallbacks: Counter[str] = Counter()
+        evaluated: Counter[str] = Counter()
+        hits: Counter[str] = Counter()
+        reciprocal: defaultdict[str, float] = defaultdict(float)
+        e2e_event_ts, e2e_record_in, queue = (
+            m.end_to_end.labels("event_ts"),
+            m.end_to_end.labels("record_in"),
+            m.stage.labels("queue"),
+        )
         for (ev, e), outcome in zip(valid, result.outcomes, strict=True):
+            etype = e.type.value
             kind = "duplicate" if outcome.duplicate else ("fallback" if outcome.fallback else "recommended")
-            m.events.labels(e.type.value, kind).inc()
+            events[etype, kind] += 1
             if outcome.fallback:
-                m.fallbacks.labels(outcome.fallback).inc()
+                fallbacks[outcome.fallback] += 1
             if outcome.live_evaluated:
-                m.live_evaluated.labels(e.type.value).inc()
+                evaluated[etype] += 1
                 if outcome.live_rank is not None:
-                    m.live_hits.labels(e.type.value).inc()
-                    m.live_reciprocal_rank.labels(e.type.value).inc(1.0 / outcome.live_rank)
-            m.end_to_end.labels("event_ts").observe(max(0.0, (done_ms - e.ts_ms) / 1000))
+                    hits[etype] += 1
+                    reciprocal[etype] += 1.0 / outcome.live_rank
+            e2e_event_ts.observe(max(0.0, (done_ms - e.ts_ms) / 1000))
             time_in = getattr(ev.message, "time_in", None)
             if time_in is not None:
-                m.end_to_end.labels("record_in").observe(max(0.0, done_mono - time_in))
-            m.stage.labels("queue").observe(_queue_ms(ev, start_mono) / 1000)
+                e2e_record_in.observe(max(0.0, done_mono - time_in))
+            queue.observe(_queue_ms(ev, start_mono) / 1000)
+        for (etype, kind), n in events.items():
+            m.events.labels(etype, kind).inc(n)
+        for fallback, n in fallbacks.items():
+            m.fallbacks.labels(fallback).inc(n)
+        for etype, n in evaluated.items():
+            m.live_evaluated.labels(etype).inc(n)
+        for etype, n in hits.items():
+            m.live_hits.labels(etype).inc(n)
+            m.live_reciprocal_rank.labels(etype).inc(reciprocal[etype])
         m.recommendations.inc(len(valid))
         for stage, seconds in (
             ("decode", decode_s_per_event),

@@ -98,7 +98,9 @@ def _deltas_message(
 
 
 def test_the_hand_built_message_is_valid() -> None:  # the helper below builds real messages
-    assert decode_deltas(_deltas_message([b"a", b"b"], [0], [1], [1], [0.5])) == [CovisitDelta("a", 1.0, 1.0, {"b": 0.5})]
+    assert decode_deltas(_deltas_message([b"a", b"b"], [0], [1], [1], [0.5])) == [
+        CovisitDelta("a", 1.0, 1.0, {"b": 0.5})
+    ]
 
 
 @pytest.mark.parametrize(
