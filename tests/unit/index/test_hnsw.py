@@ -271,3 +271,18 @@ def test_two_level_top_columns_selects_the_largest(width: int, kk: int) -> None:
     want = np.sort(scores, axis=1)[:, -kk:]
     assert np.array_equal(got, want)
     assert all(len(set(row)) == kk for row in top.tolist())  # no column twice
+
+
+def test_get_reads_the_full_scan_copy_and_never_a_stale_one() -> None:
+    index = HnswIndex(16, full_scan_below=1000)
+    vecs = clustered(30, 16, seed=3)
+    index.upsert(ids("s", 20), vecs[:20])
+    before = index.get(["s3", "s11"])  # from hnswlib: no scan built yet
+    index.search(vecs[0], k=3)  # builds the scan's copy of every vector
+    assert index._scan is not None
+    np.testing.assert_array_equal(index.get(["s3", "s11"]), before)  # the same float32 values, bit for bit
+    index.upsert(["s3"], vecs[25:26])  # a write drops the copy
+    index.search(vecs[0], k=3)
+    np.testing.assert_allclose(index.get(["s3"])[0], vecs[25] / np.linalg.norm(vecs[25]), atol=1e-6)
+    index.set_available(["s11"], False)  # still stored: get answers for it
+    np.testing.assert_array_equal(index.get(["s11"]), before[1:])
