@@ -11,7 +11,7 @@ A worker sees only its partitions' events, so what it learns must reach every wo
    partition owns the rows of its items. It merges their deltas into its *working* rows (versioned by the
    delta message's offset, so a re-delivered message is merged once; a row is first brought up to the
    newest published one) and, at most every ``flush_interval_s``, publishes each changed row (its
-   ``neighbours`` best, ~1-2 KB) to ...
+   ``neighbours`` best, ~0.8 KB) to ...
 3. **rows** (``<app_id>-covisit-rows``, compacted, key = item id): every worker replicates the whole
    topic into its own graph (:class:`CovisitReplica`; a row replaces the held one only if its version is
    newer). Delta offsets are committed only after the rows they changed were acknowledged, so a crash
@@ -23,6 +23,11 @@ path), so all workers serve the same rows (up to the flush interval plus replica
 row changes at most once per flush interval (its cached neighbour scores are rebuilt that often), restarts
 rebuild the graph from the compacted topic, and the rows topic is bounded by items x neighbours.
 Rows are written at most once per flush interval per item however many events touch them.
+
+Both topics carry the compact binary format of :mod:`streamrec.streams.covisit_wire` (JSON messages of
+earlier versions are still read). The owner and the replica run on the event loop in small steps: a
+deltas message at a time, rows published in chunks of ``_SEND_CHUNK`` and applied in batches of
+``batch_max``, each ~1 ms, with a yield between them.
 """
 
 from __future__ import annotations
@@ -192,7 +197,7 @@ class CovisitReplica:
                     self.graph.remove(r.key.decode("utf-8", "replace"))
                 continue
             if r.key is not None and not self._newer(r.key, r.headers):
-                continue  # our own write coming back, or an old one: skip the JSON
+                continue  # our own write coming back, or an old one: skip decoding it
             try:
                 row = decode_row(r.value)
             except CovisitRowError as exc:
