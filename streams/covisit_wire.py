@@ -5,7 +5,7 @@ Why not JSON: every worker decodes every published row, every owner decodes ever
 both happen on the worker's event loop, beside the hot path (a profile of a worker at 1,500 events/s:
 co-visitation JSON encoding, decoding and merging took ~20 % of the loop's time). Here the ids of a
 message are written once each (a batch's deltas name the same items many times), numbers are packed
-IEEE doubles, and reading is a few ``numpy.frombuffer`` calls -- no pickle, no code from the wire.
+IEEE doubles, and reading is a few ``struct.unpack_from`` calls -- no pickle, no code from the wire.
 
 Format 2, little-endian (the first byte tells the format; JSON, format 1, starts with ``{``, so messages
 written by an older version -- a compacted rows topic keeps them -- are still read)::
@@ -27,10 +27,8 @@ import json
 import math
 import struct
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from streamrec.streams.covisit import CovisitDelta, CovisitRow, CovisitRowError
 
@@ -40,8 +38,7 @@ FORMAT = 2
 _DELTAS, _ROW = 1, 2
 _DELTAS_HEAD = struct.Struct("<BBIII")
 _ROW_HEAD = struct.Struct("<BBddqI")
-_U32 = np.dtype("<u4")
-_F64 = np.dtype("<f8")
+_U32, _F64 = "I", "d"  # struct codes, little-endian (``_pack``/``_Reader.array``)
 
 
 # ---------------------------------------------------------------------------------------------- deltas
@@ -56,12 +53,12 @@ def encode_deltas(deltas: Sequence[CovisitDelta]) -> bytes:
         (
             _DELTAS_HEAD.pack(FORMAT, _DELTAS, len(table), len(deltas), len(pair_ids)),
             *_pack_ids(list(table)),
-            np.array(items, _U32).tobytes(),
-            np.array([d.ts_s for d in deltas], _F64).tobytes(),
-            np.array([d.n for d in deltas], _F64).tobytes(),
-            np.array([len(d.pairs) for d in deltas], _U32).tobytes(),
-            np.array(pair_ids, _U32).tobytes(),
-            np.array(pair_w, _F64).tobytes(),
+            _pack(_U32, items),
+            _pack(_F64, [d.ts_s for d in deltas]),
+            _pack(_F64, [d.n for d in deltas]),
+            _pack(_U32, [len(d.pairs) for d in deltas]),
+            _pack(_U32, pair_ids),
+            _pack(_F64, pair_w),
         )
     )
 
@@ -82,19 +79,20 @@ def decode_deltas(value: bytes | None) -> list[CovisitDelta]:
     n = r.array(_F64, n_rows)
     pairs_of = r.array(_U32, n_rows)
     pair_ids = r.array(_U32, n_pairs)
-    pair_w = r.array(_F64, n_pairs)
+    weights = r.array(_F64, n_pairs)
     r.end()
-    if int(pairs_of.sum(dtype=np.uint64)) != n_pairs:
+    if sum(pairs_of) != n_pairs:
         raise ValueError("covisit deltas: the rows' pair counts do not add up to the pairs")
-    _check_indices(items, n_ids)
-    _check_indices(pair_ids, n_ids)
-    _check_finite(ts, n, pair_w)
-    names = [table[i] for i in pair_ids.tolist()]
-    weights = pair_w.tolist()
+    if max(items, default=-1) >= n_ids or max(pair_ids, default=-1) >= n_ids:
+        raise ValueError("an id index out of range")
+    _check_finite(ts, n, weights)
+    names = [table[i] for i in pair_ids]
     out = []
     at = 0
-    for item, t, c, count in zip(items.tolist(), ts.tolist(), n.tolist(), pairs_of.tolist(), strict=True):
-        out.append(CovisitDelta(table[item], t, c, dict(zip(names[at : at + count], weights[at : at + count]))))
+    for item, t, c, count in zip(items, ts, n, pairs_of, strict=True):
+        out.append(
+            CovisitDelta(table[item], t, c, dict(zip(names[at : at + count], weights[at : at + count], strict=True)))
+        )
         at += count
     return out
 
@@ -118,7 +116,7 @@ def encode_row(row: CovisitRow) -> bytes:
         (
             _ROW_HEAD.pack(FORMAT, _ROW, row.n, row.ref_s, row.version, len(row.ids)),
             *_pack_ids([row.item, *row.ids]),
-            np.array(row.weights, _F64).tobytes(),
+            _pack(_F64, row.weights),
         )
     )
 
@@ -137,24 +135,26 @@ def decode_row(value: bytes | None) -> CovisitRow:
         item, *ids = r.ids(count + 1)
         weights = r.array(_F64, count)
         r.end()
-        if not (math.isfinite(n) and math.isfinite(ref)):
-            raise ValueError("a non-finite weight or time")
-        _check_finite(weights)
-        return CovisitRow(item, n, ref, tuple(ids), tuple(weights.tolist()), version)
-    except ValueError as exc:
+        _check_finite((n, ref), weights)
+        return CovisitRow(item, n, ref, tuple(ids), weights, version)
+    except ValueError as exc:  # struct.error is a ValueError too
         raise CovisitRowError(f"corrupt covisit row ({exc})") from None
+
+
+# ---------------------------------------------------------------------------------------------- packing
+def _pack(code: str, values: Sequence[Any]) -> bytes:
+    return struct.pack(f"<{len(values)}{code}", *values)
 
 
 def _pack_ids(names: list[str]) -> tuple[bytes, bytes]:
     """The byte lengths (u32 each) and the UTF-8 of ``names``, concatenated."""
     text = "".join(names)
     if text.isascii():  # the common case: one encode, lengths in characters = lengths in bytes
-        return np.fromiter(map(len, names), _U32, len(names)).tobytes(), text.encode("ascii")
+        return _pack(_U32, [len(s) for s in names]), text.encode("ascii")
     encoded = [s.encode("utf-8") for s in names]
-    return np.fromiter(map(len, encoded), _U32, len(encoded)).tobytes(), b"".join(encoded)
+    return _pack(_U32, [len(b) for b in encoded]), b"".join(encoded)
 
 
-# ---------------------------------------------------------------------------------------------- reading
 class _Reader:
     """Reads a message front to back; every read checks it stays inside the message (``ValueError``)."""
 
@@ -174,34 +174,31 @@ class _Reader:
     def unpack(self, s: struct.Struct) -> tuple[Any, ...]:
         return s.unpack_from(self.data, self._take(s.size))
 
-    def array(self, dtype: np.dtype[np.generic], count: int) -> npt.NDArray[np.generic]:
-        start = self._take(count * dtype.itemsize)
-        return np.frombuffer(self.data, dtype, count, start)
+    def array(self, code: str, count: int) -> tuple[Any, ...]:
+        """``count`` numbers (``_U32`` ints or ``_F64`` floats), checked to lie inside the message first."""
+        start = self._take(count * (4 if code == _U32 else 8))
+        return struct.unpack_from(f"<{count}{code}", self.data, start)
 
     def ids(self, count: int) -> list[str]:
         if count == 0:
             return []
-        ends = np.cumsum(self.array(_U32, count), dtype=np.uint64).tolist()
+        ends = list(accumulate(self.array(_U32, count)))
         size = ends[-1]
         start = self._take(size)
         raw = self.data[start : start + size]
+        starts = [0, *ends[:-1]]
         if raw.isascii():  # one decode, then slices (byte offsets = character offsets)
             text = raw.decode("ascii")
-            return [text[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+            return [text[a:b] for a, b in zip(starts, ends, strict=True)]
         # UnicodeDecodeError is a ValueError
-        return [raw[a:b].decode("utf-8") for a, b in zip([0, *ends[:-1]], ends, strict=True)]
+        return [raw[a:b].decode("utf-8") for a, b in zip(starts, ends, strict=True)]
 
     def end(self) -> None:
         if self.at != len(self.data):
             raise ValueError(f"{len(self.data) - self.at} bytes after the end of the message")
 
 
-def _check_indices(idx: npt.NDArray[np.generic], size: int) -> None:
-    if idx.size and int(idx.max()) >= size:
-        raise ValueError("an id index out of range")
-
-
-def _check_finite(*arrays: npt.NDArray[np.generic]) -> None:
-    for a in arrays:
-        if a.size and not np.isfinite(a).all():
+def _check_finite(*values: Sequence[float]) -> None:
+    for v in values:
+        if not all(map(math.isfinite, v)):
             raise ValueError("a non-finite number")
