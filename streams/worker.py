@@ -465,6 +465,8 @@ def freeze_startup_objects() -> None:
     the GC's permanent generation, so later full collections no longer traverse them: measured in
     ``streamrec bench``, full (generation 2) collections of a serving worker took ~80 ms each -- a p99 event at
     500 events/s -- because they walked every start-up object. Objects created later are collected as usual."""
+    if gc.get_freeze_count():  # once per process (an agent restarted after a rebalance comes here again)
+        return
     gc.collect()
     gc.freeze()
     log.info("GC: %d start-up objects frozen out of full collections", gc.get_freeze_count())
