@@ -146,6 +146,26 @@ async def test_a_failed_delivery_leaves_the_event_unacked_and_stops_the_next_bat
         await hp.process([event(2, "i2")])
 
 
+async def test_the_batch_deltas_are_waited_for_all_together_and_their_failure_fails_every_event() -> None:
+    app = App()
+    hp = hotpath(app, {})
+    evs = [event(1, "i1"), event(2, "i2", "u2"), event(3, "i4"), event(4, "i0", "u2")]  # i4: partition 1
+    await hp.process(evs)
+    p = app.producer
+    deltas = p.to("deltas")
+    assert len(deltas) == 2  # one message per owning partition
+    for *_, fut in p.to("recs"):
+        fut.set_result(None)
+    deltas[0][4].set_result(None)
+    await asyncio.sleep(0)
+    assert not any(e.acked for e in evs)  # one of the batch's deltas messages is still out
+    deltas[1][4].set_exception(RuntimeError("deltas lost"))
+    await asyncio.sleep(0)
+    assert not any(e.acked for e in evs)  # every event of the batch caused them: none is acked
+    with pytest.raises(DeliveryFailed, match="deltas lost"):
+        await hp.process([event(5, "i5")])
+
+
 async def test_output_appends_to_the_app_producer_without_faust_topic_send() -> None:
     app = App()
     out = Output(app, "recs")
