@@ -134,6 +134,12 @@ def covisit_config(s: WorkerSettings) -> CovisitConfig:
         sources=s.covisit_sources,
         damping=s.covisit_damping,
         source_norm=s.covisit_source_norm,
+        backward_weight=s.covisit_backward_weight,
+        type_weighted=s.covisit_type_weighted,
+        keep=s.covisit_keep,
+        per_source=s.covisit_per_source,
+        position_half_life=s.covisit_position_half_life,
+        transition_weight=s.covisit_transition_weight,
     )
 
 
