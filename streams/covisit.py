@@ -79,6 +79,9 @@ _EMPTY: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.flo
 )
 
 
+_NO_F32: npt.NDArray[np.float32] = np.empty(0, np.float32)
+
+
 class CovisitRowError(StreamrecError):
     """A published row that cannot be read back."""
 
@@ -267,18 +270,29 @@ class CovisitRow:
 
 
 class _Row:
-    """A row being served and updated: values at ``ref_s``; ``top`` caches the best ``per_source``."""
+    """A row: values at ``ref_s``; ``top`` caches the best ``per_source`` normalised neighbours.
 
-    __slots__ = ("n", "nbrs", "nxt", "ref_s", "top", "version")
+    Two forms. A working row (``apply``: offline, or an owner's) holds dicts ``nbrs``/``nxt`` that merge in place.
+    A published row (``put_rows``: every replica) is read-only and compact: ``ids`` (interned neighbour ids,
+    int32), ``w`` and ``t`` (float32 counts and direct-successor counts) -- 12 bytes a neighbour instead of
+    ~70 in dicts, which matters because every worker holds every published row."""
+
+    __slots__ = ("ids", "n", "nbrs", "nxt", "ref_s", "t", "top", "version", "w")
 
     def __init__(self, ref_s: float) -> None:
         self.n = 0.0
         self.nbrs: dict[str, float] = {}
         self.nxt: dict[str, float] = {}  # direct-successor counts, keys a subset of nbrs
+        self.ids: npt.NDArray[np.int32] | None = None  # published form (then nbrs/nxt are empty)
+        self.w: npt.NDArray[np.float32] = _NO_F32
+        self.t: npt.NDArray[np.float32] = _NO_F32
         self.ref_s = ref_s
         # cached (neighbour ids, normalised scores, normalised scores as the user's LAST item) -- see _scores
         self.top: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
         self.version = 0
+
+    def __len__(self) -> int:
+        return len(self.nbrs) if self.ids is None else len(self.ids)
 
 
 class CovisitGraph:
@@ -294,8 +308,9 @@ class CovisitGraph:
         self.config = config or CovisitConfig()
         self._rows: dict[str, _Row] = {}
         self._lock = threading.Lock()
-        self._ids: list[str] = []  # interned item ids of cached neighbours (grows with the items ever cached)
+        self._ids: list[str] = []  # interned item ids of neighbours (grows with the items ever named in a row)
         self._pos: dict[str, int] = {}
+        self._intern_lock = threading.Lock()  # put_rows (the replica's thread) and the reader both intern
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -319,6 +334,8 @@ class CovisitGraph:
                     row = self._rows[d.item] = _Row(d.ts_s)
                 if version is not None and row.version >= version:
                     continue
+                if row.ids is not None:  # a published row (an owner seeded from its replica): make it mergeable
+                    self._materialise(row)
                 if d.ts_s - row.ref_s > _REBASE_HALF_LIVES * hl:
                     self._rebase(row, d.ts_s, hl)
                 f = _shift(d.ts_s, row.ref_s, hl)
@@ -348,9 +365,10 @@ class CovisitGraph:
         for row in rows:  # build outside the lock
             new = _Row(row.ref_s)
             new.n = row.n
-            new.nbrs = dict(zip(row.ids, row.weights, strict=True))
-            if row.nexts:
-                new.nxt = {j: t for j, t in zip(row.ids, row.nexts, strict=True) if t}
+            new.ids = self._intern_many(row.ids)
+            new.w = np.asarray(row.weights, dtype=np.float32)
+            if row.nexts and any(row.nexts):
+                new.t = np.asarray(row.nexts, dtype=np.float32)
             new.version = row.version
             built.append((row.item, new))
         applied = 0
@@ -377,10 +395,22 @@ class CovisitGraph:
             r = self._rows.get(item)
             if r is None:
                 return None
+            if r.ids is not None:  # a published row, as it was published
+                names = self._ids
+                ids = tuple(names[i] for i in r.ids.tolist())
+                nexts = tuple(r.t.tolist()) if r.t.size else ()
+                return CovisitRow(item, r.n, r.ref_s, ids, tuple(r.w.tolist()), r.version, nexts)
             best = heapq.nlargest(self.config.neighbours, r.nbrs.items(), key=_value)
             nexts = tuple(r.nxt.get(j, 0.0) for j, _ in best) if r.nxt else ()
             ids, weights = tuple(j for j, _ in best), tuple(w for _, w in best)
             return CovisitRow(item, r.n, r.ref_s, ids, weights, r.version, nexts)
+
+    def _materialise(self, row: _Row) -> None:
+        assert row.ids is not None
+        names = [self._ids[i] for i in row.ids.tolist()]
+        row.nbrs = dict(zip(names, row.w.tolist(), strict=True))
+        row.nxt = {j: t for j, t in zip(names, row.t.tolist(), strict=False) if t} if row.t.size else {}
+        row.ids, row.w, row.t = None, _NO_F32, _NO_F32
 
     @staticmethod
     def _rebase(row: _Row, ref_s: float, half_life_s: float) -> None:
@@ -455,14 +485,24 @@ class CovisitGraph:
         self, row: _Row
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         cfg = self.config
-        if row.n <= 0 or not row.nbrs:
+        if row.n <= 0 or not len(row):
             return _EMPTY
         rows = self._rows
-        if len(row.nbrs) > cfg.neighbours:  # a working row (offline, or an owner's): serve what it would publish
-            keys = [j for j, _ in heapq.nlargest(cfg.neighbours, row.nbrs.items(), key=_value)]
+        if row.ids is not None:  # published
+            names = self._ids
+            idx = row.ids.astype(np.int64)
+            keys = [names[i] for i in row.ids.tolist()]
+            c = row.w.astype(np.float64)
+            trans = row.t.astype(np.float64) if row.t.size else None
         else:
-            keys = list(row.nbrs)
-        c = np.fromiter((row.nbrs[j] for j in keys), dtype=np.float64, count=len(keys))
+            if len(row.nbrs) > cfg.neighbours:  # a working row (offline, or an owner's): serve what it would publish
+                keys = [j for j, _ in heapq.nlargest(cfg.neighbours, row.nbrs.items(), key=_value)]
+            else:
+                keys = list(row.nbrs)
+            idx = self._intern_many(keys).astype(np.int64)
+            c = np.fromiter((row.nbrs[j] for j in keys), dtype=np.float64, count=len(keys))
+            nxt = row.nxt
+            trans = np.fromiter((nxt.get(j, 0.0) for j in keys), dtype=np.float64, count=len(keys)) if nxt else None
         others = [rows.get(j) for j in keys]
         n = np.fromiter((o.n if o is not None else 0.0 for o in others), dtype=np.float64, count=len(keys))
         ref = np.fromiter((o.ref_s if o is not None else row.ref_s for o in others), dtype=np.float64, count=len(keys))
@@ -476,21 +516,22 @@ class CovisitGraph:
             best = np.arange(scored.size)
         scored = scored[best]
         last = scored
-        if row.nxt and cfg.transition_weight > 0:  # as the user's last item: + the direct successors' evidence
-            t = np.fromiter((row.nxt.get(keys[i], 0.0) for i in best.tolist()), dtype=np.float64, count=best.size)
-            last = scored + cfg.transition_weight * t / norm[best]
-        return (
-            np.fromiter((self._intern(keys[i]) for i in best.tolist()), dtype=np.int64, count=best.size),
-            scored,
-            last,
-        )
+        if trans is not None and cfg.transition_weight > 0:  # as the user's last item: + the direct successors
+            last = scored + cfg.transition_weight * trans[best] / norm[best]
+        return idx[best], scored, last
 
-    def _intern(self, item: str) -> int:
-        i = self._pos.get(item)
-        if i is None:
-            i = self._pos[item] = len(self._ids)
-            self._ids.append(item)
-        return i
+    def _intern_many(self, items: Sequence[str]) -> npt.NDArray[np.int32]:
+        """Positions of ``items`` in the interned id list (appended if new)."""
+        pos, ids = self._pos, self._ids
+        with self._intern_lock:
+            out = np.empty(len(items), np.int32)
+            for k, item in enumerate(items):
+                i = pos.get(item)
+                if i is None:
+                    i = pos[item] = len(ids)
+                    ids.append(item)
+                out[k] = i
+        return out
 
     def _weight(self, item: str, now_s: float, hl: float) -> float:
         row = self._rows.get(item)
