@@ -202,7 +202,8 @@ class RecommenderCore:
             weight = config.weight_of(e.type)
             popular.append((e.item_id, weight, e.ts_ms / 1000))
             if deltas is not None:
-                deltas.observe(e.item_id, weight, e.ts_ms / 1000, before.recent_items if before else ())
+                pair_weight = weight if deltas.config.type_weighted else float(weight > 0)
+                deltas.observe(e.item_id, pair_weight, e.ts_ms / 1000, before.recent_items if before else ())
 
         lists = self._blend(requests)
         for item, weight, ts_s in popular:  # learned after the batch answered: no event sees a later one

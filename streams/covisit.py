@@ -2,32 +2,42 @@
 
 Learning rule (Amazon item-to-item / session-kNN style)
 ------------------------------------------------------
-For an event with item x, type weight w and time t, and the user's previous distinct items
-y_1, y_2, ... (most recent first, from the session state, before this event):
+For an event on item x at time t, and the user's previous distinct items y_1, y_2, ... (most recent first,
+from the session state, before this event):
 
     n[x]      += w                                  (x's interaction weight)
-    c[y_d][x] += w / d           for d = 1 .. window (10)   (forward: "after y_d, people chose x")
-    c[x][y_d] += b * w / d                          (backward, b = ``backward_weight``, default 1)
+    c[y_d][x] += w / d           for d = 1 .. window (20)   (forward: "after y_d, people chose x")
+    c[x][y_d] += b * w / d                          (backward, b = ``backward_weight``, 0.5)
+    t[y_1][x] += w                                  (direct successor: the transition)
 
-so the last-item transition (d = 1) is the strongest pair and older context counts less (1/d, the
-harmonic position weighting of session-kNN). All counts decay exponentially with the EVENT time
-(``half_life_s``; event time, not wall time, so a replay learns what the live stream would have). Each
-row keeps at most ``2 * neighbours`` entries while it is being updated and is cut to the ``neighbours``
-largest when it is published: memory is bounded by items x neighbours.
+so the next item (d = 1) is the strongest pair and older context counts less (1/d, the harmonic position
+weighting of session-kNN). ``w`` is 1 for every item event (``type_weighted=False``, the default: the
+evaluation target is the user's next item event of any type, and on MovieLens the type weights of the
+session -- purchase 6, view 1 -- cost 3.5 % HR@10: they make a few heavy pairs dominate each row); with
+``type_weighted`` it is the event type's session weight. All counts decay exponentially with the EVENT
+time (``half_life_s``, 90 days; event time, not wall time, so a replay learns what the live stream would
+have): the evidence of one pair is sparse, so it is kept for a season, not a week (30 days cost 1.5-2 %
+HR@10 on MovieLens). Each row keeps at most ``keep`` (default ``2 * neighbours``) entries while it is
+being updated (cut to half when it overflows) and publishes the ``neighbours`` largest: memory is bounded
+by items x neighbours (the owner's working rows: items x keep).
 
 Serving rule
 ------------
 For a user whose recent distinct items are i_0 (most recent), i_1, ... the collaborative score of a
 candidate j is
 
-    score(j) = sum_p  r(p) * c[i_p][j](t) / (n[i_p](t) ** a * n[j](t) ** damping)     a = ``source_norm``
+    score(j) = sum_p  r(p) * e_p[i_p][j] / (n[i_p] ** a * n[j] ** damping)     a = ``source_norm``
+    e_0      = c + tau * t,  e_p = c for p > 0             tau = ``transition_weight`` (0.5)
     r(p)     = 0.5 ** (p / position_half_life)        for p < sources
 
-With a = 1, ``damping`` = 0 is the conditional probability P(j | i); a = d = 0.5 the cosine; larger
-``damping`` favours rarer items. Defaults a = 0.5, d = 0.1 (chosen on MovieLens, see the README: a
-source's evidence grows with the square root of its count; candidates are barely damped, since
-popular items are popular for a reason). Only the ``per_source`` strongest neighbours of each source are read, so a
-user costs at most ``sources x per_source`` dictionary updates.
+With a = 1, ``damping`` = 0 it is the conditional probability P(j | i); a = d = 0.5 the cosine; larger
+``damping`` favours rarer items. Defaults a = 0.5, d = 0.2: a source's evidence grows with the square
+root of its count, and candidates are damped a little (popular items are popular for a reason, but raw
+counts would recommend the charts). The user's last item also votes with its direct successors (``tau``):
+what shoppers did right after it. Only the ``per_source`` strongest neighbours of each source are read,
+so a user costs at most ``sources x per_source`` array entries. The defaults were chosen by measurement
+(``streamrec evaluate``, README "Recommendation quality"): each is a principle (direction, recency,
+normalisation), set where MovieLens-100K stops improving, not at its optimum on that one dataset.
 
 Where the graph lives (see :mod:`streamrec.streams.covisit_sync`): offline (``streamrec evaluate``,
 benchmarks) one :class:`CovisitGraph` learns synchronously (``apply``); in the workers the deltas go
@@ -61,7 +71,14 @@ __all__ = [
 ]
 
 _REBASE_HALF_LIVES = 16.0  # a row's reference time moves forward once it is this many half-lives old
-_EMPTY: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] = (np.empty(0, np.int64), np.empty(0, np.float64))
+_EMPTY: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]] = (
+    np.empty(0, np.int64),
+    np.empty(0, np.float64),
+    np.empty(0, np.float64),
+)
+
+
+_NO_F32: npt.NDArray[np.float32] = np.empty(0, np.float32)
 
 
 class CovisitRowError(StreamrecError):
@@ -72,18 +89,21 @@ class CovisitRowError(StreamrecError):
 class CovisitConfig:
     """How the co-visitation graph learns and serves (module docstring)."""
 
-    window: int = 10  # learning: pair each item with the user's last `window` distinct items
-    backward_weight: float = 1.0  # learning: weight of (new -> earlier) relative to (earlier -> new)
-    half_life_s: float = 30 * 86400.0  # decay of counts, event time
-    neighbours: int = 50  # published neighbours per item (2x kept while updating)
+    window: int = 20  # learning: pair each item with the user's last `window` distinct items
+    backward_weight: float = 0.5  # learning: weight of (new -> earlier) relative to (earlier -> new)
+    type_weighted: bool = False  # learning: pairs weigh the event type's weight (False: every item event 1)
+    half_life_s: float = 90 * 86400.0  # decay of counts, event time
+    neighbours: int = 100  # published neighbours per item
+    keep: int = 0  # learning: entries a row keeps while it is updated (0: 2 x neighbours)
     sources: int = 12  # serving: the user's last `sources` distinct items
-    position_half_life: float = 5.0  # serving: weight 0.5 at this many items back
-    per_source: int = 50  # serving: neighbours read per source item
-    damping: float = 0.1  # serving: popularity damping exponent of the candidate
+    position_half_life: float = 4.0  # serving: weight 0.5 at this many items back
+    per_source: int = 100  # serving: neighbours read per source item
+    damping: float = 0.2  # serving: popularity damping exponent of the candidate
     source_norm: float | None = 0.5  # serving: exponent of the source's weight (None: 1 - damping)
+    transition_weight: float = 0.5  # serving: extra weight of the last item's direct successors t[i_0][j]
 
     def __post_init__(self) -> None:
-        for name in ("window", "neighbours", "sources", "per_source"):
+        for name in ("window", "neighbours", "sources", "per_source", "keep"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"covisit {name} must be >= 0")
         for name in ("half_life_s", "position_half_life"):
@@ -94,37 +114,54 @@ class CovisitConfig:
             raise ConfigError(f"covisit damping must be in [0, 1], not {self.damping}")
         if self.source_norm is not None and not 0.0 <= self.source_norm <= 1.0:
             raise ConfigError(f"covisit source_norm must be in [0, 1], not {self.source_norm}")
+        if self.keep and self.keep < self.neighbours:
+            raise ConfigError(f"covisit keep ({self.keep}) must be 0 or >= neighbours ({self.neighbours})")
+        for name in ("backward_weight", "transition_weight"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ConfigError(f"covisit {name} must be >= 0, not {v}")
 
     @property
     def source_exponent(self) -> float:
         return 1.0 - self.damping if self.source_norm is None else self.source_norm
-        if not self.backward_weight >= 0:
-            raise ConfigError("covisit backward_weight must be >= 0")
 
 
 @dataclass(slots=True)
 class CovisitDelta:
-    """Increments of one item's row: ``n`` to its weight, ``pairs[j]`` to c[item][j]; values at ``ts_s``."""
+    """Increments of one item's row: ``n`` to its weight, ``pairs[j]`` to c[item][j], ``nexts[j]`` to t[item][j]
+    (j directly followed the item); values at ``ts_s``."""
 
     item: str
     ts_s: float
     n: float = 0.0
     pairs: dict[str, float] = field(default_factory=dict)
+    nexts: dict[str, float] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
         """JSON form; ``pairs`` flattened to [j1, w1, j2, w2, ...] (fewer tokens to write and parse)."""
-        flat: list[str | float] = []
-        for j, w in self.pairs.items():
-            flat += (j, w)
-        return {"item": self.item, "ts": self.ts_s, "n": self.n, "pairs": flat}
+        doc = {"item": self.item, "ts": self.ts_s, "n": self.n, "pairs": _flat(self.pairs)}
+        if self.nexts:
+            doc["next"] = _flat(self.nexts)
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> CovisitDelta:
-        flat = doc["pairs"]
-        if len(flat) % 2:
-            raise ValueError("covisit delta pairs must alternate item ids and weights")
-        pairs = {str(flat[i]): float(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return cls(str(doc["item"]), float(doc["ts"]), float(doc["n"]), pairs)
+        pairs = _unflat(doc["pairs"])
+        nexts = _unflat(doc.get("next", ()))
+        return cls(str(doc["item"]), float(doc["ts"]), float(doc["n"]), pairs, nexts)
+
+
+def _flat(pairs: Mapping[str, float]) -> list[str | float]:
+    flat: list[str | float] = []
+    for j, w in pairs.items():
+        flat += (j, w)
+    return flat
+
+
+def _unflat(flat: Sequence[Any]) -> dict[str, float]:
+    if len(flat) % 2:
+        raise ValueError("covisit delta pairs must alternate item ids and weights")
+    return {str(flat[i]): float(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 class DeltaBatch:
@@ -154,7 +191,10 @@ class DeltaBatch:
                 break
             w = weight / d
             row = self._row(y, ts_s, hl)
-            row.pairs[item] = row.pairs.get(item, 0.0) + w * _shift(ts_s, row.ts_s, hl)
+            f = _shift(ts_s, row.ts_s, hl)
+            row.pairs[item] = row.pairs.get(item, 0.0) + w * f
+            if d == 1:  # the direct successor of the user's previous item
+                row.nexts[item] = row.nexts.get(item, 0.0) + w * f
             if back > 0:
                 own.pairs[y] = own.pairs.get(y, 0.0) + back * w * _shift(ts_s, own.ts_s, hl)
 
@@ -166,6 +206,7 @@ class DeltaBatch:
             f = _shift(row.ts_s, ts_s, hl)
             row.n *= f
             row.pairs = {j: w * f for j, w in row.pairs.items()}
+            row.nexts = {j: w * f for j, w in row.nexts.items()}
             row.ts_s = ts_s
         return row
 
@@ -180,8 +221,9 @@ def _shift(t_from: float, t_to: float, half_life_s: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class CovisitRow:
-    """One item's published row: weight ``n`` and neighbour counts ``weights`` (best first), valued at
-    ``ref_s``; ``version`` orders the writes of a row (the replica keeps the highest)."""
+    """One item's published row: weight ``n``, neighbour counts ``weights`` (best first) and their direct-successor
+    counts ``nexts`` (aligned with ``ids``; empty: none), valued at ``ref_s``; ``version`` orders the writes of a
+    row (the replica keeps the highest)."""
 
     item: str
     n: float
@@ -189,6 +231,7 @@ class CovisitRow:
     ids: tuple[str, ...]
     weights: tuple[float, ...]
     version: int
+    nexts: tuple[float, ...] = ()
 
     def to_json_bytes(self) -> bytes:
         doc = {
@@ -200,6 +243,8 @@ class CovisitRow:
             "ids": list(self.ids),
             "w": [round(w, 6) for w in self.weights],
         }
+        if any(self.nexts):
+            doc["t"] = [round(t, 6) for t in self.nexts]
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
     @classmethod
@@ -210,12 +255,13 @@ class CovisitRow:
                 raise CovisitRowError(f"covisit row format {doc.get('v')!r} is not 1")
             ids = tuple(str(i) for i in doc["ids"])
             weights = tuple(float(w) for w in doc["w"])
-            if len(ids) != len(weights):
+            nexts = tuple(float(t) for t in doc.get("t", ()))
+            if len(ids) != len(weights) or (nexts and len(nexts) != len(ids)):
                 raise CovisitRowError("covisit row has different numbers of ids and weights")
             n, ref = float(doc["n"]), float(doc["ref"])
-            if not (math.isfinite(n) and math.isfinite(ref) and all(math.isfinite(w) for w in weights)):
+            if not (math.isfinite(n) and math.isfinite(ref) and all(math.isfinite(w) for w in weights + nexts)):
                 raise CovisitRowError("covisit row holds a non-finite number")
-            return cls(str(doc["item"]), n, ref, ids, weights, int(doc["ver"]))
+            return cls(str(doc["item"]), n, ref, ids, weights, int(doc["ver"]), nexts)
         except CovisitRowError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -223,16 +269,29 @@ class CovisitRow:
 
 
 class _Row:
-    """A row being served and updated: values at ``ref_s``; ``top`` caches the best ``per_source``."""
+    """A row: values at ``ref_s``; ``top`` caches the best ``per_source`` normalised neighbours.
 
-    __slots__ = ("n", "nbrs", "ref_s", "top", "version")
+    Two forms. A working row (``apply``: offline, or an owner's) holds dicts ``nbrs``/``nxt`` that merge in place.
+    A published row (``put_rows``: every replica) is read-only and compact: ``ids`` (interned neighbour ids,
+    int32), ``w`` and ``t`` (float32 counts and direct-successor counts) -- 12 bytes a neighbour instead of
+    ~70 in dicts, which matters because every worker holds every published row."""
+
+    __slots__ = ("ids", "n", "nbrs", "nxt", "ref_s", "t", "top", "version", "w")
 
     def __init__(self, ref_s: float) -> None:
         self.n = 0.0
         self.nbrs: dict[str, float] = {}
+        self.nxt: dict[str, float] = {}  # direct-successor counts, keys a subset of nbrs
+        self.ids: npt.NDArray[np.int32] | None = None  # published form (then nbrs/nxt are empty)
+        self.w: npt.NDArray[np.float32] = _NO_F32
+        self.t: npt.NDArray[np.float32] = _NO_F32
         self.ref_s = ref_s
-        self.top: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = None
+        # cached (neighbour ids, normalised scores, normalised scores as the user's LAST item) -- see _scores
+        self.top: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None
         self.version = 0
+
+    def __len__(self) -> int:
+        return len(self.nbrs) if self.ids is None else len(self.ids)
 
 
 class CovisitGraph:
@@ -248,8 +307,9 @@ class CovisitGraph:
         self.config = config or CovisitConfig()
         self._rows: dict[str, _Row] = {}
         self._lock = threading.Lock()
-        self._ids: list[str] = []  # interned item ids of cached neighbours (grows with the items ever cached)
+        self._ids: list[str] = []  # interned item ids of neighbours (grows with the items ever named in a row)
         self._pos: dict[str, int] = {}
+        self._intern_lock = threading.Lock()  # put_rows (the replica's thread) and the reader both intern
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -265,7 +325,7 @@ class CovisitGraph:
         changed: list[str] = []
         cfg = self.config
         hl = cfg.half_life_s
-        cap = 2 * cfg.neighbours
+        cap = cfg.keep or 2 * cfg.neighbours
         with self._lock:
             for d in deltas:
                 row = self._rows.get(d.item)
@@ -273,6 +333,8 @@ class CovisitGraph:
                     row = self._rows[d.item] = _Row(d.ts_s)
                 if version is not None and row.version >= version:
                     continue
+                if row.ids is not None:  # a published row (an owner seeded from its replica): make it mergeable
+                    self._materialise(row)
                 if d.ts_s - row.ref_s > _REBASE_HALF_LIVES * hl:
                     self._rebase(row, d.ts_s, hl)
                 f = _shift(d.ts_s, row.ref_s, hl)
@@ -280,8 +342,13 @@ class CovisitGraph:
                 nbrs = row.nbrs
                 for j, w in d.pairs.items():
                     nbrs[j] = nbrs.get(j, 0.0) + w * f
+                nxt = row.nxt
+                for j, w in d.nexts.items():
+                    nxt[j] = nxt.get(j, 0.0) + w * f
                 if len(nbrs) > cap:
-                    row.nbrs = dict(sorted(nbrs.items(), key=_value, reverse=True)[: cfg.neighbours])
+                    keep = max(cfg.neighbours, cap // 2)  # sorted()[:n] = heapq.nlargest, faster at this size
+                    row.nbrs = nbrs = dict(sorted(nbrs.items(), key=_value, reverse=True)[:keep])
+                    row.nxt = {j: t for j, t in nxt.items() if j in nbrs}
                 row.top = None
                 row.version = row.version + 1 if version is None else version
                 changed.append(d.item)
@@ -298,7 +365,10 @@ class CovisitGraph:
         for row in rows:  # build outside the lock
             new = _Row(row.ref_s)
             new.n = row.n
-            new.nbrs = dict(zip(row.ids, row.weights, strict=True))
+            new.ids = self._intern_many(row.ids)
+            new.w = np.asarray(row.weights, dtype=np.float32)
+            if row.nexts and any(row.nexts):
+                new.t = np.asarray(row.nexts, dtype=np.float32)
             new.version = row.version
             built.append((row.item, new))
         applied = 0
@@ -325,9 +395,23 @@ class CovisitGraph:
             r = self._rows.get(item)
             if r is None:
                 return None
+            if r.ids is not None:  # a published row, as it was published
+                names = self._ids
+                ids = tuple(names[i] for i in r.ids.tolist())
+                nexts = tuple(r.t.tolist()) if r.t.size else ()
+                return CovisitRow(item, r.n, r.ref_s, ids, tuple(r.w.tolist()), r.version, nexts)
             # = heapq.nlargest (same order, ties included), which is slower for ~100 entries
             best = sorted(r.nbrs.items(), key=_value, reverse=True)[: self.config.neighbours]
-            return CovisitRow(item, r.n, r.ref_s, tuple(j for j, _ in best), tuple(w for _, w in best), r.version)
+            nexts = tuple(r.nxt.get(j, 0.0) for j, _ in best) if r.nxt else ()
+            ids, weights = tuple(j for j, _ in best), tuple(w for _, w in best)
+            return CovisitRow(item, r.n, r.ref_s, ids, weights, r.version, nexts)
+
+    def _materialise(self, row: _Row) -> None:
+        assert row.ids is not None
+        names = [self._ids[i] for i in row.ids.tolist()]
+        row.nbrs = dict(zip(names, row.w.tolist(), strict=True))
+        row.nxt = {j: t for j, t in zip(names, row.t.tolist(), strict=False) if t} if row.t.size else {}
+        row.ids, row.w, row.t = None, _NO_F32, _NO_F32
 
     @staticmethod
     def _rebase(row: _Row, ref_s: float, half_life_s: float) -> None:
@@ -335,6 +419,7 @@ class CovisitGraph:
         f = _shift(row.ref_s, ref_s, half_life_s)
         row.n *= f
         row.nbrs = {j: w * f for j, w in row.nbrs.items() if w * f > 1e-12}
+        row.nxt = {j: w * f for j, w in row.nxt.items() if j in row.nbrs}
         row.ref_s = ref_s
 
     # ------------------------------------------------------------------ reads
@@ -377,7 +462,7 @@ class CovisitGraph:
                 if drift:  # exponents not summing to 1: the cached scores scale with the row's age
                     r *= _shift(row.ref_s, now_s, cfg.half_life_s) ** drift
                 idx_parts.append(top[0])
-                val_parts.append(top[1] * r)
+                val_parts.append((top[2] if p == 0 else top[1]) * r)
         if not idx_parts:
             return {}
         ids = self._ids
@@ -397,34 +482,57 @@ class CovisitGraph:
             out = dict(sorted(out.items(), key=_value, reverse=True)[:limit])  # = heapq.nlargest, ~3x faster
         return out
 
-    def _normalised_top(self, row: _Row) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    def _normalised_top(
+        self, row: _Row
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         cfg = self.config
-        if row.n <= 0 or not row.nbrs:
+        if row.n <= 0 or not len(row):
             return _EMPTY
         rows = self._rows
-        keys = list(row.nbrs)
-        c = np.fromiter(row.nbrs.values(), dtype=np.float64, count=len(keys))
+        if row.ids is not None:  # published
+            names = self._ids
+            idx = row.ids.astype(np.int64)
+            keys = [names[i] for i in row.ids.tolist()]
+            c = row.w.astype(np.float64)
+            trans = row.t.astype(np.float64) if row.t.size else None
+        else:
+            if len(row.nbrs) > cfg.neighbours:  # a working row (offline, or an owner's): serve what it would publish
+                keys = [j for j, _ in sorted(row.nbrs.items(), key=_value, reverse=True)[: cfg.neighbours]]
+            else:
+                keys = list(row.nbrs)
+            idx = self._intern_many(keys).astype(np.int64)
+            c = np.fromiter((row.nbrs[j] for j in keys), dtype=np.float64, count=len(keys))
+            nxt = row.nxt
+            trans = np.fromiter((nxt.get(j, 0.0) for j in keys), dtype=np.float64, count=len(keys)) if nxt else None
         others = [rows.get(j) for j in keys]
         n = np.fromiter((o.n if o is not None else 0.0 for o in others), dtype=np.float64, count=len(keys))
         ref = np.fromiter((o.ref_s if o is not None else row.ref_s for o in others), dtype=np.float64, count=len(keys))
         nj = n * np.exp2((ref - row.ref_s) / cfg.half_life_s)  # n_j valued at this row's reference time
         # nj < c only for items never seen as events themselves: their pair count is all we know
-        scored = c / (row.n**cfg.source_exponent * np.maximum(nj, c) ** cfg.damping)
+        norm = row.n**cfg.source_exponent * np.maximum(nj, c) ** cfg.damping
+        scored = c / norm
         if scored.size > cfg.per_source:
             best = np.argpartition(-scored, cfg.per_source - 1)[: cfg.per_source]
         else:
             best = np.arange(scored.size)
-        return (
-            np.fromiter((self._intern(keys[i]) for i in best.tolist()), dtype=np.int64, count=best.size),
-            scored[best],
-        )
+        scored = scored[best]
+        last = scored
+        if trans is not None and cfg.transition_weight > 0:  # as the user's last item: + the direct successors
+            last = scored + cfg.transition_weight * trans[best] / norm[best]
+        return idx[best], scored, last
 
-    def _intern(self, item: str) -> int:
-        i = self._pos.get(item)
-        if i is None:
-            i = self._pos[item] = len(self._ids)
-            self._ids.append(item)
-        return i
+    def _intern_many(self, items: Sequence[str]) -> npt.NDArray[np.int32]:
+        """Positions of ``items`` in the interned id list (appended if new)."""
+        pos, ids = self._pos, self._ids
+        with self._intern_lock:
+            out = np.empty(len(items), np.int32)
+            for k, item in enumerate(items):
+                i = pos.get(item)
+                if i is None:
+                    i = pos[item] = len(ids)
+                    ids.append(item)
+                out[k] = i
+        return out
 
     def _weight(self, item: str, now_s: float, hl: float) -> float:
         row = self._rows.get(item)

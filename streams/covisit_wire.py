@@ -10,12 +10,15 @@ IEEE doubles, and reading is a few ``struct.unpack_from`` calls -- no pickle, no
 Format 2, little-endian (the first byte tells the format; JSON, format 1, starts with ``{``, so messages
 written by an older version -- a compacted rows topic keeps them -- are still read)::
 
-    deltas: u8 2 | u8 kind=1 | u32 S | u32 R | u32 P | u32 len[S] | utf8 ids | u32 item[R] | f64 ts[R]
+    deltas: u8 2 | u8 kind=1 | u32 S | u32 R | u32 P | u32 T | u32 len[S] | utf8 ids | u32 item[R] | f64 ts[R]
             | f64 n[R] | u32 pairs_of[R] | u32 pair_id[P] | f64 pair_w[P]
+            | u32 nexts_of[R] | u32 next_id[T] | f64 next_w[T]
     row:    u8 2 | u8 kind=2 | f64 n | f64 ref | i64 version | u32 K | u32 len[K + 1] | utf8 ids (item first)
-            | f64 w[K]
+            | f64 w[K] | u32 T (0 or K) | f64 t[T]
 
-``item``/``pair_id`` index the id table; row r's pairs are the next ``pairs_of[r]`` pairs. A reader checks
+``item``/``pair_id``/``next_id`` index the id table; row r's pairs are the next ``pairs_of[r]`` pairs, its
+direct successors (``CovisitDelta.nexts``) the next ``nexts_of[r]``; a row's ``t`` are the direct-successor
+counts of its neighbours (``CovisitRow.nexts``, aligned with the ids; T = 0: none). A reader checks
 that the sizes add up to the message's length exactly, every index is in range, every id is UTF-8 and every
 number is finite; anything else is refused (``ValueError`` for deltas, :class:`CovisitRowError` for rows),
 which the callers count and skip, as with a corrupt JSON message.
@@ -36,7 +39,7 @@ __all__ = ["FORMAT", "decode_deltas", "decode_row", "encode_deltas", "encode_row
 
 FORMAT = 2
 _DELTAS, _ROW = 1, 2
-_DELTAS_HEAD = struct.Struct("<BBIII")
+_DELTAS_HEAD = struct.Struct("<BBIIII")
 _ROW_HEAD = struct.Struct("<BBddqI")
 _U32, _F64 = "I", "d"  # struct codes, little-endian (``_pack``/``_Reader.array``)
 
@@ -49,9 +52,11 @@ def encode_deltas(deltas: Sequence[CovisitDelta]) -> bytes:
     items = [ids(d.item, len(table)) for d in deltas]
     pair_ids = [ids(j, len(table)) for d in deltas for j in d.pairs]
     pair_w = [w for d in deltas for w in d.pairs.values()]
+    next_ids = [ids(j, len(table)) for d in deltas for j in d.nexts]
+    next_w = [w for d in deltas for w in d.nexts.values()]
     return b"".join(
         (
-            _DELTAS_HEAD.pack(FORMAT, _DELTAS, len(table), len(deltas), len(pair_ids)),
+            _DELTAS_HEAD.pack(FORMAT, _DELTAS, len(table), len(deltas), len(pair_ids), len(next_ids)),
             *_pack_ids(list(table)),
             _pack(_U32, items),
             _pack(_F64, [d.ts_s for d in deltas]),
@@ -59,6 +64,9 @@ def encode_deltas(deltas: Sequence[CovisitDelta]) -> bytes:
             _pack(_U32, [len(d.pairs) for d in deltas]),
             _pack(_U32, pair_ids),
             _pack(_F64, pair_w),
+            _pack(_U32, [len(d.nexts) for d in deltas]),
+            _pack(_U32, next_ids),
+            _pack(_F64, next_w),
         )
     )
 
@@ -70,7 +78,7 @@ def decode_deltas(value: bytes | None) -> list[CovisitDelta]:
     if value[:1] == b"{":
         return _decode_deltas_json(value)
     r = _Reader(value)
-    fmt, kind, n_ids, n_rows, n_pairs = r.unpack(_DELTAS_HEAD)
+    fmt, kind, n_ids, n_rows, n_pairs, n_nexts = r.unpack(_DELTAS_HEAD)
     if fmt != FORMAT or kind != _DELTAS:
         raise ValueError(f"covisit deltas format {fmt}/{kind} is not {FORMAT}/{_DELTAS}")
     table = r.ids(n_ids)
@@ -80,20 +88,27 @@ def decode_deltas(value: bytes | None) -> list[CovisitDelta]:
     pairs_of = r.array(_U32, n_rows)
     pair_ids = r.array(_U32, n_pairs)
     weights = r.array(_F64, n_pairs)
+    nexts_of = r.array(_U32, n_rows)
+    next_ids = r.array(_U32, n_nexts)
+    next_w = r.array(_F64, n_nexts)
     r.end()
-    if sum(pairs_of) != n_pairs:
+    if sum(pairs_of) != n_pairs or sum(nexts_of) != n_nexts:
         raise ValueError("covisit deltas: the rows' pair counts do not add up to the pairs")
-    if max(items, default=-1) >= n_ids or max(pair_ids, default=-1) >= n_ids:
+    if max(items, default=-1) >= n_ids or max(pair_ids, default=-1) >= n_ids or max(next_ids, default=-1) >= n_ids:
         raise ValueError("an id index out of range")
-    _check_finite(ts, n, weights)
+    _check_finite(ts, n, weights, next_w)
     names = [table[i] for i in pair_ids]
+    next_names = [table[i] for i in next_ids]
     out = []
-    at = 0
-    for item, t, c, count in zip(items, ts, n, pairs_of, strict=True):
-        out.append(
-            CovisitDelta(table[item], t, c, dict(zip(names[at : at + count], weights[at : at + count], strict=True)))
+    at = at_next = 0
+    for item, t, c, count, count_next in zip(items, ts, n, pairs_of, nexts_of, strict=True):
+        pairs = dict(zip(names[at : at + count], weights[at : at + count], strict=True))
+        nexts = dict(
+            zip(next_names[at_next : at_next + count_next], next_w[at_next : at_next + count_next], strict=True)
         )
+        out.append(CovisitDelta(table[item], t, c, pairs, nexts))
         at += count
+        at_next += count_next
     return out
 
 
@@ -111,12 +126,14 @@ def _decode_deltas_json(value: bytes) -> list[CovisitDelta]:
 # ---------------------------------------------------------------------------------------------- rows
 def encode_row(row: CovisitRow) -> bytes:
     """One published row (format 2). Weights travel exactly (format 1 rounded them to 6 decimals for
-    JSON's sake): a replica holds the owner's numbers, as the offline graph of ``streamrec evaluate`` does."""
+    JSON's sake); a replica keeps them as float32 (:class:`~streamrec.streams.covisit.CovisitGraph`)."""
     return b"".join(
         (
             _ROW_HEAD.pack(FORMAT, _ROW, row.n, row.ref_s, row.version, len(row.ids)),
             *_pack_ids([row.item, *row.ids]),
             _pack(_F64, row.weights),
+            _pack(_U32, [len(row.nexts)]),
+            _pack(_F64, row.nexts),
         )
     )
 
@@ -134,9 +151,13 @@ def decode_row(value: bytes | None) -> CovisitRow:
             raise ValueError(f"covisit row format {fmt}/{kind} is not {FORMAT}/{_ROW}")
         item, *ids = r.ids(count + 1)
         weights = r.array(_F64, count)
+        (n_nexts,) = r.array(_U32, 1)
+        if n_nexts not in (0, count):
+            raise ValueError(f"{n_nexts} direct-successor counts for {count} neighbours")
+        nexts = r.array(_F64, n_nexts)
         r.end()
-        _check_finite((n, ref), weights)
-        return CovisitRow(item, n, ref, tuple(ids), weights, version)
+        _check_finite((n, ref), weights, nexts)
+        return CovisitRow(item, n, ref, tuple(ids), weights, version, nexts)
     except ValueError as exc:  # struct.error is a ValueError too
         raise CovisitRowError(f"corrupt covisit row ({exc})") from None
 

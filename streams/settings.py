@@ -100,6 +100,22 @@ class WorkerSettings(KafkaSecuritySettings):
     covisit_source_norm: float = Field(
         _COVISIT.source_exponent, ge=0, le=1, description="serving: exponent of the source item's weight"
     )
+    covisit_backward_weight: float = Field(
+        _COVISIT.backward_weight, ge=0, description="learning: weight of (item -> earlier items) vs (earlier -> item)"
+    )
+    covisit_type_weighted: bool = Field(
+        _COVISIT.type_weighted, description="learning: pairs weigh the event type's weight (default: every event 1)"
+    )
+    covisit_keep: int = Field(
+        _COVISIT.keep, ge=0, description="learning: entries an owner's row keeps while updated (0: 2 x neighbours)"
+    )
+    covisit_per_source: int = Field(_COVISIT.per_source, ge=1, description="serving: neighbours read per source item")
+    covisit_position_half_life: float = Field(
+        _COVISIT.position_half_life, gt=0, description="serving: a source N items back weighs 0.5 ** (N / this)"
+    )
+    covisit_transition_weight: float = Field(
+        _COVISIT.transition_weight, ge=0, description="serving: extra weight of the last item's direct successors"
+    )
     covisit_flush_interval_s: float = Field(
         5.0, gt=0, description="owners publish changed co-visitation rows at most this often, s"
     )

@@ -20,6 +20,7 @@ import gc
 import logging
 import socket
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -29,9 +30,9 @@ import mode
 from prometheus_client import CollectorRegistry
 
 import streamrec
-from streamrec.encoders import CachedEncoder, EmbeddingCache, OnnxEncoderConfig, OnnxTextEncoder
+from streamrec.encoders import CachedEncoder, EmbeddingCache, OnnxEncoderConfig, OnnxTextEncoder, TextEncoder
 from streamrec.errors import ConfigError
-from streamrec.index import IndexConfig
+from streamrec.index import IndexConfig, VectorIndex
 from streamrec.streams.batcher import BatcherStopped, EventBatcher
 from streamrec.streams.catalog import CatalogReplica
 from streamrec.streams.core import CoreConfig, RecommenderCore
@@ -127,6 +128,35 @@ def session_config(s: WorkerSettings) -> SessionConfig:
     )
 
 
+def core_from_settings(
+    s: WorkerSettings,
+    *,
+    encoder: TextEncoder,
+    index: VectorIndex,
+    titles: Mapping[str, str],
+    covisit: CovisitGraph | None,
+    strategy: str | None = None,
+    k: int | None = None,
+) -> RecommenderCore:
+    """The recommender core a worker with settings ``s`` serves -- the worker's and ``streamrec evaluate``'s one
+    construction (``strategy``/``k``: the evaluation's overrides; ``covisit``: the graph, or None when off)."""
+    return RecommenderCore(
+        encoder=encoder,
+        index=index,
+        titles=titles,
+        strategy=make_strategy(strategy or s.strategy, session_config(s)),
+        popularity=RecentPopularity(half_life_s=s.popularity_half_life_s),
+        covisit=covisit,
+        config=CoreConfig(
+            k=k or s.k,
+            covisit_weight=s.covisit_weight,
+            text_weight=s.text_weight,
+            popularity_weight=s.popularity_weight,
+            text_always=s.text_always,
+        ),
+    )
+
+
 def covisit_config(s: WorkerSettings) -> CovisitConfig:
     return CovisitConfig(
         window=s.covisit_window,
@@ -135,6 +165,12 @@ def covisit_config(s: WorkerSettings) -> CovisitConfig:
         sources=s.covisit_sources,
         damping=s.covisit_damping,
         source_norm=s.covisit_source_norm,
+        backward_weight=s.covisit_backward_weight,
+        type_weighted=s.covisit_type_weighted,
+        keep=s.covisit_keep,
+        per_source=s.covisit_per_source,
+        position_half_life=s.covisit_position_half_life,
+        transition_weight=s.covisit_transition_weight,
     )
 
 
@@ -259,20 +295,8 @@ class StreamWorker(mode.Service):
                 client_kwargs=security.aiokafka_kwargs(),
             )
             publisher = CovisitPublisher(Output(self.app, deltas_topic), covisit_partitions or partitions)
-        self.core = RecommenderCore(
-            encoder=self.encoder,
-            index=self.index,
-            titles=self.titles,
-            strategy=make_strategy(s.strategy, session_config(s)),
-            popularity=RecentPopularity(half_life_s=s.popularity_half_life_s),
-            covisit=self.covisit,
-            config=CoreConfig(
-                k=s.k,
-                covisit_weight=s.covisit_weight,
-                text_weight=s.text_weight,
-                popularity_weight=s.popularity_weight,
-                text_always=s.text_always,
-            ),
+        self.core = core_from_settings(
+            s, encoder=self.encoder, index=self.index, titles=self.titles, covisit=self.covisit
         )
         self.hotpath = HotPath(
             table=self.table,

@@ -24,13 +24,12 @@ from streamrec.encoders import CachedEncoder, EmbeddingCache, OnnxTextEncoder, T
 from streamrec.errors import ConfigError
 from streamrec.index import HnswIndex
 from streamrec.streams.catalog import item_text
-from streamrec.streams.core import CoreConfig, RecommenderCore
+from streamrec.streams.core import RecommenderCore
 from streamrec.streams.covisit import CovisitGraph
 from streamrec.streams.evaluation.data import EventLog
 from streamrec.streams.evaluation.suite import Candidate
-from streamrec.streams.popularity import RecentPopularity
 from streamrec.streams.schemas import Event
-from streamrec.streams.session import STRATEGIES, SessionConfig, SessionState, make_strategy
+from streamrec.streams.session import STRATEGIES, SessionConfig, SessionState
 from streamrec.streams.settings import WorkerSettings
 
 __all__ = [
@@ -130,23 +129,18 @@ def session_config(settings: WorkerSettings) -> SessionConfig:
 
 
 def build_core(settings: WorkerSettings, strategy: str, catalogue: EmbeddedCatalogue, *, k: int) -> RecommenderCore:
-    """A fresh core configured as ``StreamWorker`` configures its own from ``settings``, with ``strategy``."""
-    from streamrec.streams.worker import covisit_config
+    """A fresh core configured as ``StreamWorker`` configures its own from ``settings`` (the same function), with
+    ``strategy``, over its own index, embedding cache and co-visitation graph."""
+    from streamrec.streams.worker import core_from_settings, covisit_config
 
-    return RecommenderCore(
+    return core_from_settings(
+        settings,
         encoder=_cached(catalogue.encoder, settings),
         index=_index(settings, catalogue),
         titles=catalogue.titles,
-        strategy=make_strategy(strategy, session_config(settings)),
-        popularity=RecentPopularity(half_life_s=settings.popularity_half_life_s),
         covisit=CovisitGraph(covisit_config(settings)) if settings.covisit else None,
-        config=CoreConfig(
-            k=k,
-            covisit_weight=settings.covisit_weight,
-            text_weight=settings.text_weight,
-            popularity_weight=settings.popularity_weight,
-            text_always=settings.text_always,
-        ),
+        strategy=strategy,
+        k=k,
     )
 
 

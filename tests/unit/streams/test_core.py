@@ -171,3 +171,16 @@ def test_batching_does_not_change_the_answers(batch: int) -> None:
     ref = [o.items for r in run(make_core(covisit=False, popularity=0), events, {}, batch=1) for o in r.outcomes]
     got = [o.items for r in run(make_core(covisit=False, popularity=0), events, {}, batch=batch) for o in r.outcomes]
     assert got == ref
+
+
+@pytest.mark.parametrize("type_weighted", [False, True])
+def test_the_covisitation_pairs_weigh_every_item_event_alike_unless_told_otherwise(type_weighted: bool) -> None:
+    core = make_core()
+    core.covisit = CovisitGraph(CovisitConfig(type_weighted=type_weighted))
+    states: dict[str, SessionState] = {}
+    view = run(core, [ev("u", "i1", 1), ev("u", "i2", 2), ev("v", "i1", 3)], states, batch=3)[0]
+    purchase = run(core, [ev("v", "i3", 4, EventType.PURCHASE)], states, batch=1)[0]
+    pair_view = {d.item: d for d in view.deltas}["i1"].pairs["i2"]
+    pair_purchase = {d.item: d for d in purchase.deltas}["i1"].pairs["i3"]
+    ratio = SessionConfig().weight_of(EventType.PURCHASE) / SessionConfig().weight_of(EventType.VIEW)
+    assert pair_purchase / pair_view == pytest.approx(ratio if type_weighted else 1.0)

@@ -48,7 +48,26 @@ def test_deltas_write_each_id_once_and_are_smaller_than_json() -> None:
 
 
 def _row() -> CovisitRow:
-    return CovisitRow("item-1", 3.25, 1_700_000_000.5, ("x", "y", "ẑ"), (2.0, 1.1234567891, 1e-9), 42)
+    return CovisitRow("item-1", 3.25, 1_700_000_000.5, ("x", "y", "ẑ"), (2.0, 1.1234567891, 1e-9), 42, (1.0, 0.0, 0.5))
+
+
+def test_deltas_carry_the_direct_successors() -> None:
+    deltas = _deltas()
+    assert any(d.nexts for d in deltas)  # observe() records the transition of each event
+    assert [d.nexts for d in decode_deltas(encode_deltas(deltas))] == [d.nexts for d in deltas]
+
+
+def test_a_row_without_transitions_round_trips() -> None:
+    row = CovisitRow("item-1", 3.25, 0.0, ("x", "y"), (2.0, 1.0), 7)
+    assert decode_row(encode_row(row)) == row
+
+
+def test_a_row_with_a_wrong_number_of_transitions_is_refused() -> None:
+    good = encode_row(CovisitRow("a", 1.0, 0.0, ("x", "y"), (2.0, 1.0), 1, (1.0, 0.0)))
+    k = len(good) - 2 * 8 - 4  # the u32 count before the two doubles
+    bad = good[:k] + struct.pack("<I", 1) + good[k + 4 : k + 4 + 8]
+    with pytest.raises(CovisitRowError):
+        decode_row(bad)
 
 
 def test_a_row_round_trips_exactly() -> None:
@@ -63,7 +82,9 @@ def test_a_row_with_no_neighbours_round_trips() -> None:
 
 def test_rows_in_the_json_format_are_still_read() -> None:
     row = _row()
-    assert decode_row(row.to_json_bytes()) == CovisitRow(row.item, row.n, row.ref_s, row.ids, (2.0, 1.123457, 0.0), 42)
+    assert decode_row(row.to_json_bytes()) == CovisitRow(
+        row.item, row.n, row.ref_s, row.ids, (2.0, 1.123457, 0.0), 42, (1.0, 0.0, 0.5)
+    )
 
 
 @pytest.mark.parametrize("kind", ["deltas", "row"])
@@ -79,12 +100,20 @@ def test_every_truncation_and_any_trailing_byte_is_refused(kind: str) -> None:
 
 
 def _deltas_message(
-    ids: list[bytes], items: list[int], pairs_of: list[int], pair_ids: list[int], weights: list[float]
+    ids: list[bytes],
+    items: list[int],
+    pairs_of: list[int],
+    pair_ids: list[int],
+    weights: list[float],
+    nexts_of: list[int] | None = None,
+    next_ids: tuple[int, ...] = (),
+    next_w: tuple[float, ...] = (),
 ) -> bytes:
     rows = len(items)
+    nexts_of = nexts_of if nexts_of is not None else [0] * rows
     return b"".join(
         (
-            struct.pack("<BBIII", 2, 1, len(ids), rows, len(pair_ids)),
+            struct.pack("<BBIIII", 2, 1, len(ids), rows, len(pair_ids), len(next_ids)),
             struct.pack(f"<{len(ids)}I", *map(len, ids)),
             *ids,
             struct.pack(f"<{rows}I", *items),
@@ -93,6 +122,9 @@ def _deltas_message(
             struct.pack(f"<{rows}I", *pairs_of),
             struct.pack(f"<{len(pair_ids)}I", *pair_ids),
             struct.pack(f"<{len(weights)}d", *weights),
+            struct.pack(f"<{rows}I", *nexts_of),
+            struct.pack(f"<{len(next_ids)}I", *next_ids),
+            struct.pack(f"<{len(next_w)}d", *next_w),
         )
     )
 
@@ -100,6 +132,9 @@ def _deltas_message(
 def test_the_hand_built_message_is_valid() -> None:  # the helper below builds real messages
     assert decode_deltas(_deltas_message([b"a", b"b"], [0], [1], [1], [0.5])) == [
         CovisitDelta("a", 1.0, 1.0, {"b": 0.5})
+    ]
+    assert decode_deltas(_deltas_message([b"a", b"b"], [0], [1], [1], [0.5], [1], (1,), (0.25,))) == [
+        CovisitDelta("a", 1.0, 1.0, {"b": 0.5}, {"b": 0.25})
     ]
 
 
@@ -111,6 +146,9 @@ def test_the_hand_built_message_is_valid() -> None:  # the helper below builds r
         (_deltas_message([b"a", b"b"], [0], [2], [1], [0.5]), "pair counts"),
         (_deltas_message([b"a", b"b"], [0], [1], [1], [math.nan]), "non-finite"),
         (_deltas_message([b"a", b"b"], [0], [1], [1], [math.inf]), "non-finite"),
+        (_deltas_message([b"a", b"b"], [0], [1], [1], [0.5], [2], (1,), (0.5,)), "next counts"),
+        (_deltas_message([b"a", b"b"], [0], [1], [1], [0.5], [1], (9,), (0.5,)), "next index out of range"),
+        (_deltas_message([b"a", b"b"], [0], [1], [1], [0.5], [1], (1,), (math.nan,)), "non-finite next"),
         (_deltas_message([b"\xff\xfe", b"b"], [0], [1], [1], [0.5]), "utf-8"),
         (b"\x03" + _deltas_message([b"a"], [0], [0], [], [])[1:], "format"),
         (b"", "empty"),
@@ -127,7 +165,7 @@ def test_corrupt_deltas_are_refused(message: bytes, why: str) -> None:
 
 def test_a_huge_claimed_size_is_refused_without_allocating_it() -> None:
     with pytest.raises(ValueError, match="truncated"):
-        decode_deltas(struct.pack("<BBIII", 2, 1, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF))
+        decode_deltas(struct.pack("<BBIIII", 2, 1, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF))
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,153 @@
+"""The co-visitation graph: the learning rule, the serving formula, bounded rows, and the published form."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from streamrec.errors import ConfigError
+from streamrec.streams.covisit import CovisitConfig, CovisitGraph, CovisitRow, CovisitRowError, DeltaBatch
+
+DAY = 86_400.0
+# no decay within these tests (a half-life of ~30,000 years of event time)
+STILL = {"half_life_s": 1e12}
+
+
+def learn(graph: CovisitGraph, *users: list[str], ts: float = 0.0) -> None:
+    """Each user's items in order, one event each (weight 1), learned as the core learns them."""
+    for items in users:
+        batch = DeltaBatch(graph.config)
+        previous: list[str] = []  # most recent first, distinct
+        for item in items:
+            batch.observe(item, 1.0, ts, previous)
+            previous = [item, *[p for p in previous if p != item]]
+        graph.apply(batch.deltas())
+
+
+def test_the_learning_rule_pairs_each_item_with_earlier_ones_by_distance() -> None:
+    cfg = CovisitConfig(window=2, backward_weight=0.5, **STILL)
+    batch = DeltaBatch(cfg)
+    batch.observe("c", 1.0, 0.0, ["b", "a", "z"])  # previous: b (d=1), a (d=2), z (d=3: beyond the window)
+    rows = {d.item: d for d in batch.deltas()}
+    assert rows["b"].pairs == {"c": 1.0}  # forward, 1/d
+    assert rows["a"].pairs == {"c": 0.5}
+    assert "z" not in rows
+    assert rows["c"].pairs == {"b": 0.5, "a": 0.25}  # backward: 0.5 x 1/d
+    assert rows["c"].n == 1.0
+    # only the direct successor of the user's previous item is a transition
+    assert rows["b"].nexts == {"c": 1.0}
+    assert rows["a"].nexts == {} and rows["c"].nexts == {}
+
+
+def test_scores_follow_the_serving_formula() -> None:
+    cfg = CovisitConfig(
+        window=5,
+        backward_weight=0.0,
+        damping=0.2,
+        source_norm=0.5,
+        position_half_life=4.0,
+        transition_weight=0.5,
+        **STILL,
+    )
+    g = CovisitGraph(cfg)
+    # u1: a b x; u2: a x; u3: b y; u4: x (x's own weight); rows: a->{b:1, x:1/2 + 1}, b->{x:1, y:1}
+    learn(g, ["a", "b", "x"], ["a", "x"], ["b", "y"], ["x"])
+    n = {"a": 2.0, "b": 2.0, "x": 3.0, "y": 1.0}
+    c = {("a", "b"): 1.0, ("a", "x"): 1.5, ("b", "x"): 1.0, ("b", "y"): 1.0}
+    t = {("a", "b"): 1.0, ("a", "x"): 1.0, ("b", "x"): 1.0, ("b", "y"): 1.0}
+    recent = ["b", "a"]  # b is the user's last item (p = 0), a one back (p = 1)
+
+    def expected(j: str) -> float:
+        total = 0.0
+        for p, i in enumerate(recent):
+            if (i, j) not in c:
+                continue
+            evidence = c[i, j] + (cfg.transition_weight * t[i, j] if p == 0 else 0.0)
+            total += 0.5 ** (p / 4.0) * evidence / (n[i] ** 0.5 * n[j] ** 0.2)
+        return total
+
+    got = g.scores(recent, now_s=0.0, exclude={"a", "b"})
+    assert set(got) == {"x", "y"}
+    for j in ("x", "y"):
+        assert got[j] == pytest.approx(expected(j), rel=1e-9)
+    # the transition evidence counts for the LAST item only
+    no_transition = CovisitGraph(CovisitConfig(**{**_fields(cfg), "transition_weight": 0.0}))
+    learn(no_transition, ["a", "b", "x"], ["a", "x"], ["b", "y"], ["x"])
+    base = no_transition.scores(recent, now_s=0.0, exclude={"a", "b"})
+    assert got["y"] - base["y"] == pytest.approx(0.5 * 1.0 / (2.0**0.5 * 1.0**0.2))
+
+
+def _fields(cfg: CovisitConfig) -> dict[str, object]:
+    return {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
+
+
+def test_a_working_row_serves_what_it_would_publish() -> None:
+    """Offline the graph serves its working rows (up to ``keep`` entries); the workers serve the published rows
+    (the ``neighbours`` largest): both must score alike, or the offline evaluation would not be the live one."""
+    cfg = CovisitConfig(window=1, neighbours=2, keep=4, per_source=10, backward_weight=0.0, **STILL)
+    working = CovisitGraph(cfg)
+    # a is followed by x 3 times, y twice, z and w once
+    learn(working, ["a", "x"], ["a", "x"], ["a", "x"], ["a", "y"], ["a", "y"], ["a", "z"], ["a", "w"])
+    for j in ("x", "y", "z", "w"):
+        learn(working, [j])
+    assert len(working.row("a").ids) == 2  # type: ignore[union-attr]
+    replica = CovisitGraph(cfg)
+    replica.put_rows([r for i in ("a", "x", "y", "z", "w") if (r := working.row(i)) is not None])
+    served = working.scores(["a"], now_s=0.0)
+    assert set(served) == {"x", "y"}
+    assert served == pytest.approx(replica.scores(["a"], now_s=0.0))
+
+
+def test_a_row_is_bounded_while_it_learns() -> None:
+    cfg = CovisitConfig(window=1, neighbours=3, keep=6, backward_weight=0.0, **STILL)
+    g = CovisitGraph(cfg)
+    learn(g, *[["a", f"j{i}"] for i in range(50)])
+    assert len(g._rows["a"].nbrs) <= 6
+    assert set(g._rows["a"].nxt) <= set(g._rows["a"].nbrs)
+
+
+def test_the_published_row_carries_the_transitions_and_reads_back() -> None:
+    g = CovisitGraph(CovisitConfig(window=2, **STILL))
+    learn(g, ["a", "b", "c"], ["a", "c"])
+    row = g.row("a")
+    assert row is not None and row.ids == ("c", "b")  # c: 1/2 + 1, b: 1
+    assert row.nexts == (1.0, 1.0)
+    again = CovisitRow.from_json_bytes(row.to_json_bytes())
+    assert again == row
+    replica = CovisitGraph(g.config)
+    replica.put_row(again)
+    assert replica.row("a") == row
+
+
+def test_a_row_of_an_older_writer_without_transitions_still_reads() -> None:
+    old = b'{"v":1,"item":"a","n":2.0,"ref":0.0,"ver":3,"ids":["b"],"w":[1.5]}'
+    row = CovisitRow.from_json_bytes(old)
+    assert row.nexts == () and row.weights == (1.5,)
+    with pytest.raises(CovisitRowError):
+        CovisitRow.from_json_bytes(b'{"v":1,"item":"a","n":2.0,"ref":0.0,"ver":3,"ids":["b"],"w":[1.5],"t":[1,2]}')
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"keep": 5, "neighbours": 10},
+        {"backward_weight": -1.0},
+        {"transition_weight": math.nan},
+        {"damping": 1.5},
+        {"half_life_s": 0.0},
+    ],
+)
+def test_invalid_settings_are_refused(bad: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        CovisitConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_counts_decay_with_event_time() -> None:
+    g = CovisitGraph(CovisitConfig(window=1, half_life_s=DAY, backward_weight=0.0))
+    learn(g, ["a", "b"], ts=0.0)
+    learn(g, ["a", "c"], ts=DAY)  # one half-life later: b's pair is worth half of c's
+    row = g.row("a")
+    assert row is not None
+    weights = dict(zip(row.ids, row.weights, strict=True))
+    assert weights["b"] / weights["c"] == pytest.approx(0.5)
