@@ -310,6 +310,9 @@ class CovisitGraph:
         self._ids: list[str] = []  # interned item ids of neighbours (grows with the items ever named in a row)
         self._pos: dict[str, int] = {}
         self._intern_lock = threading.Lock()  # put_rows (the replica's thread) and the reader both intern
+        # (weight n, reference time) of each interned item's row (0 weight: none): the normalisation reads its
+        # neighbours' weights from here in one vectorised step; replaced whole when it grows (readers hold a copy)
+        self._nref = np.zeros((256, 2), np.float64)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -352,6 +355,7 @@ class CovisitGraph:
                 row.top = None
                 row.version = row.version + 1 if version is None else version
                 changed.append(d.item)
+                self._note(d.item, row)
         return changed
 
     def put_row(self, row: CovisitRow) -> bool:
@@ -377,6 +381,7 @@ class CovisitGraph:
                 mine = self._rows.get(item)
                 if mine is None or mine.version < new.version:
                     self._rows[item] = new
+                    self._note(item, new)
                     applied += 1
         return applied
 
@@ -387,7 +392,8 @@ class CovisitGraph:
 
     def remove(self, item: str) -> None:
         with self._lock:
-            self._rows.pop(item, None)
+            if self._rows.pop(item, None) is not None:
+                self._nref[self._pos[item], 0] = 0.0
 
     def row(self, item: str) -> CovisitRow | None:
         """The publishable form of a row: the ``neighbours`` largest counts, best first."""
@@ -488,11 +494,8 @@ class CovisitGraph:
         cfg = self.config
         if row.n <= 0 or not len(row):
             return _EMPTY
-        rows = self._rows
         if row.ids is not None:  # published
-            names = self._ids
             idx = row.ids.astype(np.int64)
-            keys = [names[i] for i in row.ids.tolist()]
             c = row.w.astype(np.float64)
             trans = row.t.astype(np.float64) if row.t.size else None
         else:
@@ -504,10 +507,9 @@ class CovisitGraph:
             c = np.fromiter((row.nbrs[j] for j in keys), dtype=np.float64, count=len(keys))
             nxt = row.nxt
             trans = np.fromiter((nxt.get(j, 0.0) for j in keys), dtype=np.float64, count=len(keys)) if nxt else None
-        others = [rows.get(j) for j in keys]
-        n = np.fromiter((o.n if o is not None else 0.0 for o in others), dtype=np.float64, count=len(keys))
-        ref = np.fromiter((o.ref_s if o is not None else row.ref_s for o in others), dtype=np.float64, count=len(keys))
-        nj = n * np.exp2((ref - row.ref_s) / cfg.half_life_s)  # n_j valued at this row's reference time
+        other = self._nref[idx]  # the neighbours' (n, ref) -- the ids were interned before this row was stored
+        with np.errstate(over="ignore"):  # a neighbour far newer than this row: +inf, its score 0, as before
+            nj = other[:, 0] * np.exp2((other[:, 1] - row.ref_s) / cfg.half_life_s)  # n_j at this row's ref. time
         # nj < c only for items never seen as events themselves: their pair count is all we know
         norm = row.n**cfg.source_exponent * np.maximum(nj, c) ** cfg.damping
         scored = c / norm
@@ -532,7 +534,20 @@ class CovisitGraph:
                     i = pos[item] = len(ids)
                     ids.append(item)
                 out[k] = i
+            if len(ids) > len(self._nref):
+                grown = np.zeros((max(2 * len(self._nref), len(ids)), 2), np.float64)
+                grown[: len(self._nref)] = self._nref
+                self._nref = grown
         return out
+
+    def _note(self, item: str, row: _Row) -> None:
+        """Record a stored row's weight and reference time for the normalisation of its neighbours' rows."""
+        i = self._pos.get(item)
+        if i is None:
+            i = int(self._intern_many([item])[0])
+        nref = self._nref
+        nref[i, 0] = row.n
+        nref[i, 1] = row.ref_s
 
     def _weight(self, item: str, now_s: float, hl: float) -> float:
         row = self._rows.get(item)
