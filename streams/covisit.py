@@ -165,11 +165,15 @@ def _unflat(flat: Sequence[Any]) -> dict[str, float]:
 
 
 class DeltaBatch:
-    """Collects the deltas of a batch of events, one :class:`CovisitDelta` per touched row."""
+    """Collects the deltas of a batch of events, one :class:`CovisitDelta` per touched row.
+
+    Every row of a batch is valued at ONE reference time (the first event's; an event's weight is grown or
+    decayed to it once), so learning an event costs one power, not one per pair, and no row is re-valued."""
 
     def __init__(self, config: CovisitConfig) -> None:
         self.config = config
         self.rows: dict[str, CovisitDelta] = {}
+        self.ref_s: float | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -179,36 +183,46 @@ class DeltaBatch:
         if weight <= 0:
             return
         hl = self.config.half_life_s
-        own = self._row(item, ts_s, hl)
-        own.n += weight * _shift(ts_s, own.ts_s, hl)
+        ref = self.ref_s
+        if ref is None:
+            ref = self.ref_s = ts_s
+        elif abs(ts_s - ref) > _REBASE_HALF_LIVES * hl:  # a batch spanning many half-lives: re-value it at ts_s
+            self._rebase(ts_s)
+            ref = ts_s
+        w0 = weight if ts_s == ref else weight * _shift(ts_s, ref, hl)
+        rows = self.rows
+        own = rows.get(item)
+        if own is None:
+            own = rows[item] = CovisitDelta(item, ref)
+        own.n += w0
         back = self.config.backward_weight
+        window = self.config.window
         d = 0
         for y in previous:
             if y == item:
                 continue
             d += 1
-            if d > self.config.window:
+            if d > window:
                 break
-            w = weight / d
-            row = self._row(y, ts_s, hl)
-            f = _shift(ts_s, row.ts_s, hl)
-            row.pairs[item] = row.pairs.get(item, 0.0) + w * f
+            w = w0 / d
+            row = rows.get(y)
+            if row is None:
+                row = rows[y] = CovisitDelta(y, ref)
+            row.pairs[item] = row.pairs.get(item, 0.0) + w
             if d == 1:  # the direct successor of the user's previous item
-                row.nexts[item] = row.nexts.get(item, 0.0) + w * f
+                row.nexts[item] = row.nexts.get(item, 0.0) + w
             if back > 0:
-                own.pairs[y] = own.pairs.get(y, 0.0) + back * w * _shift(ts_s, own.ts_s, hl)
+                own.pairs[y] = own.pairs.get(y, 0.0) + back * w
 
-    def _row(self, item: str, ts_s: float, hl: float) -> CovisitDelta:
-        row = self.rows.get(item)
-        if row is None:
-            row = self.rows[item] = CovisitDelta(item, ts_s)
-        elif ts_s > row.ts_s:  # move the row's reference time forward
-            f = _shift(row.ts_s, ts_s, hl)
+    def _rebase(self, ts_s: float) -> None:
+        assert self.ref_s is not None
+        f = _shift(self.ref_s, ts_s, self.config.half_life_s)
+        for row in self.rows.values():
             row.n *= f
             row.pairs = {j: w * f for j, w in row.pairs.items()}
             row.nexts = {j: w * f for j, w in row.nexts.items()}
             row.ts_s = ts_s
-        return row
+        self.ref_s = ts_s
 
     def deltas(self) -> list[CovisitDelta]:
         return list(self.rows.values())

@@ -151,3 +151,35 @@ def test_counts_decay_with_event_time() -> None:
     assert row is not None
     weights = dict(zip(row.ids, row.weights, strict=True))
     assert weights["b"] / weights["c"] == pytest.approx(0.5)
+
+
+def test_a_batch_learns_what_one_batch_per_event_would() -> None:
+    """A batch values every row at one reference time; valued at any later time, the counts are the ones
+    learned event by event (each at its own time)."""
+    cfg = CovisitConfig(window=3, half_life_s=DAY, backward_weight=0.5)
+    events = [("a", 0.0, []), ("b", 3600.0, ["a"]), ("c", 7200.0, ["b", "a"]), ("a", 0.5 * DAY, ["c", "b"])]
+    together, apart = CovisitGraph(cfg), CovisitGraph(cfg)
+    batch = DeltaBatch(cfg)
+    for item, ts, previous in events:
+        batch.observe(item, 1.0, ts, previous)
+        single = DeltaBatch(cfg)
+        single.observe(item, 1.0, ts, previous)
+        apart.apply(single.deltas())
+    together.apply(batch.deltas())
+
+    def at(graph: CovisitGraph, item: str, t: float) -> dict[str, float]:
+        row = graph.row(item)
+        assert row is not None
+        f = 0.5 ** ((t - row.ref_s) / DAY)
+        return {"n": row.n * f, **{j: w * f for j, w in zip(row.ids, row.weights, strict=True)}} | {
+            f"next:{j}": t * f for j, t in zip(row.ids, row.nexts, strict=False)
+        }
+
+    for item in ("a", "b", "c"):
+        assert at(together, item, 2 * DAY) == pytest.approx(at(apart, item, 2 * DAY), rel=1e-12)
+    # and a batch spanning more than 16 half-lives is re-valued on the way, not overflowed
+    long = DeltaBatch(CovisitConfig(half_life_s=1.0))
+    long.observe("a", 1.0, 0.0, [])
+    long.observe("b", 1.0, 5_000.0, ["a"])
+    assert all(math.isfinite(d.n) for d in long.deltas())
+    assert {d.item: d.pairs for d in long.deltas()}["a"] == {"b": 1.0}
