@@ -138,30 +138,20 @@ class CovisitDelta:
     nexts: dict[str, float] = field(default_factory=dict)
 
     def to_doc(self) -> dict[str, Any]:
-        """JSON form; ``pairs`` flattened to [j1, w1, j2, w2, ...] (fewer tokens to write and parse)."""
-        doc = {"item": self.item, "ts": self.ts_s, "n": self.n, "pairs": _flat(self.pairs)}
-        if self.nexts:
-            doc["next"] = _flat(self.nexts)
-        return doc
+        """The JSON form of format 1 (written by earlier versions, still read; it has no ``nexts``);
+        ``pairs`` flattened to [j1, w1, j2, w2, ...]."""
+        flat: list[str | float] = []
+        for j, w in self.pairs.items():
+            flat += (j, w)
+        return {"item": self.item, "ts": self.ts_s, "n": self.n, "pairs": flat}
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> CovisitDelta:
-        pairs = _unflat(doc["pairs"])
-        nexts = _unflat(doc.get("next", ()))
-        return cls(str(doc["item"]), float(doc["ts"]), float(doc["n"]), pairs, nexts)
-
-
-def _flat(pairs: Mapping[str, float]) -> list[str | float]:
-    flat: list[str | float] = []
-    for j, w in pairs.items():
-        flat += (j, w)
-    return flat
-
-
-def _unflat(flat: Sequence[Any]) -> dict[str, float]:
-    if len(flat) % 2:
-        raise ValueError("covisit delta pairs must alternate item ids and weights")
-    return {str(flat[i]): float(flat[i + 1]) for i in range(0, len(flat), 2)}
+        flat = doc["pairs"]
+        if len(flat) % 2:
+            raise ValueError("covisit delta pairs must alternate item ids and weights")
+        pairs = {str(flat[i]): float(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return cls(str(doc["item"]), float(doc["ts"]), float(doc["n"]), pairs)
 
 
 class DeltaBatch:
@@ -248,6 +238,7 @@ class CovisitRow:
     nexts: tuple[float, ...] = ()
 
     def to_json_bytes(self) -> bytes:
+        """The JSON form of format 1 (written by earlier versions, still read; it has no ``nexts``)."""
         doc = {
             "v": 1,
             "item": self.item,
@@ -257,8 +248,6 @@ class CovisitRow:
             "ids": list(self.ids),
             "w": [round(w, 6) for w in self.weights],
         }
-        if any(self.nexts):
-            doc["t"] = [round(t, 6) for t in self.nexts]
         return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
     @classmethod
@@ -269,13 +258,12 @@ class CovisitRow:
                 raise CovisitRowError(f"covisit row format {doc.get('v')!r} is not 1")
             ids = tuple(str(i) for i in doc["ids"])
             weights = tuple(float(w) for w in doc["w"])
-            nexts = tuple(float(t) for t in doc.get("t", ()))
-            if len(ids) != len(weights) or (nexts and len(nexts) != len(ids)):
+            if len(ids) != len(weights):
                 raise CovisitRowError("covisit row has different numbers of ids and weights")
             n, ref = float(doc["n"]), float(doc["ref"])
-            if not (math.isfinite(n) and math.isfinite(ref) and all(math.isfinite(w) for w in weights + nexts)):
+            if not (math.isfinite(n) and math.isfinite(ref) and all(math.isfinite(w) for w in weights)):
                 raise CovisitRowError("covisit row holds a non-finite number")
-            return cls(str(doc["item"]), n, ref, ids, weights, int(doc["ver"]), nexts)
+            return cls(str(doc["item"]), n, ref, ids, weights, int(doc["ver"]))
         except CovisitRowError:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
