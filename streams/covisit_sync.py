@@ -43,7 +43,13 @@ from typing import Any, Protocol, TypeVar
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from streamrec.streams.consumed import item_hash
-from streamrec.streams.covisit import CovisitDelta, CovisitGraph, CovisitRow, CovisitRowError
+from streamrec.streams.covisit import (
+    CovisitConfig,
+    CovisitDelta,
+    CovisitGraph,
+    CovisitRow,
+    CovisitRowError,
+)
 from streamrec.streams.covisit_wire import decode_deltas, decode_row, encode_deltas, encode_row
 from streamrec.streams.topics import open_topic_replica
 
@@ -61,6 +67,7 @@ T = TypeVar("T")
 
 _MAX_ROWS_PER_MESSAGE = 512
 _SEND_CHUNK = 32  # rows encoded and appended to the producer at a time (~1 ms on the loop), then a yield
+_SPAN_HALF_LIVES = 16.0  # deltas further apart in event time are published apart (numbers stay in range)
 VERSION_HEADER = "streamrec.covisit.version"  # lets a replica skip rows it holds already without parsing them
 
 
@@ -82,11 +89,35 @@ def owner_partition(item: str, partitions: int) -> int:
 
 
 class CovisitPublisher:
-    """The hot path's side: one message per owning partition per batch."""
+    """The hot path's side: one message per owning partition per flush.
 
-    def __init__(self, output: Sender, partitions: int) -> None:
+    ``send`` publishes deltas now. ``add`` (the hot path's) accumulates them for up to ``interval_s``, merged
+    per row at one reference time, then publishes them all: a few messages per partition per interval instead
+    of one per partition per micro-batch (at 500 events/s, ~2,000 messages/s became ~25, and the owner
+    merges each row once per interval rather than once per batch). Learning is delayed by at most
+    ``interval_s``, far below the owners' row publication interval; the events wait for the delivery of the
+    flush that carries their deltas before they are acked (offsets are committed only after it)."""
+
+    def __init__(
+        self,
+        output: Sender,
+        partitions: int,
+        *,
+        interval_s: float = 0.0,
+        half_life_s: float | None = None,
+        max_rows: int = 20_000,
+    ) -> None:
         self.output = output
         self.partitions = partitions
+        self.interval_s = interval_s
+        self.half_life_s = half_life_s if half_life_s is not None else CovisitConfig().half_life_s
+        self.max_rows = max_rows
+        self.messages = 0  # deltas messages sent
+        self._acc: dict[str, CovisitDelta] = {}
+        self._ref: float | None = None
+        self._pending: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
 
     async def send(self, deltas: Sequence[CovisitDelta]) -> list[asyncio.Future[Any]]:
         by_partition: dict[int, list[CovisitDelta]] = {}
@@ -97,7 +128,102 @@ class CovisitPublisher:
             for start in range(0, len(rows), _MAX_ROWS_PER_MESSAGE):
                 chunk = rows[start : start + _MAX_ROWS_PER_MESSAGE]
                 futs.append(await self.output.send(None, encode_deltas(chunk), partition=partition))
+        self.messages += len(futs)
         return futs
+
+    async def add(self, deltas: Sequence[CovisitDelta]) -> asyncio.Future[None]:
+        """Accumulate ``deltas`` (they become the publisher's: merged in place) and return a future that is done
+        when the messages carrying them are acknowledged (failed if one is not)."""
+        hl = self.half_life_s
+        if self._ref is not None and any(abs(d.ts_s - self._ref) > _SPAN_HALF_LIVES * hl for d in deltas):
+            await self.flush()  # far apart in event time: publish what is held at its own reference time first
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = asyncio.get_running_loop().create_future()
+        acc = self._acc
+        for d in deltas:
+            if self._ref is None:
+                self._ref = d.ts_s
+            ref = self._ref
+            f = 1.0 if d.ts_s == ref else 0.5 ** ((ref - d.ts_s) / hl)
+            held = acc.get(d.item)
+            if held is None:
+                if f != 1.0:
+                    d.n *= f
+                    d.pairs = {j: w * f for j, w in d.pairs.items()}
+                    d.nexts = {j: w * f for j, w in d.nexts.items()}
+                d.ts_s = ref
+                acc[d.item] = d
+                continue
+            held.n += d.n * f
+            pairs = held.pairs
+            for j, w in d.pairs.items():
+                pairs[j] = pairs.get(j, 0.0) + w * f
+            if d.nexts:
+                nexts = held.nexts
+                for j, w in d.nexts.items():
+                    nexts[j] = nexts.get(j, 0.0) + w * f
+        if self.interval_s <= 0 or len(acc) >= self.max_rows:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._flush_later)
+        return pending
+
+    def _flush_later(self) -> None:
+        self._timer = None
+        task = asyncio.ensure_future(self.flush())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushed)
+
+    def _flushed(self, task: asyncio.Task[None]) -> None:
+        self._flushing.discard(task)
+        if not task.cancelled() and task.exception() is not None:  # the waiting events were failed with it
+            log.warning("publishing co-visitation deltas failed: %r", task.exception())
+
+    async def flush(self) -> None:
+        """Publish what is held now; the waiting events' future completes when Kafka acknowledged it."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        acc, pending = self._acc, self._pending
+        self._acc, self._pending, self._ref = {}, None, None
+        if pending is None:
+            return
+        try:
+            futs = await self.send(list(acc.values()))
+        except BaseException as exc:
+            if not pending.done():
+                pending.set_exception(exc)
+            raise
+        _complete_when_all_done(pending, futs)
+
+    async def close(self) -> None:
+        """Publish what is held and wait for the flushes in flight (shutdown, after the hot path drained)."""
+        await self.flush()
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
+
+
+def _complete_when_all_done(target: asyncio.Future[None], futs: Sequence[asyncio.Future[Any]]) -> None:
+    """``target`` done once every future in ``futs`` succeeded; failed with the first failure."""
+    if not futs:
+        target.set_result(None)
+        return
+    left = [len(futs)]
+
+    def done(fut: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        exc = fut.exception() if not fut.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            target.set_exception(exc)
+            return
+        left[0] -= 1
+        if left[0] == 0:
+            target.set_result(None)
+
+    for fut in futs:
+        fut.add_done_callback(done)
 
 
 class CovisitReplica:

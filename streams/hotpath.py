@@ -10,9 +10,10 @@ For a batch of Faust events (in arrival order):
    one encoder call, the signals -- batched HNSW search, co-visitation, popularity -- blended, the
    exclusions, the live quality bookkeeping);
 4. **state write + publish** (on the loop): the final state of each user to the table, one
-   recommendation per valid event and the batch's co-visitation deltas, straight into the app's Kafka
-   producer (see :class:`Output`); each event is acked when the broker has acknowledged ALL the output
-   it caused (its recommendation and the batch's deltas; acks=all). Faust commits an offset only once
+   recommendation per valid event straight into the app's Kafka producer (see :class:`Output`), and the
+   batch's co-visitation deltas to the publisher, which merges them for up to
+   ``STREAMREC_COVISIT_DELTA_INTERVAL_MS`` before it sends them; each event is acked when the broker has
+   acknowledged ALL the output it caused (its recommendation and the deltas; acks=all). Faust commits an offset only once
    every earlier event of the partition is acked, so an offset is committed only after the output it
    caused was produced; a failed delivery stops the worker instead of being skipped.
 
@@ -270,9 +271,9 @@ class HotPath:
         shared: _SharedDelivery | None = None
         if self.covisit_out is not None and result.deltas:
             # every valid event of the batch caused them: one callback per future, not one per event and future
-            sent = await self.covisit_out.send(result.deltas)
-            shared = _SharedDelivery(sent) if sent else None
-            m.covisit_deltas.labels("sent").inc(len(result.deltas))
+            n_deltas = len(result.deltas)  # (counted first: the publisher merges them into what it holds)
+            shared = _SharedDelivery([await self.covisit_out.add(result.deltas)])
+            m.covisit_deltas.labels("sent").inc(n_deltas)
         publish_s = self.monotonic() - t
 
         done_mono = self.monotonic()

@@ -119,6 +119,11 @@ class WorkerSettings(KafkaSecuritySettings):
     covisit_flush_interval_s: float = Field(
         5.0, gt=0, description="owners publish changed co-visitation rows at most this often, s"
     )
+    covisit_delta_interval_ms: float = Field(
+        200.0,
+        ge=0,
+        description="the hot path merges co-visitation deltas for this long before it publishes them, ms (0: per batch)",
+    )
 
     # --- hot path ------------------------------------------------------------------------
     batch_max: int = Field(64, ge=1, description="max events per micro-batch")

@@ -294,7 +294,12 @@ class StreamWorker(mode.Service):
                 on_published=m.covisit_published.inc,
                 client_kwargs=security.aiokafka_kwargs(),
             )
-            publisher = CovisitPublisher(Output(self.app, deltas_topic), covisit_partitions or partitions)
+            publisher = CovisitPublisher(
+                Output(self.app, deltas_topic),
+                covisit_partitions or partitions,
+                interval_s=s.covisit_delta_interval_ms / 1000,
+                half_life_s=s.covisit_half_life_s,
+            )
         self.core = core_from_settings(
             s, encoder=self.encoder, index=self.index, titles=self.titles, covisit=self.covisit
         )
@@ -417,6 +422,9 @@ class StreamWorker(mode.Service):
             await self.batcher.stop(drain=True, timeout_s=self.settings.shutdown_timeout_s / 2)
         except Exception as exc:  # it failed earlier: its events stay un-acked (processed after the restart)
             log.warning("the hot path had failed: %r", exc)
+        if self.hotpath.covisit_out is not None:  # the drained events' deltas, held for the next flush
+            with contextlib.suppress(Exception):
+                await self.hotpath.covisit_out.close()
         # wait for the outputs in flight, then let their ack callbacks run, so the final commit includes them
         with contextlib.suppress(Exception):
             await self.app.producer.flush()
@@ -427,6 +435,9 @@ class StreamWorker(mode.Service):
             self.watchdog.arm(self.settings.shutdown_timeout_s, 1, "stopping")
         with contextlib.suppress(Exception):
             await self.batcher.stop(drain=True, timeout_s=self.settings.shutdown_timeout_s / 2)
+        if self.hotpath.covisit_out is not None:
+            with contextlib.suppress(Exception):
+                await self.hotpath.covisit_out.close()
         await self.replica.stop(snapshot=True)
         if self.covisit_owner is not None:
             await self.covisit_owner.stop()  # publishes what it merged, commits, leaves the group

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from streamrec.index import ExactIndex
 from streamrec.streams.core import RecommenderCore
-from streamrec.streams.covisit import CovisitGraph
+from streamrec.streams.covisit import CovisitDelta, CovisitGraph
 from streamrec.streams.covisit_sync import CovisitPublisher, decode_deltas
 from streamrec.streams.hotpath import DeliveryFailed, HotPath, Output
 from streamrec.streams.metrics import WorkerMetrics
@@ -77,7 +77,13 @@ def event(offset: int, item: str, user: str = "u1") -> FaustEvent:
     return FaustEvent(offset, json.dumps(doc).encode(), user.encode())
 
 
-def hotpath(app: App, table: dict[bytes, bytes]) -> HotPath:
+async def settle() -> None:
+    """Let the done-callbacks run (a delivery reaches an event's ack through up to three of them)."""
+    for _ in range(4):
+        await asyncio.sleep(0)
+
+
+def hotpath(app: App, table: dict[bytes, bytes], delta_interval_s: float = 0.0) -> HotPath:
     index = ExactIndex(D)
     index.upsert([f"i{n}" for n in range(8)], np.eye(D, dtype=np.float32)[[n % D for n in range(8)]])
     core = RecommenderCore(
@@ -97,7 +103,7 @@ def hotpath(app: App, table: dict[bytes, bytes]) -> HotPath:
         pool=None,  # type: ignore[arg-type]  # the default executor
         model_name="m",
         worker_name="w",
-        covisit_out=CovisitPublisher(Output(app, "deltas"), partitions=2),
+        covisit_out=CovisitPublisher(Output(app, "deltas"), partitions=2, interval_s=delta_interval_s),
     )
 
 
@@ -113,20 +119,20 @@ async def test_an_event_is_acked_once_its_recommendation_and_the_batch_deltas_ar
     learned = {d.item for _, _, v, _, _ in deltas if v for d in decode_deltas(v)}
     assert learned == {"i1", "i2"}  # i2 after i1: the row of i1 (forward) and of i2 (its weight, backward)
     assert SessionState.from_json_bytes(table[b"u1"]).recent_items == ("i2", "i1")
-    await asyncio.sleep(0)
+    await settle()
     assert not (first.acked or second.acked or bad.acked)  # handed to the producer is not enough
 
     recs[0][4].set_result(None)
     dlq[0][4].set_result(None)
-    await asyncio.sleep(0)
+    await settle()
     assert bad.acked  # a dead letter is its only output
     assert not first.acked  # its recommendation is out, the deltas it caused are not
     for *_, fut in deltas:
         fut.set_result(None)
-    await asyncio.sleep(0)
+    await settle()
     assert first.acked and not second.acked
     recs[1][4].set_result(None)
-    await asyncio.sleep(0)
+    await settle()
     assert second.acked
 
 
@@ -140,7 +146,7 @@ async def test_a_failed_delivery_leaves_the_event_unacked_and_stops_the_next_bat
             fut.set_exception(RuntimeError("broker said no"))
         else:
             fut.set_result(None)
-    await asyncio.sleep(0)
+    await settle()
     assert not ev.acked
     with pytest.raises(DeliveryFailed, match="broker said no"):
         await hp.process([event(2, "i2")])
@@ -157,10 +163,10 @@ async def test_the_batch_deltas_are_waited_for_all_together_and_their_failure_fa
     for *_, fut in p.to("recs"):
         fut.set_result(None)
     deltas[0][4].set_result(None)
-    await asyncio.sleep(0)
+    await settle()
     assert not any(e.acked for e in evs)  # one of the batch's deltas messages is still out
     deltas[1][4].set_exception(RuntimeError("deltas lost"))
-    await asyncio.sleep(0)
+    await settle()
     assert not any(e.acked for e in evs)  # every event of the batch caused them: none is acked
     with pytest.raises(DeliveryFailed, match="deltas lost"):
         await hp.process([event(5, "i5")])
@@ -176,3 +182,63 @@ async def test_output_appends_to_the_app_producer_without_faust_topic_send() -> 
         ("recs", b"u2", b"v2", 1),
     ]
     assert app.started == 1 and not f1.done()  # the caller awaits delivery through the future
+
+
+async def test_deltas_of_several_batches_are_merged_into_one_flush_that_acks_them_all() -> None:
+    app = App()
+    hp = hotpath(app, {}, delta_interval_s=0.05)
+    assert hp.covisit_out is not None
+    a, b, c = event(1, "i1"), event(2, "i2"), event(3, "i1", "u2")
+    await hp.process([a])
+    await hp.process([b])
+    await hp.process([c])
+    p = app.producer
+    for *_, fut in p.to("recs"):
+        fut.set_result(None)
+    await settle()
+    assert p.to("deltas") == [] and not any(e.acked for e in (a, b, c))  # held for the interval: not acked
+    await asyncio.sleep(0.08)
+    deltas = p.to("deltas")
+    assert len(deltas) == 1 and hp.covisit_out.messages == 1  # i1 and i2 own partition 0: one message
+    merged = {d.item: d for d in decode_deltas(deltas[0][2] or b"")}
+    assert merged["i1"].n == pytest.approx(2.0)  # u1 then u2 viewed i1: both batches, summed
+    assert merged["i1"].pairs == pytest.approx({"i2": 1.0}) and merged["i2"].pairs == pytest.approx({"i1": 0.5})
+    assert merged["i1"].nexts == pytest.approx({"i2": 1.0})
+    assert not any(e.acked for e in (a, b, c))
+    deltas[0][4].set_result(None)
+    await settle()
+    assert a.acked and b.acked and c.acked
+
+
+async def test_held_deltas_are_published_on_close_and_a_failed_flush_fails_every_waiting_event() -> None:
+    app = App()
+    hp = hotpath(app, {}, delta_interval_s=60.0)
+    assert hp.covisit_out is not None
+    a, b = event(1, "i1"), event(2, "i4", "u2")
+    await hp.process([a])
+    await hp.process([b])
+    for *_, fut in app.producer.to("recs"):
+        fut.set_result(None)
+    assert app.producer.to("deltas") == []
+    await hp.covisit_out.close()  # shutdown: after the hot path drained
+    deltas = app.producer.to("deltas")
+    assert len(deltas) == 2  # i1 (partition 0) and i4 (partition 1)
+    deltas[0][4].set_result(None)
+    deltas[1][4].set_exception(RuntimeError("deltas lost"))
+    await settle()
+    assert not a.acked and not b.acked
+    with pytest.raises(DeliveryFailed, match="deltas lost"):
+        await hp.process([event(3, "i5")])
+
+
+async def test_merged_deltas_are_valued_at_one_reference_time() -> None:
+    app = App()
+    out = CovisitPublisher(Output(app, "deltas"), partitions=1, interval_s=60.0, half_life_s=10.0)
+    await out.add([CovisitDelta("x", 100.0, 1.0, {"y": 2.0}, {"y": 1.0})])
+    # one half-life later: valued at the first one's time, as the graph values rows (x 2; it decays back)
+    await out.add([CovisitDelta("x", 110.0, 1.0, {"y": 2.0, "z": 4.0})])
+    await out.flush()
+    (d,) = decode_deltas(app.producer.to("deltas")[0][2] or b"")
+    assert d.ts_s == 100.0
+    assert d.n == pytest.approx(3.0) and d.pairs == pytest.approx({"y": 6.0, "z": 8.0})
+    assert d.nexts == pytest.approx({"y": 1.0})
