@@ -116,6 +116,11 @@ class WorkerSettings(KafkaSecuritySettings):
     covisit_transition_weight: float = Field(
         _COVISIT.transition_weight, ge=0, description="serving: extra weight of the last item's direct successors"
     )
+    covisit_owner: Literal["process", "inline", "external"] = Field(
+        "process",
+        description="where this worker's co-visitation owner runs: process (a child process it supervises), "
+        "inline (on its serving event loop) or external (none: run `streamrec covisit-owner` yourself)",
+    )
     covisit_flush_interval_s: float = Field(
         5.0, gt=0, description="owners publish changed co-visitation rows at most this often, s"
     )
