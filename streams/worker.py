@@ -268,10 +268,8 @@ class StreamWorker(mode.Service):
             m = self.metrics
             if s.covisit_owner == "process":
                 self.owner_process = OwnerProcess.for_worker(s, m)
-            self.covisit_owner = (
-                None
-                if s.covisit_owner != "inline"
-                else CovisitOwner(
+            elif s.covisit_owner == "inline":
+                self.covisit_owner = CovisitOwner(
                     bootstrap=s.bootstrap,
                     group_id=f"{s.app_id}-covisit",
                     deltas_topic=deltas_topic,
@@ -284,7 +282,6 @@ class StreamWorker(mode.Service):
                     on_published=m.covisit_published.inc,
                     client_kwargs=security.aiokafka_kwargs(),
                 )
-            )
             publisher = CovisitPublisher(Output(self.app, deltas_topic), covisit_partitions or partitions)
         self.core = core_from_settings(
             s, encoder=self.encoder, index=self.index, titles=self.titles, covisit=self.covisit
