@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -282,21 +283,47 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _descendants(pid: int) -> list[int]:
+    """The live processes started by ``pid`` (a worker's co-visitation owner process), recursively."""
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        return out
+    return out + [d for c in out for d in _descendants(c)]
+
+
+def _cpu_by_pid(pids: Iterable[int]) -> dict[int, float]:
+    out = {}
+    for p in pids:
+        with contextlib.suppress(OSError):  # exited meanwhile
+            out[p] = _cpu_s(p)
+    return out
+
+
 class _CpuMeter:
-    """CPU used during a step by the server processes (worker(s) or echo) and by this load generator."""
+    """CPU used during a step by the server processes (worker(s) or echo) AND the processes they started (the
+    worker's co-visitation owner process, ``STREAMREC_COVISIT_OWNER=process``: also reported on its own), and by
+    this load generator. A child that exits during the step is counted up to its last sample only."""
 
     def __init__(self, pids: list[int]) -> None:
         self.pids, self.wall = pids, time.monotonic()
-        self.servers = sum(_cpu_s(p) for p in pids)
+        self.servers = _cpu_by_pid(pids)
+        self.children = _cpu_by_pid(c for p in pids for c in _descendants(p))
         self.own = sum(os.times()[:2])
 
     def done(self, events: int) -> dict[str, float]:
         wall = time.monotonic() - self.wall
-        servers = sum(_cpu_s(p) for p in self.pids) - self.servers
+        servers = sum(v - self.servers.get(p, 0.0) for p, v in _cpu_by_pid(self.pids).items())
+        children_now = _cpu_by_pid(c for p in self.pids for c in _descendants(p))
+        children = sum(v - self.children.get(p, 0.0) for p, v in children_now.items())
         own = sum(os.times()[:2]) - self.own
         return {
-            "server_cpu_ms_per_event": 1000 * servers / events,
-            "server_cores_busy": servers / wall,
+            "server_cpu_ms_per_event": 1000 * (servers + children) / events,
+            "server_cores_busy": (servers + children) / wall,
+            "children_cpu_ms_per_event": 1000 * children / events,
+            "children": len(children_now),
             "generator_cpu_ms_per_event": 1000 * own / events,
             "wall_s": wall,
         }
@@ -372,6 +399,12 @@ async def run_bench(c: BenchConfig, security: KafkaSecurity = PLAINTEXT) -> dict
         "versions": e2e_report.versions(),
         "settings": dataclasses.asdict(c),
         "plan": dataclasses.asdict(p),
+        # worker settings given through this process's environment (e.g. STREAMREC_COVISIT_OWNER=inline)
+        "worker_environment": {
+            k: v
+            for k, v in sorted(os.environ.items())
+            if k.startswith("STREAMREC_") and not k.startswith(("STREAMREC_BENCH_", "STREAMREC_KAFKA_"))
+        },
         "kafka_security": security.describe(),
     }
     ml_items = e2e_data.movielens_items()

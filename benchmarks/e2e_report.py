@@ -99,6 +99,8 @@ def table(result: dict[str, Any]) -> str:
                         f"; worker CPU {s['cpu']['server_cpu_ms_per_event']:.2f} ms/event "
                         f"({s['cpu']['server_cores_busy']:.2f} cores busy)"
                     )
+                    if s["cpu"].get("children"):
+                        st += f", of which its owner process {s['cpu']['children_cpu_ms_per_event']:.2f}"
                 stages.append(f"  {name} @{s['offered_rate']:.0f}/s median ms: {st}")
     for f in result["floor"]["steps"]:
         if "cpu" in f:

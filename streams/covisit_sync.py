@@ -7,7 +7,7 @@ A worker sees only its partitions' events, so what it learns must reach every wo
    row's item (``blake2b64(item) % partitions``): one message per partition per batch. The batch's
    events are acked only when these messages are acknowledged too (at-least-once, like the
    recommendations).
-2. **owner** (:class:`CovisitOwner`, consumer group ``<app_id>-covisit``): the worker assigned a deltas
+2. **owner** (:class:`CovisitOwner`, consumer group ``<app_id>-covisit``): the owner process assigned a deltas
    partition owns the rows of its items. It merges their deltas into its *working* rows (versioned by the
    delta message's offset, so a re-delivered message is merged once; a row is first brought up to the
    newest published one) and, at most every ``flush_interval_s``, publishes each changed row (its
@@ -25,9 +25,12 @@ rebuild the graph from the compacted topic, and the rows topic is bounded by ite
 Rows are written at most once per flush interval per item however many events touch them.
 
 Both topics carry the compact binary format of :mod:`streamrec.streams.covisit_wire` (JSON messages of
-earlier versions are still read). The owner and the replica run on the event loop in small steps: a
+earlier versions are still read). The owner and the replica run on an event loop in small steps: a
 deltas message at a time, rows published in chunks of ``_SEND_CHUNK`` and applied in batches of
-``batch_max``, each ~1 ms, with a yield between them.
+``batch_max``, each ~1 ms, with a yield between them. The replica runs in every worker; the owner runs, by
+default, in a process of its own (``streamrec covisit-owner``, :mod:`streamrec.streams.covisit_owner`, with its
+own replica and producer), started and supervised by the worker (:mod:`streamrec.streams.covisit_supervisor`),
+or on the worker's serving loop (``STREAMREC_COVISIT_OWNER=inline``), or deployed separately (``external``).
 """
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ For a batch of Faust events (in arrival order):
    recommendation per valid event straight into the app's Kafka producer (see :class:`Output`), and the
    batch's co-visitation deltas to the publisher, which merges them for up to
    ``STREAMREC_COVISIT_DELTA_INTERVAL_MS`` before it sends them; each event is acked when the broker has
-   acknowledged ALL the output it caused (its recommendation and the deltas; acks=all). Faust commits an offset only once
-   every earlier event of the partition is acked, so an offset is committed only after the output it
-   caused was produced; a failed delivery stops the worker instead of being skipped.
+   acknowledged ALL the output it caused (its recommendation and the deltas; acks=all). Faust commits an
+   offset only once every earlier event of the partition is acked, so an offset is committed only after
+   the output it caused was produced; a failed delivery stops the worker instead of being skipped.
 
 Every recommendation carries ``latency_ms`` with the stage breakdown; batch stages are charged to
 every event of the batch, ``queue`` is the event's own wait between the consumer and the batch.

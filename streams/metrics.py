@@ -204,6 +204,17 @@ class WorkerMetrics:
             "Co-visitation rows this worker published as owner.",
             registry=r,
         )
+        self.covisit_invalid = Counter(
+            "streamrec_covisit_invalid_messages_total",
+            "Unreadable co-visitation messages the owner skipped (never applied), by topic: deltas, rows.",
+            ["topic"],
+            registry=r,
+        )
+        self.covisit_owner_restarts = Counter(
+            "streamrec_covisit_owner_restarts_total",
+            "Times this worker restarted its co-visitation owner process after it exited unexpectedly.",
+            registry=r,
+        )
         self.build_info = Info("streamrec_build", "streamrec version and model manifest hash.", registry=r)
 
     def prime(self, sources: Sequence[str]) -> None:
@@ -237,6 +248,8 @@ class WorkerMetrics:
                 self.live_reciprocal_rank.labels(kind.value)
         for op in ("sent", "merged"):
             self.covisit_deltas.labels(op)
+        for topic in ("deltas", "rows"):
+            self.covisit_invalid.labels(topic)
 
 
 class GcPauseTimer:

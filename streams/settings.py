@@ -116,13 +116,19 @@ class WorkerSettings(KafkaSecuritySettings):
     covisit_transition_weight: float = Field(
         _COVISIT.transition_weight, ge=0, description="serving: extra weight of the last item's direct successors"
     )
+    covisit_owner: Literal["process", "inline", "external"] = Field(
+        "process",
+        description="where this worker's co-visitation owner runs: process (a child process it supervises), "
+        "inline (on its serving event loop) or external (none: run `streamrec covisit-owner` yourself)",
+    )
     covisit_flush_interval_s: float = Field(
         5.0, gt=0, description="owners publish changed co-visitation rows at most this often, s"
     )
     covisit_delta_interval_ms: float = Field(
         200.0,
         ge=0,
-        description="the hot path merges co-visitation deltas for this long before it publishes them, ms (0: per batch)",
+        description="the hot path merges co-visitation deltas for this long before it publishes them, ms "
+        "(0: per batch)",
     )
 
     # --- hot path ------------------------------------------------------------------------

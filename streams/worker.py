@@ -6,7 +6,10 @@ micro-batcher and the metrics, and owns their lifecycle.
 snapshot or rebuilds), the batcher and the ``/metrics`` server; the events agent waits until the
 replica is ready, then feeds the batcher. On shutdown (SIGTERM/SIGINT) the batcher is drained --
 events already taken are processed, published and acked -- before Faust commits and stops, and the
-index is snapshotted. If the events agent, the hot path or the catalogue replica fails, the worker says so
+index is snapshotted. The co-visitation owner (the signal's learner) runs in a child process the worker
+supervises (``STREAMREC_COVISIT_OWNER=process``, :mod:`streamrec.streams.covisit_supervisor`; stopped after the
+hot path drained), on the serving loop (``inline``) or elsewhere (``external``). If the events agent, the hot
+path, the catalogue replica or the owner (its process restarted too often) fails, the worker says so
 (``/healthz``, ``/readyz``, ``streamrec_worker_healthy``) and stops with exit status 1 instead of staying up
 as a zombie; the entry point's watchdog bounds every stop by ``shutdown_timeout_s``.
 """
@@ -36,7 +39,10 @@ from streamrec.index import IndexConfig, VectorIndex
 from streamrec.streams.batcher import BatcherStopped, EventBatcher
 from streamrec.streams.catalog import CatalogReplica
 from streamrec.streams.core import CoreConfig, RecommenderCore
-from streamrec.streams.covisit import CovisitConfig, CovisitGraph
+from streamrec.streams.covisit import CovisitGraph
+from streamrec.streams.covisit_owner import covisit_config as covisit_config  # re-exported (evaluation)
+from streamrec.streams.covisit_owner import covisit_topics as covisit_topics
+from streamrec.streams.covisit_supervisor import OwnerProcess
 from streamrec.streams.covisit_sync import CovisitOwner, CovisitPublisher, CovisitReplica
 from streamrec.streams.deadletter import dead_letter_record
 from streamrec.streams.faust_app import build_faust_app, sessions_table
@@ -108,11 +114,6 @@ def index_config(settings: WorkerSettings) -> IndexConfig:
     )
 
 
-def covisit_topics(settings: WorkerSettings) -> tuple[str, str]:
-    """The internal topics of the collaborative signal: (deltas, compacted rows)."""
-    return f"{settings.app_id}-covisit-deltas", f"{settings.app_id}-covisit-rows"
-
-
 def session_config(s: WorkerSettings) -> SessionConfig:
     names = [t.strip() for t in s.consumed_types.split(",") if t.strip()]
     unknown = sorted(set(names) - {t.value for t in EventType})
@@ -154,23 +155,6 @@ def core_from_settings(
             popularity_weight=s.popularity_weight,
             text_always=s.text_always,
         ),
-    )
-
-
-def covisit_config(s: WorkerSettings) -> CovisitConfig:
-    return CovisitConfig(
-        window=s.covisit_window,
-        neighbours=s.covisit_neighbours,
-        half_life_s=s.covisit_half_life_s,
-        sources=s.covisit_sources,
-        damping=s.covisit_damping,
-        source_norm=s.covisit_source_norm,
-        backward_weight=s.covisit_backward_weight,
-        type_weighted=s.covisit_type_weighted,
-        keep=s.covisit_keep,
-        per_source=s.covisit_per_source,
-        position_half_life=s.covisit_position_half_life,
-        transition_weight=s.covisit_transition_weight,
     )
 
 
@@ -265,7 +249,8 @@ class StreamWorker(mode.Service):
         self.dead_letter = Output(self.app, s.dead_letter_topic)
         self.covisit: CovisitGraph | None = None
         self.covisit_replica: CovisitReplica | None = None
-        self.covisit_owner: CovisitOwner | None = None
+        self.covisit_owner: CovisitOwner | None = None  # inline
+        self.owner_process: OwnerProcess | None = None  # process (the default)
         publisher: CovisitPublisher | None = None
         if s.covisit:
             deltas_topic, rows_topic = covisit_topics(s)
@@ -281,19 +266,22 @@ class StreamWorker(mode.Service):
                 client_kwargs=security.aiokafka_kwargs(),
             )
             m = self.metrics
-            self.covisit_owner = CovisitOwner(
-                bootstrap=s.bootstrap,
-                group_id=f"{s.app_id}-covisit",
-                deltas_topic=deltas_topic,
-                rows_out=Output(self.app, rows_topic),
-                graph=self.covisit,
-                replica=self.covisit_replica,
-                pool=None,
-                flush_interval_s=s.covisit_flush_interval_s,
-                on_merged=m.covisit_deltas.labels("merged").inc,
-                on_published=m.covisit_published.inc,
-                client_kwargs=security.aiokafka_kwargs(),
-            )
+            if s.covisit_owner == "process":
+                self.owner_process = OwnerProcess.for_worker(s, m)
+            elif s.covisit_owner == "inline":
+                self.covisit_owner = CovisitOwner(
+                    bootstrap=s.bootstrap,
+                    group_id=f"{s.app_id}-covisit",
+                    deltas_topic=deltas_topic,
+                    rows_out=Output(self.app, rows_topic),
+                    graph=self.covisit,
+                    replica=self.covisit_replica,
+                    pool=None,
+                    flush_interval_s=s.covisit_flush_interval_s,
+                    on_merged=m.covisit_deltas.labels("merged").inc,
+                    on_published=m.covisit_published.inc,
+                    client_kwargs=security.aiokafka_kwargs(),
+                )
             publisher = CovisitPublisher(
                 Output(self.app, deltas_topic),
                 covisit_partitions or partitions,
@@ -388,6 +376,11 @@ class StreamWorker(mode.Service):
             self.watchdog.arm(self.settings.shutdown_timeout_s, 1, f"{component} failed")
         await self.crash(exc)
 
+    def _owner_error(self) -> BaseException | None:
+        if self.owner_process is not None:
+            return self.owner_process.error
+        return self.covisit_owner.error if self.covisit_owner is not None else None
+
     def healthy(self) -> bool:
         return self.failed is None
 
@@ -410,9 +403,12 @@ class StreamWorker(mode.Service):
             self._metrics_server.start()
             log.info("metrics on http://%s:%d/metrics (and /healthz, /readyz)", s.metrics_host, s.metrics_port)
         await self.replica.start()
-        if self.covisit_replica is not None and self.covisit_owner is not None:
+        if self.covisit_replica is not None:
             await self.covisit_replica.start()
+        if self.covisit_owner is not None:
             await self.covisit_owner.start()
+        if self.owner_process is not None:  # not waited for: readiness does not depend on the owner
+            await self.owner_process.start()
         await self.batcher.start()
         self.add_future(self._refresh_gauges())
 
@@ -435,9 +431,11 @@ class StreamWorker(mode.Service):
             self.watchdog.arm(self.settings.shutdown_timeout_s, 1, "stopping")
         with contextlib.suppress(Exception):
             await self.batcher.stop(drain=True, timeout_s=self.settings.shutdown_timeout_s / 2)
-        if self.hotpath.covisit_out is not None:
+        if self.hotpath.covisit_out is not None:  # the drained events' deltas, held for the next flush
             with contextlib.suppress(Exception):
                 await self.hotpath.covisit_out.close()
+        if self.owner_process is not None:  # after the hot path drained: SIGTERM, it publishes, commits, leaves
+            await self.owner_process.stop(timeout_s=self.settings.shutdown_timeout_s / 3)
         await self.replica.stop(snapshot=True)
         if self.covisit_owner is not None:
             await self.covisit_owner.stop()  # publishes what it merged, commits, leaves the group
@@ -456,7 +454,7 @@ class StreamWorker(mode.Service):
                 ("catalogue_replica", self.replica.error),
                 ("hot_path", self.batcher.error),
                 ("covisit_replica", self.covisit_replica.error if self.covisit_replica is not None else None),
-                ("covisit_owner", self.covisit_owner.error if self.covisit_owner is not None else None),
+                ("covisit_owner", self._owner_error()),
             ):
                 if error is not None:
                     await self.fail(component, error)

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from streamrec.streams.covisit import CovisitConfig, CovisitDelta, CovisitGraph, DeltaBatch
+from streamrec.streams.covisit_owner import OwnerStats, parse_stats_line
 from streamrec.streams.covisit_sync import CovisitOwner, CovisitPublisher, CovisitReplica
-from streamrec.testing import KafkaForTests
+from streamrec.testing import KafkaForTests, create_topics, delete_topics, subprocess_environment
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +172,119 @@ async def test_two_workers_converge_to_the_offline_graph_and_a_restart_rebuilds_
             if node is not None:
                 await node.stop()
         pool.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The owner as its own process (`streamrec covisit-owner`): what a worker starts by default, or what a user runs
+# separately with STREAMREC_COVISIT_OWNER=external.
+
+
+class OwnerCommand:
+    """``streamrec covisit-owner --supervised`` as a real subprocess; its stats lines are read as they come."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.stats = OwnerStats()
+        self.lines = 0
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, bootstrap: str, app_id: str, log_path: Path) -> OwnerCommand:
+        env = {
+            **subprocess_environment({}),
+            "STREAMREC_BOOTSTRAP": bootstrap,
+            "STREAMREC_APP_ID": app_id,
+            "STREAMREC_COVISIT_FLUSH_INTERVAL_S": "0.2",
+            "STREAMREC_CREATE_TOPICS": "false",  # the test made them
+        }
+        with log_path.open("ab") as log_file:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "streamrec.cli",
+                "covisit-owner",
+                "--supervised",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_file,
+                env=env,
+            )
+        return cls(proc)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            self.stats = parse_stats_line(line)  # the child writes nothing else on stdout
+            self.lines += 1
+
+    async def wait_exit(self, timeout_s: float = 30.0) -> int:
+        status = await asyncio.wait_for(self.proc.wait(), timeout_s)
+        await asyncio.wait_for(self._reader, 5)
+        return status
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
+async def test_owner_processes_converge_a_sigkill_loses_nothing_and_they_stop_cleanly(
+    kafka: KafkaForTests, new_group: Callable[[str], str], tmp_path: Path
+) -> None:
+    app = new_group("owner")
+    deltas_topic, rows_topic = f"{app}-covisit-deltas", f"{app}-covisit-rows"
+    create_topics(kafka.bootstrap, {deltas_topic: 4})
+    create_topics(kafka.bootstrap, {rows_topic: 2}, {"cleanup.policy": "compact"})
+    config = CovisitConfig()
+    batches = batches_of(user_streams(24, 12, seed=3), config)
+    offline = CovisitGraph(config)
+    for b in batches:
+        offline.apply(b)
+    expected = state(offline)
+    half = len(batches) // 2
+
+    pool = ThreadPoolExecutor(2)
+    observer = Node(kafka.bootstrap, deltas_topic, rows_topic, f"{app}-unused", pool)  # publishes and replicates
+    owners: list[OwnerCommand] = []
+    try:
+        await observer.start(own=False)
+        first = await OwnerCommand.start(kafka.bootstrap, app, tmp_path / "owner1.log")
+        owners.append(first)
+        futs = []
+        for deltas in batches[:half]:
+            futs += await observer.publisher.send(deltas)
+        await asyncio.gather(*futs)
+        await wait_for(lambda: first.stats.merged > 0, 60, "the first owner to merge deltas")
+        first.kill()  # SIGKILL: whatever it merged but had not published and committed is merged again below
+        assert await first.wait_exit() == -9
+
+        # two owners now share the partitions (a rebalance between processes), as two external deployments would
+        second = await OwnerCommand.start(kafka.bootstrap, app, tmp_path / "owner2.log")
+        third = await OwnerCommand.start(kafka.bootstrap, app, tmp_path / "owner3.log")
+        owners += [second, third]
+        futs = []
+        for deltas in batches[half:]:
+            futs += await observer.publisher.send(deltas)
+        await asyncio.gather(*futs)
+        await wait_for(
+            lambda: same(state(observer.graph), expected), 90, "the published rows to match the offline graph"
+        )
+        await wait_for(lambda: second.stats.published + third.stats.published > 0, 10, "their stats lines")
+        assert second.stats.invalid_deltas == third.stats.invalid_deltas == 0
+
+        # supervised: end-of-file on stdin (the parent is gone) stops it; so does SIGTERM; both cleanly
+        assert second.proc.stdin is not None
+        second.proc.stdin.close()
+        third.proc.terminate()
+        assert await second.wait_exit() == 0
+        assert await third.wait_exit() == 0
+        log_text = (tmp_path / "owner2.log").read_text()
+        assert "stdin closed" in log_text and "LeaveGroup request succeeded" in log_text
+        # what they published in the end is still exactly the offline graph (nothing half-merged was left)
+        await asyncio.sleep(1.0)
+        assert same(state(observer.graph), expected)
+    finally:
+        for owner in owners:
+            owner.kill()
+        await observer.stop()
+        pool.shutdown()
+        delete_topics(kafka.bootstrap, [deltas_topic, rows_topic])

@@ -42,7 +42,7 @@ def covisit_specs(s: WorkerSettings) -> list[TopicSpec]:
     """The collaborative signal's internal topics: deltas (partitioned like events) and compacted rows."""
     if not s.covisit:
         return []
-    from streamrec.streams.worker import covisit_topics
+    from streamrec.streams.covisit_owner import covisit_topics
 
     deltas, rows = covisit_topics(s)
     rf = s.replication_factor
