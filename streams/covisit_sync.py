@@ -109,8 +109,10 @@ class CovisitPublisher:
         interval_s: float = 0.0,
         half_life_s: float | None = None,
         max_rows: int = 20_000,
+        on_sent: Callable[[int], None] | None = None,
     ) -> None:
         self.output = output
+        self.on_sent = on_sent  # rows' deltas handed to the producer (after merging: what the owners receive)
         self.partitions = partitions
         self.interval_s = interval_s
         self.half_life_s = half_life_s if half_life_s is not None else CovisitConfig().half_life_s
@@ -132,6 +134,8 @@ class CovisitPublisher:
                 chunk = rows[start : start + _MAX_ROWS_PER_MESSAGE]
                 futs.append(await self.output.send(None, encode_deltas(chunk), partition=partition))
         self.messages += len(futs)
+        if self.on_sent is not None:
+            self.on_sent(len(deltas))
         return futs
 
     async def add(self, deltas: Sequence[CovisitDelta]) -> asyncio.Future[None]:

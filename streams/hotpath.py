@@ -271,9 +271,7 @@ class HotPath:
         shared: _SharedDelivery | None = None
         if self.covisit_out is not None and result.deltas:
             # every valid event of the batch caused them: one callback per future, not one per event and future
-            n_deltas = len(result.deltas)  # (counted first: the publisher merges them into what it holds)
-            shared = _SharedDelivery([await self.covisit_out.add(result.deltas)])
-            m.covisit_deltas.labels("sent").inc(n_deltas)
+            shared = _SharedDelivery([await self.covisit_out.add(result.deltas)])  # counts what it sends
         publish_s = self.monotonic() - t
 
         done_mono = self.monotonic()

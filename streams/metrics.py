@@ -192,7 +192,8 @@ class WorkerMetrics:
         )
         self.covisit_deltas = Counter(
             "streamrec_covisit_deltas_total",
-            "Co-visitation row deltas: sent by this worker's hot path, merged by it as an item owner.",
+            "Co-visitation row deltas: sent by this worker's hot path (merged per row over the delta interval), "
+            "merged by an item owner.",
             ["op"],
             registry=r,
         )

@@ -287,6 +287,7 @@ class StreamWorker(mode.Service):
                 covisit_partitions or partitions,
                 interval_s=s.covisit_delta_interval_ms / 1000,
                 half_life_s=s.covisit_half_life_s,
+                on_sent=m.covisit_deltas.labels("sent").inc,
             )
         self.core = core_from_settings(
             s, encoder=self.encoder, index=self.index, titles=self.titles, covisit=self.covisit
