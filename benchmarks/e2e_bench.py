@@ -286,11 +286,10 @@ def _cpu_s(pid: int) -> float:
 def _descendants(pid: int) -> list[int]:
     """The live processes started by ``pid`` (a worker's co-visitation owner process), recursively."""
     out: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            out += [int(c) for c in (task / "children").read_text().split()]
-    except OSError:
-        return out
+    with contextlib.suppress(OSError):  # the process ended
+        for task in list(Path(f"/proc/{pid}/task").iterdir()):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                out += [int(c) for c in (task / "children").read_text().split()]
     return out + [d for c in out for d in _descendants(c)]
 
 

@@ -71,3 +71,6 @@ def test_quick_bench_writes_sane_json(kafka: KafkaForTests, exported_model: Path
     assert {"queue", "decode", "state", "encode", "index"} <= stages.keys()
     assert _positive(worker[0]["ratio_to_floor"]["p50"])
     assert result["sweeps"]["workers_1"]["worker_metrics"][0]["recommendations"] >= 100
+    # the worker's CPU includes its co-visitation owner process (the default), also reported on its own
+    cpu = worker[0]["cpu"]
+    assert cpu["children"] == 1 and 0 < cpu["children_cpu_ms_per_event"] < cpu["server_cpu_ms_per_event"]

@@ -253,6 +253,15 @@ async def test_worker_replay_and_tail_end_to_end_over_sasl_ssl(
         assert len({decode_recommendation(r.value).event_id for r in recs}) == N_EVENTS
         metrics_text = _metrics_text(worker)
         assert metrics_text and "streamrec_pipeline_recommendations_total" in metrics_text
+        # its co-visitation owner process (the default) learned over the same SASL_SSL connection settings
+        worker.wait_until(
+            lambda m: (
+                m.get('streamrec_covisit_deltas_total{op="merged"}', 0) > 0
+                and m.get("streamrec_covisit_rows_published_total", 0) > 0
+            ),
+            60,
+            "the owner process to merge and publish",
+        )
         assert worker.stop() == 0
         log = (tmp_path / "worker.log").read_text()
         assert "SASL_SSL, SCRAM-SHA-512 as 'worker'" in log  # it said how it connected ...
