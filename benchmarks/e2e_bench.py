@@ -69,7 +69,7 @@ class BenchConfig:
     batch_linger_ms: float = 2.0
     model_dir: str = ""
     out: str = ""
-    note: str = "shared 2-core machine: a colleague's offline evaluation ran CPU-heavy work at the same time"
+    note: str = ""
     command: str = ""
 
 

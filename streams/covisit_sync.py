@@ -4,8 +4,9 @@ A worker sees only its partitions' events, so what it learns must reach every wo
 
 1. **deltas** (``<app_id>-covisit-deltas``, not compacted): the hot path publishes each batch's row
    deltas (:class:`~streamrec.streams.covisit.CovisitDelta`), grouped by the partition that owns the
-   row's item (``blake2b64(item) % partitions``): one message per partition per batch. The batch's
-   events are acked only when these messages are acknowledged too (at-least-once, like the
+   row's item (``blake2b64(item) % partitions``), merged per row over ``STREAMREC_COVISIT_DELTA_INTERVAL_MS``
+   (:meth:`CovisitPublisher.add`): one message per partition per interval, not per batch. An event is acked
+   only when the messages carrying its deltas are acknowledged too (at-least-once, like the
    recommendations).
 2. **owner** (:class:`CovisitOwner`, consumer group ``<app_id>-covisit``): the owner process assigned a deltas
    partition owns the rows of its items. It merges their deltas into its *working* rows (versioned by the
