@@ -144,8 +144,11 @@ async def test_the_default_worker_learns_through_its_owner_process_restarts_it_a
 
     await produce(kafka.bootstrap, topics["events_topic"], _events(FIRST, 6, 0))
     # learned through the child: merged (its stats lines), published, replicated back into the worker's graph
-    m = worker.wait_until(lambda m: m.get("streamrec_covisit_rows", 0) == len(FIRST), 60, "rows of the first items")
-    assert _merged(m) > 0 and m.get("streamrec_covisit_rows_published_total", 0) > 0
+    worker.wait_until(lambda m: m.get("streamrec_covisit_rows", 0) == len(FIRST), 60, "rows of the first items")
+    # the child's counters arrive on its next stats line (about every second), possibly after the rows
+    worker.wait_until(
+        lambda m: _merged(m) > 0 and m.get("streamrec_covisit_rows_published_total", 0) > 0, 10, "the owner's stats"
+    )
     assert set(await _rows_published(kafka.bootstrap, topics["app_id"], len(FIRST))) == set(FIRST)
 
     os.kill(child, signal.SIGKILL)
