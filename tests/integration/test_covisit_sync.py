@@ -8,37 +8,21 @@ import asyncio
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from streamrec.streams.covisit import CovisitConfig, CovisitDelta, CovisitGraph, DeltaBatch
-from streamrec.streams.covisit_owner import OwnerStats, parse_stats_line
+from streamrec.streams.covisit_owner import OwnerStats, ProducerSender, parse_stats_line
 from streamrec.streams.covisit_sync import CovisitOwner, CovisitPublisher, CovisitReplica
 from streamrec.testing import KafkaForTests, create_topics, delete_topics, subprocess_environment
 
 pytestmark = pytest.mark.integration
 
 ITEMS = [f"item-{n}" for n in range(30)]
-
-
-class ProducerSender:
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
-        self.producer, self.topic = producer, topic
-
-    async def send(
-        self,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-        partition: int | None = None,
-    ) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = await self.producer.send(self.topic, value, key=key, partition=partition)
-        return fut
 
 
 class Node:
