@@ -187,3 +187,28 @@ def test_a_batch_learns_what_one_batch_per_event_would() -> None:
     long.observe("b", 1.0, 5_000.0, ["a"])
     assert all(math.isfinite(d.n) for d in long.deltas())
     assert {d.item: d.pairs for d in long.deltas()}["a"] == {"b": 1.0}
+
+
+def test_scores_of_many_sources_are_the_sum_of_each_sources_scores() -> None:
+    """The neighbour lists of a user's sources are summed by id (without sorting: ``_sum_by_id``): against the
+    same sum taken source by source in Python, over random graphs, with and without a ``limit``."""
+    import random
+
+    rng = random.Random(11)
+    cfg = CovisitConfig(window=6, transition_weight=0.0, per_source=15, neighbours=15, **STILL)
+    g = CovisitGraph(cfg)
+    items = [f"i{k}" for k in range(60)]
+    learn(g, *[[rng.choice(items) for _ in range(rng.randint(2, 14))] for _ in range(300)])
+    for _ in range(50):
+        recent = list(dict.fromkeys(rng.choice(items) for _ in range(rng.randint(2, 15))))
+        expected: dict[str, float] = {}
+        for p, item in enumerate(recent[: cfg.sources]):
+            for j, s in g.scores([item], now_s=0.0).items():  # one source: no summing by id
+                expected[j] = expected.get(j, 0.0) + 0.5 ** (p / cfg.position_half_life) * s
+        exclude = set(rng.sample(items, 5))
+        got = g.scores(recent, now_s=0.0, exclude=exclude)
+        assert got == pytest.approx({j: s for j, s in expected.items() if j not in exclude}, rel=1e-12)
+        best = sorted(expected.items(), key=lambda kv: -kv[1])[:5]
+        top = g.scores(recent, now_s=0.0, limit=5)
+        assert list(top) == [j for j, _ in best]
+        assert list(top.values()) == pytest.approx([s for _, s in best], rel=1e-12)
