@@ -50,6 +50,7 @@ Thread safety: see :class:`CovisitGraph` (writers lock; the one reading thread d
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -70,6 +71,7 @@ __all__ = [
     "DeltaBatch",
 ]
 
+log = logging.getLogger(__name__)
 _REBASE_HALF_LIVES = 16.0  # a row's reference time moves forward once it is this many half-lives old
 _EMPTY: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64]] = (
     np.empty(0, np.int64),
@@ -278,13 +280,14 @@ class _Row:
     int32), ``w`` and ``t`` (float32 counts and direct-successor counts) -- 12 bytes a neighbour instead of
     ~70 in dicts, which matters because every worker holds every published row."""
 
-    __slots__ = ("ids", "n", "nbrs", "nxt", "ref_s", "t", "top", "version", "w")
+    __slots__ = ("ids", "n", "nbrs", "nxt", "raw", "ref_s", "t", "top", "version", "w")
 
     def __init__(self, ref_s: float) -> None:
         self.n = 0.0
         self.nbrs: dict[str, float] = {}
         self.nxt: dict[str, float] = {}  # direct-successor counts, keys a subset of nbrs
         self.ids: npt.NDArray[np.int32] | None = None  # published form (then nbrs/nxt are empty)
+        self.raw: bytes | None = None  # a published row not decoded yet (``put_raw``): only n, ref_s, version set
         self.w: npt.NDArray[np.float32] = _NO_F32
         self.t: npt.NDArray[np.float32] = _NO_F32
         self.ref_s = ref_s
@@ -316,6 +319,7 @@ class CovisitGraph:
         # neighbours' weights from here in one vectorised step; replaced whole when it grows (readers hold a copy)
         self._nref = np.zeros((256, 2), np.float64)
         self._scratch = threading.local()  # per reading thread: see _sum_by_id
+        self.invalid_rows = 0  # rows stored undecoded (put_raw) that did not decode when read
         self._position_weights = tuple(0.5 ** (p / self.config.position_half_life) for p in range(self.config.sources))
 
     def __len__(self) -> int:
@@ -340,6 +344,8 @@ class CovisitGraph:
                     row = self._rows[d.item] = _Row(d.ts_s)
                 if version is not None and row.version >= version:
                     continue
+                if row.raw is not None:
+                    row = self._rows[d.item] = self._decoded(d.item, row)
                 if row.ids is not None:  # a published row (an owner seeded from its replica): make it mergeable
                     self._materialise(row)
                 if d.ts_s - row.ref_s > _REBASE_HALF_LIVES * hl:
@@ -361,6 +367,52 @@ class CovisitGraph:
                 changed.append(d.item)
                 self._note(d.item, row)
         return changed
+
+    def put_raw(self, rows: Iterable[tuple[str, float, float, int, bytes]]) -> int:
+        """Published rows as they came off the wire, ``(item, n, ref_s, version, message)`` (see
+        :func:`~streamrec.streams.covisit_wire.peek_row`), stored undecoded: the row is decoded (and fully
+        validated) when it is first read -- in the serving thread, not in the replica's -- so a row replaced before
+        anyone reads it costs a header read. Same versioning as ``put_rows``; returns how many applied."""
+        applied = 0
+        with self._lock:
+            for item, n, ref_s, version, raw in rows:
+                mine = self._rows.get(item)
+                if mine is None or mine.version < version:
+                    new = _Row(ref_s)
+                    new.n, new.version, new.raw = n, version, raw
+                    self._rows[item] = new
+                    self._note(item, new)
+                    applied += 1
+        return applied
+
+    def _decoded(self, item: str, row: _Row) -> _Row:
+        """The published (compact) form of an undecoded row; a row that does not decode serves no neighbours
+        (counted in ``invalid_rows``, logged)."""
+        from streamrec.streams.covisit_wire import decode_row  # the wire format imports this module
+
+        assert row.raw is not None
+        new = _Row(row.ref_s)
+        new.n, new.version = row.n, row.version
+        try:
+            published = decode_row(row.raw)
+        except CovisitRowError as exc:
+            self.invalid_rows += 1
+            log.warning("covisit row of %r (version %d) does not decode, served empty: %s", item, row.version, exc)
+            new.ids = np.empty(0, np.int32)
+            return new
+        new.ids = self._intern_many(published.ids)
+        new.w = np.asarray(published.weights, dtype=np.float32)
+        if published.nexts and any(published.nexts):
+            new.t = np.asarray(published.nexts, dtype=np.float32)
+        return new
+
+    def _decode_in_place(self, item: str, row: _Row) -> _Row:
+        """Reader side: decode an undecoded row and swap the result in (unless a writer replaced it meanwhile)."""
+        new = self._decoded(item, row)
+        with self._lock:
+            if self._rows.get(item) is row:
+                self._rows[item] = new
+        return new
 
     def put_row(self, row: CovisitRow) -> bool:
         """Replace a row by a published one unless ours is as new or newer; True if it was applied."""
@@ -405,6 +457,8 @@ class CovisitGraph:
             r = self._rows.get(item)
             if r is None:
                 return None
+            if r.raw is not None:
+                r = self._rows[item] = self._decoded(item, r)
             if r.ids is not None:  # a published row, as it was published
                 names = self._ids
                 ids = tuple(names[i] for i in r.ids.tolist())
@@ -469,6 +523,8 @@ class CovisitGraph:
                 continue
             top = row.top
             if top is None:
+                if row.raw is not None:
+                    row = self._decode_in_place(item, row)
                 top = row.top = self._normalised_top(row)
             if top[0].size:
                 r = position[p]

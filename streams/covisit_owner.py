@@ -172,7 +172,9 @@ class StandaloneOwner:
         self.published += n
 
     def stats(self) -> OwnerStats:
-        return OwnerStats(self.merged, self.published, self.owner.invalid, self.replica.invalid)
+        return OwnerStats(
+            self.merged, self.published, self.owner.invalid, self.replica.invalid + self.replica.graph.invalid_rows
+        )
 
     def _report(self) -> None:
         if self.stats_out is not None:

@@ -54,7 +54,7 @@ from streamrec.streams.covisit import (
     CovisitRow,
     CovisitRowError,
 )
-from streamrec.streams.covisit_wire import decode_deltas, decode_row, encode_deltas, encode_row
+from streamrec.streams.covisit_wire import decode_deltas, decode_row, encode_deltas, encode_row, peek_row
 from streamrec.streams.topics import open_topic_replica
 
 __all__ = [
@@ -322,24 +322,35 @@ class CovisitReplica:
             raise
 
     def _apply(self, records: Sequence[Any]) -> None:
+        """Binary rows are stored undecoded (``CovisitGraph.put_raw``: their structure checked here, the rest when
+        a row is first served); JSON rows of earlier versions are decoded now."""
         rows: list[CovisitRow] = []
+        raw: list[tuple[str, float, float, int, bytes]] = []
         for r in records:
             if r.value is None:
                 if r.key is not None:
-                    self.applied += self.graph.put_rows(rows)  # keep the order: rows before the tombstone
-                    rows = []
+                    self._put(rows, raw)  # keep the order: rows before the tombstone
+                    rows, raw = [], []
                     self.graph.remove(r.key.decode("utf-8", "replace"))
                 continue
             if r.key is not None and not self._newer(r.key, r.headers):
                 continue  # our own write coming back, or an old one: skip decoding it
             try:
-                row = decode_row(r.value)
+                if r.value[:1] == b"{":
+                    rows.append(decode_row(r.value))
+                else:
+                    raw.append((*peek_row(r.value), r.value))
             except CovisitRowError as exc:
                 self.invalid += 1
                 log.warning("skipped an unreadable covisit row at %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
                 continue
-            rows.append(row)
-        self.applied += self.graph.put_rows(rows)
+        self._put(rows, raw)
+
+    def _put(self, rows: list[CovisitRow], raw: list[tuple[str, float, float, int, bytes]]) -> None:
+        if rows:
+            self.applied += self.graph.put_rows(rows)
+        if raw:
+            self.applied += self.graph.put_raw(raw)
 
     def _newer(self, key: bytes, headers: Sequence[tuple[str, bytes]] | None) -> bool:
         """False when the record's version header says the graph already holds this row or a newer one."""

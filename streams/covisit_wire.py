@@ -35,7 +35,7 @@ from typing import Any
 
 from streamrec.streams.covisit import CovisitDelta, CovisitRow, CovisitRowError
 
-__all__ = ["FORMAT", "decode_deltas", "decode_row", "encode_deltas", "encode_row"]
+__all__ = ["FORMAT", "decode_deltas", "decode_row", "encode_deltas", "encode_row", "peek_row"]
 
 FORMAT = 2
 _DELTAS, _ROW = 1, 2
@@ -159,6 +159,33 @@ def decode_row(value: bytes | None) -> CovisitRow:
         _check_finite((n, ref), weights, nexts)
         return CovisitRow(item, n, ref, tuple(ids), weights, version, nexts)
     except ValueError as exc:  # struct.error is a ValueError too
+        raise CovisitRowError(f"corrupt covisit row ({exc})") from None
+
+
+def peek_row(value: bytes) -> tuple[str, float, float, int]:
+    """``(item, n, ref, version)`` of a format-2 row, its structure checked (every size inside the message and
+    adding up to its length, the item id UTF-8, ``n`` and ``ref`` finite) without decoding the neighbours: a
+    replica stores the message and decodes the rest (:func:`decode_row`, every check) when the row is first
+    read. ~1 µs instead of ~30-70 (a worker replicates every row every owner publishes, most of which a large
+    catalogue never serves before the next version replaces them). :class:`CovisitRowError` if it is not one
+    (a JSON row of format 1 included: read those with :func:`decode_row`)."""
+    try:
+        r = _Reader(value)
+        fmt, kind, n, ref, version, count = r.unpack(_ROW_HEAD)
+        if fmt != FORMAT or kind != _ROW:
+            raise ValueError(f"covisit row format {fmt}/{kind} is not {FORMAT}/{_ROW}")
+        lengths = r.array(_U32, count + 1)
+        start = r._take(sum(lengths))
+        item = value[start : start + lengths[0]].decode("utf-8")
+        r._take(8 * count)
+        (n_nexts,) = r.array(_U32, 1)
+        if n_nexts not in (0, count):
+            raise ValueError(f"{n_nexts} direct-successor counts for {count} neighbours")
+        r._take(8 * n_nexts)
+        r.end()
+        _check_finite((n, ref))
+        return item, n, ref, version
+    except ValueError as exc:  # struct.error and UnicodeDecodeError are ValueErrors too
         raise CovisitRowError(f"corrupt covisit row ({exc})") from None
 
 

@@ -212,3 +212,75 @@ def test_scores_of_many_sources_are_the_sum_of_each_sources_scores() -> None:
         top = g.scores(recent, now_s=0.0, limit=5)
         assert list(top) == [j for j, _ in best]
         assert list(top.values()) == pytest.approx([s for _, s in best], rel=1e-12)
+
+
+def _published(graph: CovisitGraph) -> list[CovisitRow]:
+    return [r for item in list(graph._rows) if (r := graph.row(item)) is not None]
+
+
+def test_rows_stored_undecoded_serve_what_decoded_rows_serve() -> None:
+    """A replica stores binary rows undecoded (``put_raw``) and decodes one when it is first read: the same
+    scores and the same publishable rows as rows decoded on arrival (``put_rows``)."""
+    from streamrec.streams.covisit_wire import encode_row, peek_row
+
+    cfg = CovisitConfig(window=4, **STILL)
+    working = CovisitGraph(cfg)
+    learn(working, ["a", "b", "c", "d"], ["b", "c", "e"], ["a", "c", "e", "f"], ["d", "e"], ["f", "a"])
+    rows = _published(working)
+    eager, lazy = CovisitGraph(cfg), CovisitGraph(cfg)
+    eager.put_rows(rows)
+    assert lazy.put_raw([(*peek_row(encode_row(r)), encode_row(r)) for r in rows]) == len(rows)
+    assert all(lazy._rows[r.item].raw is not None for r in rows)  # nothing decoded yet
+    assert lazy.weight("a", 0.0) == eager.weight("a", 0.0)  # weights are known without decoding
+    for recent in (["a"], ["c", "b"], ["e", "d", "a"], ["f", "e", "c", "b", "a"]):
+        assert lazy.scores(recent, now_s=0.0, limit=3) == eager.scores(recent, now_s=0.0, limit=3)
+    assert lazy._rows["a"].raw is None  # decoded once read, and kept decoded
+    assert {r.item: r for r in _published(lazy)} == {r.item: r for r in _published(eager)}
+    # versions as put_rows: an older row does not replace a newer one
+    old = rows[0]
+    stale = CovisitRow(old.item, old.n, old.ref_s, old.ids, old.weights, old.version - 1, old.nexts)
+    assert lazy.put_raw([(*peek_row(encode_row(stale)), encode_row(stale))]) == 0
+
+
+def test_a_row_that_does_not_decode_when_read_serves_nothing_and_is_counted() -> None:
+    import struct
+
+    from streamrec.streams.covisit_wire import peek_row
+
+    # structurally a row (the replica's check passes), but a neighbour weight is not finite
+    bad = b"".join(
+        (
+            struct.pack("<BBddqI", 2, 2, 2.0, 0.0, 7, 1),
+            struct.pack("<II", 1, 1),
+            b"ab",
+            struct.pack("<d", math.inf),
+            struct.pack("<I", 0),
+        )
+    )
+    g = CovisitGraph(CovisitConfig(**STILL))
+    assert g.put_raw([(*peek_row(bad), bad)]) == 1
+    assert g.scores(["a"], now_s=0.0) == {}
+    assert g.invalid_rows == 1
+    assert g.version("a") == 7  # a newer, valid row still replaces it
+    learn(owner := CovisitGraph(g.config), ["a", "c"])
+    good = owner.row("a")
+    assert good is not None
+    g.put_rows([CovisitRow("a", good.n, good.ref_s, good.ids, good.weights, 8, good.nexts)])
+    assert set(g.scores(["a"], now_s=0.0)) == {"c"}
+
+
+def test_an_owner_merges_deltas_into_an_undecoded_row() -> None:
+    from streamrec.streams.covisit_wire import encode_row, peek_row
+
+    cfg = CovisitConfig(window=2, **STILL)
+    reference = CovisitGraph(cfg)
+    learn(reference, ["a", "b"], ["a", "c"])
+    seeded = CovisitGraph(cfg)
+    first = CovisitGraph(cfg)
+    learn(first, ["a", "b"])
+    row = first.row("a")
+    assert row is not None
+    seeded.put_raw([(*peek_row(encode_row(row)), encode_row(row))])
+    learn(seeded, ["a", "c"])
+    assert seeded.row("a") == CovisitRow("a", 2.0, 0.0, ("b", "c"), (1.0, 1.0), 2, (1.0, 1.0))
+    assert reference.row("a") == seeded.row("a")

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from streamrec.streams.covisit import CovisitConfig, CovisitDelta, CovisitRow, CovisitRowError, DeltaBatch
-from streamrec.streams.covisit_wire import decode_deltas, decode_row, encode_deltas, encode_row
+from streamrec.streams.covisit_wire import decode_deltas, decode_row, encode_deltas, encode_row, peek_row
 
 
 def _deltas() -> list[CovisitDelta]:
@@ -182,3 +182,44 @@ def test_a_huge_claimed_size_is_refused_without_allocating_it() -> None:
 def test_corrupt_rows_are_refused(message: bytes) -> None:
     with pytest.raises(CovisitRowError):
         decode_row(message)
+
+
+def test_peek_reads_a_rows_header_and_checks_its_structure() -> None:
+    row = _row()
+    data = encode_row(row)
+    assert peek_row(data) == (row.item, row.n, row.ref_s, row.version)
+    for cut in range(len(data)):  # the structure is checked: sizes must add up to the message, exactly
+        with pytest.raises(CovisitRowError):
+            peek_row(data[:cut])
+    with pytest.raises(CovisitRowError):
+        peek_row(data + b"\x00")
+
+
+def _row_message(n: float, ids: list[bytes], weights: list[float], kind: int = 2) -> bytes:
+    return b"".join(
+        (
+            struct.pack("<BBddqI", 2, kind, n, 0.0, 1, len(ids) - 1),
+            struct.pack(f"<{len(ids)}I", *map(len, ids)),
+            *ids,
+            struct.pack(f"<{len(weights)}d", *weights),
+            struct.pack("<I", 0),
+        )
+    )
+
+
+def test_peek_refuses_what_is_not_a_row_and_leaves_the_neighbours_to_decode() -> None:
+    assert decode_row(_row_message(1.0, [b"a", b"b"], [0.5])).ids == ("b",)  # the helper builds real rows
+    for bad in (
+        _row_message(math.nan, [b"a", b"b"], [0.5]),  # non-finite weight of the row itself
+        _row_message(1.0, [b"\xc3(", b"b"], [0.5]),  # the item id is not UTF-8
+        _row_message(1.0, [b"a", b"b"], [0.5], kind=1),  # a deltas kind byte
+        b'{"v": 1, "item": "a"}',  # JSON rows are decoded, not peeked
+        b"",
+    ):
+        with pytest.raises(CovisitRowError):
+            peek_row(bad)
+    # what only the full decode checks: a neighbour's id and weight
+    for later in (_row_message(1.0, [b"a", b"\xc3("], [0.5]), _row_message(1.0, [b"a", b"b"], [math.inf])):
+        assert peek_row(later)[0] == "a"
+        with pytest.raises(CovisitRowError):
+            decode_row(later)
