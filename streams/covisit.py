@@ -302,11 +302,13 @@ class _Row:
 class CovisitGraph:
     """Rows of the co-visitation graph, updated by ``apply`` (deltas) or ``put_rows`` (published rows).
 
-    Thread safety: writers (``apply``, ``put_rows``, ``remove``, ``row``) serialise on a lock. Readers
-    (``scores``) take no lock: ``put_rows`` never changes a row in place, it swaps whole row objects in the
-    dict (atomic under the GIL), so a reader sees the old row or the new one; the per-row score cache is
-    written by the reading thread only -- ONE reading thread at a time (the hot path). ``apply`` changes rows
-    in place: use it only on a graph no other thread reads (offline, or an owner's private working rows)."""
+    Thread safety: writers (``apply``, ``put_rows``, ``put_raw``, ``remove``, ``row``) serialise on a lock.
+    Readers (``scores``) take no lock: ``put_rows``/``put_raw`` never change a row in place, they swap whole row
+    objects in the dict (atomic under the GIL), so a reader sees the old row or the new one; the per-row score
+    cache is written by the reading thread only -- ONE reading thread at a time (the hot path). A row stored
+    undecoded (``put_raw``) is decoded by the reader that first needs it, into a new row object swapped in under
+    the lock only if the dict still holds the undecoded one (a newer row is never overwritten). ``apply`` changes
+    rows in place: use it only on a graph no other thread reads (offline, or an owner's private working rows)."""
 
     def __init__(self, config: CovisitConfig | None = None) -> None:
         self.config = config or CovisitConfig()
@@ -388,22 +390,21 @@ class CovisitGraph:
     def _decoded(self, item: str, row: _Row) -> _Row:
         """The published (compact) form of an undecoded row; a row that does not decode serves no neighbours
         (counted in ``invalid_rows``, logged)."""
-        from streamrec.streams.covisit_wire import decode_row  # the wire format imports this module
+        from streamrec.streams.covisit_wire import decode_row_arrays  # the wire format imports this module
 
         assert row.raw is not None
         new = _Row(row.ref_s)
         new.n, new.version = row.n, row.version
         try:
-            published = decode_row(row.raw)
+            ids, new.w, nexts = decode_row_arrays(row.raw)
         except CovisitRowError as exc:
             self.invalid_rows += 1
             log.warning("covisit row of %r (version %d) does not decode, served empty: %s", item, row.version, exc)
             new.ids = np.empty(0, np.int32)
             return new
-        new.ids = self._intern_many(published.ids)
-        new.w = np.asarray(published.weights, dtype=np.float32)
-        if published.nexts and any(published.nexts):
-            new.t = np.asarray(published.nexts, dtype=np.float32)
+        new.ids = self._intern_many(ids)
+        if nexts is not None:
+            new.t = nexts
         return new
 
     def _decode_in_place(self, item: str, row: _Row) -> _Row:

@@ -33,9 +33,12 @@ from collections.abc import Sequence
 from itertools import accumulate
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from streamrec.streams.covisit import CovisitDelta, CovisitRow, CovisitRowError
 
-__all__ = ["FORMAT", "decode_deltas", "decode_row", "encode_deltas", "encode_row", "peek_row"]
+__all__ = ["FORMAT", "decode_deltas", "decode_row", "decode_row_arrays", "encode_deltas", "encode_row", "peek_row"]
 
 FORMAT = 2
 _DELTAS, _ROW = 1, 2
@@ -185,6 +188,30 @@ def peek_row(value: bytes) -> tuple[str, float, float, int]:
         r.end()
         _check_finite((n, ref))
         return item, n, ref, version
+    except ValueError as exc:  # struct.error and UnicodeDecodeError are ValueErrors too
+        raise CovisitRowError(f"corrupt covisit row ({exc})") from None
+
+
+def decode_row_arrays(value: bytes) -> tuple[list[str], npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    """The neighbours of a format-2 row as a replica stores them: ``(ids, weights, nexts)``, the counts as
+    float32 arrays read straight from the message (``nexts`` None: none), after every check of
+    :func:`decode_row` (structure, UTF-8, finite numbers). What a replica runs when it first serves a row
+    stored undecoded; :class:`CovisitRowError` if it is not a valid row."""
+    try:
+        r = _Reader(value)
+        fmt, kind, _n, _ref, _version, count = r.unpack(_ROW_HEAD)
+        if fmt != FORMAT or kind != _ROW:
+            raise ValueError(f"covisit row format {fmt}/{kind} is not {FORMAT}/{_ROW}")
+        _item, *ids = r.ids(count + 1)
+        w = np.frombuffer(value, "<f8", count, r._take(8 * count))
+        (n_nexts,) = r.array(_U32, 1)
+        if n_nexts not in (0, count):
+            raise ValueError(f"{n_nexts} direct-successor counts for {count} neighbours")
+        t = np.frombuffer(value, "<f8", n_nexts, r._take(8 * n_nexts))
+        r.end()
+        if not (np.isfinite(w).all() and np.isfinite(t).all()):
+            raise ValueError("a non-finite number")
+        return ids, w.astype(np.float32), (t.astype(np.float32) if n_nexts and t.any() else None)
     except ValueError as exc:  # struct.error and UnicodeDecodeError are ValueErrors too
         raise CovisitRowError(f"corrupt covisit row ({exc})") from None
 

@@ -6,10 +6,18 @@ import json
 import math
 import struct
 
+import numpy as np
 import pytest
 
 from streamrec.streams.covisit import CovisitConfig, CovisitDelta, CovisitRow, CovisitRowError, DeltaBatch
-from streamrec.streams.covisit_wire import decode_deltas, decode_row, encode_deltas, encode_row, peek_row
+from streamrec.streams.covisit_wire import (
+    decode_deltas,
+    decode_row,
+    decode_row_arrays,
+    encode_deltas,
+    encode_row,
+    peek_row,
+)
 
 
 def _deltas() -> list[CovisitDelta]:
@@ -223,3 +231,24 @@ def test_peek_refuses_what_is_not_a_row_and_leaves_the_neighbours_to_decode() ->
         assert peek_row(later)[0] == "a"
         with pytest.raises(CovisitRowError):
             decode_row(later)
+
+
+def test_the_replicas_decode_checks_what_decode_row_checks() -> None:
+    row = _row()
+    data = encode_row(row)
+    ids, weights, nexts = decode_row_arrays(data)
+    assert tuple(ids) == row.ids
+    assert weights.tolist() == [float(np.float32(w)) for w in row.weights]  # stored as float32
+    assert nexts is not None and nexts.tolist() == list(row.nexts)
+    no_nexts = CovisitRow("i", 1.0, 0.0, ("x",), (1.0,), 1, ())
+    assert decode_row_arrays(encode_row(no_nexts))[2] is None
+    for bad in (
+        *(data[:cut] for cut in range(len(data))),
+        data + b"\x00",
+        _row_message(1.0, [b"a", b"\xc3("], [0.5]),
+        _row_message(1.0, [b"a", b"b"], [math.inf]),
+        _row_message(1.0, [b"a", b"b"], [math.nan]),
+        _row_message(1.0, [b"a", b"b"], [0.5], kind=1),
+    ):
+        with pytest.raises(CovisitRowError):
+            decode_row_arrays(bad)
