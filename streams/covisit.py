@@ -53,7 +53,7 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -322,6 +322,7 @@ class CovisitGraph:
         self._nref = np.zeros((256, 2), np.float64)
         self._scratch = threading.local()  # per reading thread: see _sum_by_id
         self.invalid_rows = 0  # rows stored undecoded (put_raw) that did not decode when read
+        self.on_invalid: Callable[[], object] | None = None  # called for each of them (the worker's metric)
         self._position_weights = tuple(0.5 ** (p / self.config.position_half_life) for p in range(self.config.sources))
 
     def __len__(self) -> int:
@@ -399,6 +400,8 @@ class CovisitGraph:
             ids, new.w, nexts = decode_row_arrays(row.raw)
         except CovisitRowError as exc:
             self.invalid_rows += 1
+            if self.on_invalid is not None:
+                self.on_invalid()
             log.warning("covisit row of %r (version %d) does not decode, served empty: %s", item, row.version, exc)
             new.ids = np.empty(0, np.int32)
             return new

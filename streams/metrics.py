@@ -207,7 +207,9 @@ class WorkerMetrics:
         )
         self.covisit_invalid = Counter(
             "streamrec_covisit_invalid_messages_total",
-            "Unreadable co-visitation messages the owner skipped (never applied), by topic: deltas, rows.",
+            "Unreadable co-visitation messages skipped, by topic: deltas (the owner; never applied), rows (the "
+            "owner's replica; and rows this worker stored undecoded and found unreadable when it first served them: "
+            "served empty).",
             ["topic"],
             registry=r,
         )

@@ -255,6 +255,7 @@ class StreamWorker(mode.Service):
         if s.covisit:
             deltas_topic, rows_topic = covisit_topics(s)
             self.covisit = CovisitGraph(covisit_config(s))
+            self.covisit.on_invalid = self.metrics.covisit_invalid.labels("rows").inc
             # the co-visitation bookkeeping runs on the event loop in small steps (pool=None): a third busy
             # thread would make the hot path's pool thread wait for the GIL (measured: streamrec bench)
             self.covisit_replica = CovisitReplica(

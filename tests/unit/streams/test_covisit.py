@@ -258,9 +258,12 @@ def test_a_row_that_does_not_decode_when_read_serves_nothing_and_is_counted() ->
         )
     )
     g = CovisitGraph(CovisitConfig(**STILL))
+    found: list[int] = []
+    g.on_invalid = lambda: found.append(1)  # the worker counts them in streamrec_covisit_invalid_messages_total
     assert g.put_raw([(*peek_row(bad), bad)]) == 1
     assert g.scores(["a"], now_s=0.0) == {}
-    assert g.invalid_rows == 1
+    assert g.scores(["a"], now_s=0.0) == {}  # found once: the row is kept decoded (empty)
+    assert g.invalid_rows == 1 and found == [1]
     assert g.version("a") == 7  # a newer, valid row still replaces it
     learn(owner := CovisitGraph(g.config), ["a", "c"])
     good = owner.row("a")
