@@ -373,17 +373,28 @@ class CovisitGraph:
 
     def put_raw(self, rows: Iterable[tuple[str, float, float, int, bytes]]) -> int:
         """Published rows as they came off the wire, ``(item, n, ref_s, version, message)`` (see
-        :func:`~streamrec.streams.covisit_wire.peek_row`), stored undecoded: the row is decoded (and fully
-        validated) when it is first read -- in the serving thread, not in the replica's -- so a row replaced before
-        anyone reads it costs a header read. Same versioning as ``put_rows``; returns how many applied."""
+        :func:`~streamrec.streams.covisit_wire.peek_row`). A row whose previous version was served (its score cache
+        is filled) is decoded now, in the calling (replica's) thread, as ``put_rows`` would; any other is stored
+        undecoded and decoded (and fully validated) when it is first read -- so a row that nobody serves before
+        its next version arrives, most of a large catalogue's, costs a header read. Same versioning as
+        ``put_rows``; returns how many applied."""
+        held = self._rows
+        built: list[tuple[str, _Row]] = []
+        for item, n, ref_s, version, raw in rows:  # decode outside the lock
+            mine = held.get(item)
+            if mine is not None and mine.version >= version:
+                continue
+            new = _Row(ref_s)
+            new.n, new.version, new.raw = n, version, raw
+            if mine is not None and mine.top is not None:  # served since its last version: likely again soon
+                new = self._decoded(item, new)
+            built.append((item, new))
         applied = 0
         with self._lock:
-            for item, n, ref_s, version, raw in rows:
-                mine = self._rows.get(item)
-                if mine is None or mine.version < version:
-                    new = _Row(ref_s)
-                    new.n, new.version, new.raw = n, version, raw
-                    self._rows[item] = new
+            for item, new in built:
+                mine = held.get(item)
+                if mine is None or mine.version < new.version:
+                    held[item] = new
                     self._note(item, new)
                     applied += 1
         return applied

@@ -287,3 +287,24 @@ def test_an_owner_merges_deltas_into_an_undecoded_row() -> None:
     learn(seeded, ["a", "c"])
     assert seeded.row("a") == CovisitRow("a", 2.0, 0.0, ("b", "c"), (1.0, 1.0), 2, (1.0, 1.0))
     assert reference.row("a") == seeded.row("a")
+
+
+def test_a_new_version_of_a_served_row_is_decoded_on_arrival_and_others_when_read() -> None:
+    from streamrec.streams.covisit_wire import encode_row, peek_row
+
+    def wire(row: CovisitRow, version: int) -> tuple[str, float, float, int, bytes]:
+        data = encode_row(CovisitRow(row.item, row.n, row.ref_s, row.ids, row.weights, version, row.nexts))
+        return (*peek_row(data), data)
+
+    cfg = CovisitConfig(window=2, **STILL)
+    working = CovisitGraph(cfg)
+    learn(working, ["a", "b"], ["c", "d"])
+    a, c = working.row("a"), working.row("c")
+    assert a is not None and c is not None
+    g = CovisitGraph(cfg)
+    g.put_raw([wire(a, 1), wire(c, 1)])
+    assert g.scores(["a"], now_s=0.0)  # "a" served; "c" not
+    g.put_raw([wire(a, 2), wire(c, 2)])
+    assert g._rows["a"].raw is None and g._rows["a"].version == 2  # decoded by the replica: it is being served
+    assert g._rows["c"].raw is not None  # still waiting for a reader
+    assert g.scores(["c"], now_s=0.0) == pytest.approx(working.scores(["c"], now_s=0.0))
