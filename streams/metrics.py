@@ -80,6 +80,13 @@ class WorkerMetrics:
             ["source", "reason"],
             registry=r,
         )
+        self.redelivered = Counter(
+            "streamrec_pipeline_redelivered_total",
+            "Event records the consumer handed over a second time within one assignment of their partition"
+            " (Faust's seek to the committed offsets after a recovery), dropped: their effect is already in the"
+            " state.",
+            registry=r,
+        )
         self.clamped_timestamps = Counter(
             "streamrec_pipeline_clamped_timestamps_total",
             "Events stamped too far in the future (producer clock skew), clamped to the worker's clock.",

@@ -49,6 +49,7 @@ from streamrec.streams.faust_app import build_faust_app, sessions_table
 from streamrec.streams.hotpath import HotPath, Output
 from streamrec.streams.metrics import GcPauseTimer, WorkerMetrics
 from streamrec.streams.popularity import RecentPopularity
+from streamrec.streams.redelivery import RedeliveryGuard
 from streamrec.streams.schemas import EventType
 from streamrec.streams.session import SessionConfig, make_strategy
 from streamrec.streams.settings import WorkerSettings
@@ -243,6 +244,8 @@ class StreamWorker(mode.Service):
         # keep Faust's consumer from stopping until the watchdog ends it.
         self._assigned = False
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete, weak=False)  # type: ignore[arg-type]
+        self.redelivery = RedeliveryGuard()
+        self.app.on_partitions_revoked.connect(self._on_partitions_revoked, weak=False)  # type: ignore[arg-type]
         self.table = sessions_table(self.app, partitions)
         self.events_topic = self.app.topic(s.events_topic, key_type=bytes, value_type=bytes, partitions=partitions)
         self.recommendations = Output(self.app, s.recommendations_topic)
@@ -348,7 +351,12 @@ class StreamWorker(mode.Service):
                 await self.covisit_replica.wait_ready()
             if self.settings.gc_freeze:
                 freeze_startup_objects()
+            guard = self.redelivery
             async for event in stream.noack().events():  # type: ignore[attr-defined]
+                message = event.message
+                if not guard.admit(message):
+                    self._redelivered(message)
+                    continue
                 try:
                     await self.batcher.put(event)
                 except BatcherStopped:
@@ -389,6 +397,21 @@ class StreamWorker(mode.Service):
     def ready(self) -> bool:
         covisit_ready = self.covisit_replica is None or self.covisit_replica.ready
         return self.failed is None and self.replica.ready and covisit_ready and self._assigned
+
+    def _redelivered(self, message: Any) -> None:
+        self.metrics.redelivered.inc()
+        if self.redelivery.dropped == 1 or self.redelivery.dropped % 1000 == 0:
+            log.warning(
+                "the consumer handed over %s offset %d again (highest handed over in this assignment: %s): "
+                "dropped, its effect is already in the state (%d such records so far)",
+                message.tp,
+                message.offset,
+                self.redelivery.high(message.tp),
+                self.redelivery.dropped,
+            )
+
+    async def _on_partitions_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        self.redelivery.forget(revoked)
 
     async def _on_rebalance_complete(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         # (mode's Signal type wants a keyword-only ``signal`` parameter it passes by name; **kwargs takes it)
