@@ -288,9 +288,30 @@ def update_mean(
 
 
 def _bounded_front(items: tuple[str, ...], new: str, bound: int) -> tuple[str, ...]:
+    """``new`` first, then ``items`` without it, cut to ``bound``."""
     if bound <= 0:
         return ()
-    return (new, *(i for i in items if i != new))[:bound]
+    try:
+        at = items.index(new)
+    except ValueError:
+        return (new, *items[: bound - 1])
+    if items.count(new) > 1:  # (never written so, but a state read back may hold repeats: drop them all)
+        return (new, *(i for i in items if i != new))[:bound]
+    return (new, *items[:at], *items[at + 1 :])[:bound]
+
+
+def _same_bookkeeping(a: SessionState, b: SessionState) -> bool:
+    """Whether ``_bookkeeping`` gives the same state from ``a`` and ``b`` up to the vector part (for any event):
+    identical lists (the same objects, so no comparison of their contents)."""
+    return a is b or (
+        a.recent_items is b.recent_items
+        and a.purchased is b.purchased
+        and a.consumed is b.consumed
+        and a.recent_texts is b.recent_texts
+        and a.last_event_ids is b.last_event_ids
+        and a.last_list is b.last_list
+        and a.n_events == b.n_events
+    )
 
 
 def _text_of(event: Event, title: str | None) -> tuple[str, str] | None:
@@ -372,6 +393,7 @@ class SessionPlan:
     texts: tuple[str, ...]
     state: SessionState
     own_text: bool = False  # texts[0] is the event's own text (query / unknown item's title)
+    before: SessionState | None = None  # the state it was planned from (apply reuses the bookkeeping if it matches)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -427,7 +449,7 @@ class DecayedMeanStrategy:
         elif event.type is not EventType.SEARCH and not item_vector_known and title:
             own = (title,)
         texts = own + self._extra_texts(state, after, duplicate=False)
-        return SessionPlan(event, title, False, texts, after, bool(own))
+        return SessionPlan(event, title, False, texts, after, bool(own), state)
 
     def _extra_texts(self, before: SessionState, after: SessionState, *, duplicate: bool) -> tuple[str, ...]:
         return ()
@@ -456,7 +478,10 @@ class DecayedMeanStrategy:
             state.embedding, state.weight, state.mean_norm, x, self.config.weight_of(event.type), decay
         )
         last_ts = event.ts_ms if state.last_ts_ms is None else max(state.last_ts_ms, event.ts_ms)
-        after = _bookkeeping(state, event, plan.title, self.config)
+        if plan.before is not None and _same_bookkeeping(plan.before, state):
+            after = plan.state  # planned from the same lists: its bookkeeping is this event's (same objects)
+        else:
+            after = _bookkeeping(state, event, plan.title, self.config)
         new_state = replace(after, embedding=emb, weight=weight, mean_norm=norm, last_ts_ms=last_ts)
         return SessionUpdate(new_state, self._query(new_state, plan, text_vectors))
 

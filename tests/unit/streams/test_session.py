@@ -217,6 +217,28 @@ def test_micro_batch_planning_for_one_user() -> None:
     assert u2.state.to_json_bytes() == u2b.state.to_json_bytes()
 
 
+def test_apply_reuses_the_planned_bookkeeping_only_when_planned_from_the_same_lists() -> None:
+    s = DecayedMeanStrategy(SessionConfig(max_recent=3))
+    ev = event(9, EventType.PURCHASE, item="new", ts=5)
+    planned_from = SessionState(recent_items=("a", "b"), n_events=2, last_event_ids=("e1", "e2"))
+    plan = s.plan(planned_from, ev, item_vector_known=True)
+    # the core's case: the state applied to carries the same lists (the vector part may differ)
+    same_lists = replace(planned_from, embedding=unit(1), weight=1.0, mean_norm=1.0, last_ts_ms=0)
+    reused = s.apply(same_lists, plan, item_vector=unit(2)).state
+    assert reused.recent_items is plan.state.recent_items and reused.consumed is plan.state.consumed
+    assert reused.recent_items == ("new", "a", "b") and reused.purchased == ("new",) and reused.n_events == 3
+    assert reused.embedding is not None and reused.weight > 1.0  # the vector part is the applied state's
+    # another state (other lists): its own bookkeeping, not the plan's
+    other = SessionState(recent_items=("x", "new", "y"), purchased=("p",), n_events=7, last_event_ids=("e7",))
+    own = s.apply(other, plan, item_vector=unit(2)).state
+    assert own.recent_items == ("new", "x", "y") and own.purchased == ("new", "p") and own.n_events == 8
+    assert own.last_event_ids == ("e9", "e7") and "new" in own.consumed
+    # both equal what planning on that very state gives
+    for state, got in ((same_lists, reused), (other, own)):
+        fresh = s.apply(state, s.plan(state, ev, item_vector_known=True), item_vector=unit(2)).state
+        assert got.to_json_bytes() == fresh.to_json_bytes()
+
+
 def test_json_round_trip_and_size() -> None:
     s = DecayedMeanStrategy()  # records titles too
     rng = np.random.default_rng(0)

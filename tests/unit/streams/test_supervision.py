@@ -106,6 +106,7 @@ async def test_a_failed_component_turns_health_red_arms_the_watchdog_and_crashes
     """StreamWorker.fail and the agent's guard, on a worker object built without Kafka (only what they use)."""
     from streamrec.streams.batcher import EventBatcher
     from streamrec.streams.metrics import WorkerMetrics
+    from streamrec.streams.redelivery import RedeliveryGuard
     from streamrec.streams.settings import WorkerSettings
     from streamrec.streams.worker import COMPONENTS, StreamWorker
 
@@ -125,6 +126,7 @@ async def test_a_failed_component_turns_health_red_arms_the_watchdog_and_crashes
     worker.replica = SimpleNamespace(ready=True, wait_ready=lambda: asyncio.sleep(0))  # type: ignore[assignment]
     worker.covisit_replica = None
     worker._assigned = True  # the consumer group assigned its partitions
+    worker.redelivery = RedeliveryGuard()
 
     async def crash(exc: BaseException) -> None:
         crashed.append(exc)
