@@ -14,7 +14,8 @@ this worker's table (written before its offset can be acked), so a record at or 
 already handed is a re-delivery and is dropped: the worker marks the copy done without acking its offset
 (the original acks it once its output is delivered) so that a graceful stop does not wait for it. A revoked partition
 forgets its offsets: after a new assignment, records from the committed offset are legitimately processed
-again (at-least-once; the session state's event-id window recognises those).
+again (at-least-once; the session state's event-id window recognises those). Upstream: faust-streaming/faust#216
+(the same ordering in ``_resume_streams``, fixed there) and #596 (an open race in the same recovery step).
 """
 
 from __future__ import annotations
