@@ -251,23 +251,26 @@ class RecommenderCore:
             per_signal.append((ws, lists))
         out: list[tuple[list[tuple[str, float]], str | None]] = []
         for i, req in enumerate(requests):
-            total: dict[str, float] = {}
-            informed: set[str] = set()  # items some non-prior signal proposed
+            total: dict[str, float] | None = None
             for ws, lists in per_signal:
                 scores = lists[i]
                 top = max(scores.values(), default=0.0)
                 if top <= 0:
                     continue
                 scale = ws.weight / top
+                if total is None:  # the first signal with scores: no sums yet (the same floats: 0.0 + x == x)
+                    total = {j: s * scale for j, s in scores.items()}
+                    continue
+                get = total.get
                 for j, s in scores.items():
-                    total[j] = total.get(j, 0.0) + s * scale
-                if not ws.prior:
-                    informed.update(j for j, s in scores.items() if s > 0)
-            ranked = _top_allowed(total, k, req)
+                    total[j] = get(j, 0.0) + s * scale
+            ranked = _top_allowed(total or {}, k, req)
             if len(ranked) < k:
                 ranked += self._fill(req, {j for j, _ in ranked}, k - len(ranked))
             fallback = None
-            if not any(j in informed for j, _ in ranked):
+            # informed: some non-prior signal proposed one of the listed items (with a positive score)
+            informed = [lists[i] for ws, lists in per_signal if not ws.prior]
+            if not any(scores.get(j, 0.0) > 0 for j, _ in ranked for scores in informed):
                 fallback = "no_session_vector" if req.query is None else "no_neighbours"
             out.append(([(j, round(float(s), 5)) for j, s in ranked], fallback))
         return out
