@@ -249,6 +249,7 @@ class RecommenderCore:
                 for i, scores in enumerate(lists):
                     found[i] += len(scores)
             per_signal.append((ws, lists))
+        informing = [lists for ws, lists in per_signal if not ws.prior]  # "informed": proposed by a non-prior signal
         out: list[tuple[list[tuple[str, float]], str | None]] = []
         for i, req in enumerate(requests):
             total: dict[str, float] | None = None
@@ -268,9 +269,7 @@ class RecommenderCore:
             if len(ranked) < k:
                 ranked += self._fill(req, {j for j, _ in ranked}, k - len(ranked))
             fallback = None
-            # informed: some non-prior signal proposed one of the listed items (with a positive score)
-            informed = [lists[i] for ws, lists in per_signal if not ws.prior]
-            if not any(scores.get(j, 0.0) > 0 for j, _ in ranked for scores in informed):
+            if not any(lists[i].get(j, 0.0) > 0 for j, _ in ranked for lists in informing):
                 fallback = "no_session_vector" if req.query is None else "no_neighbours"
             out.append(([(j, round(float(s), 5)) for j, s in ranked], fallback))
         return out
