@@ -49,6 +49,7 @@ from streamrec.streams.schemas import (
     decode_event,
 )
 from streamrec.streams.session import SessionState, SessionStateError
+from streamrec.streams.state_cache import StateCache
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,11 @@ class HotPath:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         max_consecutive_errors: int = 100,
+        state_cache: StateCache | None = None,
     ) -> None:
         self.table = table
+        # decoded states of the users this worker wrote last (cleared by the worker on every rebalance)
+        self.state_cache = state_cache if state_cache is not None else StateCache(0)
         self.recommendations = recommendations
         self.dead_letter = dead_letter
         self.core = core
@@ -224,6 +228,7 @@ class HotPath:
         m = self.metrics
         outputs: list[tuple[EventT[Any], list[asyncio.Future[Any]]]] = []
         t = self.monotonic()
+        generation = self.state_cache.generation
         states: dict[str, SessionState | None] = {}
         for ev, e in valid:
             if e.user_id not in states:
@@ -239,9 +244,12 @@ class HotPath:
 
         t = self.monotonic()
         last_event_of_user = {e.user_id: ev for ev, e in valid}
+        cache = self.state_cache
         for user_id, ev in last_event_of_user.items():
             set_current_event(ev)
-            self.table[user_id.encode()] = result.states[user_id].to_json_bytes()
+            key, state = user_id.encode(), result.states[user_id]
+            self.table[key] = state.to_json_bytes()
+            cache.put(key, state, generation)
         state_s = state_read_s + self.monotonic() - t
 
         t = self.monotonic()
@@ -340,8 +348,13 @@ class HotPath:
 
     # ------------------------------------------------------------------ helpers on the loop
     def _read_state(self, ev: EventT[Any], user_id: str) -> SessionState | None:
+        key = user_id.encode()
+        if self.state_cache.capacity:
+            cached = self.state_cache.get(key)
+            if cached is not None:
+                return cached
         set_current_event(ev)
-        raw = self.table.get(user_id.encode())
+        raw = self.table.get(key)
         if raw is None:
             return None
         try:

@@ -135,6 +135,13 @@ class WorkerMetrics:
             ["result"],
             registry=r,
         )
+        self.state_cache = Counter(
+            "streamrec_session_state_cache_lookups_total",
+            "Session state reads by result: hit (the decoded state this worker wrote last, kept in memory) or"
+            " miss (read from the table and decoded).",
+            ["result"],
+            registry=r,
+        )
         self.encoder_info = Info(
             "streamrec_encoder",
             "Encoder in use: execution provider, model variant, manifest hash, load-time "

@@ -147,6 +147,12 @@ class WorkerSettings(KafkaSecuritySettings):
         "they made each full collection pause the worker for ~80 ms",
     )
     queue_max: int = Field(1024, ge=1, description="events buffered between consumer and batcher (backpressure)")
+    state_cache_users: int = Field(
+        10_000,
+        ge=0,
+        description="decoded session states kept for the most recently active users, so that their next event "
+        "skips the table read and JSON decode (cleared on every rebalance; 0: off)",
+    )
 
     # --- catalogue replica ---------------------------------------------------------------
     index_kind: IndexKind = Field("hnsw", description="item index: hnsw (hnswlib graph) or exact (brute force)")

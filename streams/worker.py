@@ -53,6 +53,7 @@ from streamrec.streams.redelivery import RedeliveryGuard
 from streamrec.streams.schemas import EventType
 from streamrec.streams.session import SessionConfig, make_strategy
 from streamrec.streams.settings import WorkerSettings
+from streamrec.streams.state_cache import StateCache
 from streamrec.streams.supervision import HealthServer, ShutdownWatchdog
 
 log = logging.getLogger(__name__)
@@ -244,6 +245,7 @@ class StreamWorker(mode.Service):
         # keep Faust's consumer from stopping until the watchdog ends it.
         self._assigned = False
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete, weak=False)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._on_partitions_assigned, weak=False)  # type: ignore[arg-type]
         self.redelivery = RedeliveryGuard()
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked, weak=False)  # type: ignore[arg-type]
         self.table = sessions_table(self.app, partitions)
@@ -306,6 +308,7 @@ class StreamWorker(mode.Service):
             model_name=self.model_name,
             worker_name=self.worker_name,
             covisit_out=publisher,
+            state_cache=StateCache(s.state_cache_users),
         )
         self.batcher: EventBatcher[Any] = EventBatcher(
             self.hotpath.process,
@@ -324,6 +327,7 @@ class StreamWorker(mode.Service):
             self.metrics.component_up.labels(component).set(1)
         self.metrics.healthy.set(1)
         self._cache_seen = (0, 0)
+        self._state_cache_seen = (0, 0)
         self._catalog_seen: dict[str, int] = {}
 
     # ------------------------------------------------------------------ catalogue dead letters
@@ -412,6 +416,12 @@ class StreamWorker(mode.Service):
 
     async def _on_partitions_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         self.redelivery.forget(revoked)
+        self.hotpath.state_cache.clear()  # another worker may write these users' states before they come back
+
+    async def _on_partitions_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
+        # Faust sends the revocation only after the in-flight events were acked, but gives up waiting after a
+        # timeout: a batch finishing late could have cached states of partitions that are no longer ours
+        self.hotpath.state_cache.clear()
 
     async def _on_rebalance_complete(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         # (mode's Signal type wants a keyword-only ``signal`` parameter it passes by name; **kwargs takes it)
@@ -499,6 +509,11 @@ class StreamWorker(mode.Service):
                 m.encoder_cache.labels("hit").inc(max(0, cs.hits - hits0))
                 m.encoder_cache.labels("miss").inc(max(0, cs.misses - misses0))
                 self._cache_seen = (cs.hits, cs.misses)
+            sc = self.hotpath.state_cache
+            hits0, misses0 = self._state_cache_seen
+            m.state_cache.labels("hit").inc(max(0, sc.hits - hits0))
+            m.state_cache.labels("miss").inc(max(0, sc.misses - misses0))
+            self._state_cache_seen = (sc.hits, sc.misses)
             rs = self.replica.stats
             for op, total in (("upsert", rs.upserts), ("delete", rs.deletes), ("unavailable", rs.unavailable)):
                 seen = self._catalog_seen.get(op, 0)

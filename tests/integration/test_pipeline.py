@@ -310,3 +310,57 @@ async def test_two_workers_share_the_events_partitions(
     served = [w.metrics().get("streamrec_pipeline_recommendations_total", 0.0) for w in workers]
     assert all(n > 0 for n in served), f"both workers must serve a share: {served}"
     assert sum(served) >= len(events)
+
+
+async def test_users_whose_partitions_move_between_workers_keep_every_event_in_their_state(
+    kafka: KafkaForTests, exported_model: Path, tmp_path: Path, topics: dict[str, str], workers: list[WorkerProcess]
+) -> None:
+    """Worker a serves every partition, b joins (some of a's users move to b), b leaves (they come back to a).
+    Each worker keeps the decoded states it wrote last (its state cache): a must not serve the users b served
+    in between from the states it had before b joined, so the cache is cleared on every rebalance."""
+    env = _worker_env(kafka, exported_model, tmp_path / "w", **topics)
+    env["STREAMREC_PARTITIONS"] = "4"
+    await produce(
+        kafka.bootstrap,
+        topics["items_topic"],
+        [(k.encode(), json.dumps({"item_id": k, "title": t}).encode()) for k, t in CATALOGUE.items()],
+    )
+    users, item_ids = [f"user{u}" for u in range(40)], sorted(CATALOGUE)
+    sent: list[tuple[bytes, bytes]] = []
+
+    async def round_of_events(n: int) -> None:
+        batch = [
+            _event(users[i % len(users)], "view", len(sent) + i, item_id=item_ids[(len(sent) + i) % len(item_ids)])
+            for i in range(n)
+        ]
+        sent.extend(batch)
+        await produce(kafka.bootstrap, topics["events_topic"], batch)
+        recs = await consume(kafka.bootstrap, topics["recommendations_topic"], want=len(sent), timeout_s=120)
+        assert {decode_recommendation(r.value).event_id for r in recs} >= {json.loads(v)["event_id"] for _, v in sent}
+
+    a = start_worker({**env, "STREAMREC_WORKER_NAME": "a"}, tmp_path / "worker-a.log")
+    workers.append(a)
+    a.wait_ready()
+    await round_of_events(400)
+    b = start_worker({**env, "STREAMREC_WORKER_NAME": "b"}, tmp_path / "worker-b.log")
+    workers.append(b)
+    b.wait_ready()
+    for w in (a, b):
+        w.wait_until(lambda m: 1 <= m.get("streamrec_kafka_assigned_partitions", 0) <= 3, what="a shared assignment")
+    await round_of_events(400)
+    assert b.metrics().get("streamrec_pipeline_recommendations_total", 0.0) > 0, "b served none of a's users"
+    assert b.stop() == 0
+    a.wait_until(lambda m: m.get("streamrec_kafka_assigned_partitions", 0) == 4, what="a serving every partition")
+    await round_of_events(400)
+    # (else the cache served nothing, and this test could not show a stale read)
+    a.wait_until(lambda m: m.get('streamrec_session_state_cache_lookups_total{result="hit"}', 0) > 0, what="hits")
+    assert a.stop() == 0
+    changelog = await consume(kafka.bootstrap, f"{topics['app_id']}-sessions-changelog", want=len(users))
+    states = _changelog_states(changelog)
+    per_user: defaultdict[str, int] = defaultdict(int)
+    last_item: dict[str, str] = {}
+    for key, value in sent:
+        per_user[key.decode()] += 1
+        last_item[key.decode()] = json.loads(value)["item_id"]
+    assert {u: states[u]["n_events"] for u in users} == per_user
+    assert {u: states[u]["recent_items"][0] for u in users} == last_item

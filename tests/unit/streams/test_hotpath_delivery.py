@@ -21,6 +21,7 @@ from streamrec.streams.metrics import WorkerMetrics
 from streamrec.streams.popularity import RecentPopularity
 from streamrec.streams.schemas import decode_recommendation
 from streamrec.streams.session import SessionState, make_strategy
+from streamrec.streams.state_cache import StateCache
 
 D = 4
 
@@ -242,3 +243,62 @@ async def test_merged_deltas_are_valued_at_one_reference_time() -> None:
     assert d.ts_s == 100.0
     assert d.n == pytest.approx(3.0) and d.pairs == pytest.approx({"y": 6.0, "z": 8.0})
     assert d.nexts == pytest.approx({"y": 1.0})
+
+
+# ---------------------------------------------------------------- the decoded-state cache
+class CountingTable(dict[bytes, bytes]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        self.reads += 1
+        return super().get(key, default)
+
+
+async def test_the_hot_path_reads_its_own_last_write_from_the_cache_and_serves_the_same() -> None:
+    script = [
+        [event(1, "i1"), event(2, "i2", "u2")],
+        [event(3, "i3"), event(4, "i5")],
+        [event(5, "i4", "u2"), event(6, "i6")],
+        [event(7, "i7", "u2"), event(8, "i0")],
+    ]
+    runs = {}
+    for capacity in (0, 100):
+        app, table = App(), CountingTable()
+        hp = hotpath(app, table)
+        hp.state_cache = StateCache(capacity)
+        for batch in script:
+            # fresh copies: the hot path marks the events it handles
+            await hp.process([event(e.message.offset, *_item_user(e)) for e in batch])
+        recs = [decode_recommendation(v) for _, _, v, _, _ in app.producer.to("recs") if v]
+        runs[capacity] = ([r.items for r in recs], dict(table), table.reads, hp.state_cache)
+    (items_off, table_off, reads_off, _), (items_on, table_on, reads_on, cache) = runs[0], runs[100]
+    assert items_on == items_off and table_on == table_off  # the same lists and the same durable states
+    assert reads_off == 7  # every batch reads each of its users from the table (2 + 1 + 2 + 2)
+    assert reads_on == 2  # only the first event of u1 and of u2 (nothing cached yet)
+    assert (cache.hits, cache.misses) == (5, 2)
+
+
+async def test_a_batch_under_way_during_a_rebalance_does_not_fill_the_cache() -> None:
+    app, table = App(), CountingTable()
+    hp = hotpath(app, table)
+    hp.state_cache = cache = StateCache(100)
+    step = hp.core.step
+
+    def step_during_a_rebalance(*args: Any) -> Any:
+        cache.clear()  # the worker's revocation callback, while the batch is computed
+        return step(*args)
+
+    hp.core.step = step_during_a_rebalance  # type: ignore[method-assign]
+    await hp.process([event(1, "i1")])
+    assert len(cache) == 0 and b"u1" in table  # written to the table, not cached
+    hp.core.step = step  # type: ignore[method-assign]
+    await hp.process([event(2, "i2")])
+    assert table.reads == 2 and len(cache) == 1  # read back from the table, then cached
+    assert SessionState.from_json_bytes(table[b"u1"]).recent_items == ("i2", "i1")
+
+
+def _item_user(e: Any) -> tuple[str, str]:
+    doc = json.loads(e.message.value)
+    return doc["item_id"], doc["user_id"]
