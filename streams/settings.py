@@ -148,10 +148,11 @@ class WorkerSettings(KafkaSecuritySettings):
     )
     queue_max: int = Field(1024, ge=1, description="events buffered between consumer and batcher (backpressure)")
     state_cache_users: int = Field(
-        10_000,
+        0,
         ge=0,
         description="decoded session states kept for the most recently active users, so that their next event "
-        "skips the table read and JSON decode (cleared on every rebalance; 0: off)",
+        "skips the table read and JSON decode (cleared on every rebalance; 0: off, the default: end to end it "
+        "did not pay, benchmarks/README.md)",
     )
 
     # --- catalogue replica ---------------------------------------------------------------

@@ -320,6 +320,7 @@ async def test_users_whose_partitions_move_between_workers_keep_every_event_in_t
     in between from the states it had before b joined, so the cache is cleared on every rebalance."""
     env = _worker_env(kafka, exported_model, tmp_path / "w", **topics)
     env["STREAMREC_PARTITIONS"] = "4"
+    env["STREAMREC_STATE_CACHE_USERS"] = "10000"  # off by default
     await produce(
         kafka.bootstrap,
         topics["items_topic"],
