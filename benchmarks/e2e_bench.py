@@ -65,7 +65,7 @@ class BenchConfig:
     synthetic_items: int = 0  # 0: off; e.g. 100000
     synthetic_rates: str = "100,500"
     partitions: int = 4
-    batch_max: int = 64
+    batch_max: int = 256  # the worker's default STREAMREC_BATCH_MAX
     batch_linger_ms: float = 2.0
     model_dir: str = ""
     out: str = ""

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EvaluationPlan:
     k: int = 10
-    batch_size: int = 64  # micro-batch of the recommender core (the worker's STREAMREC_BATCH_MAX)
+    batch_size: int = 64  # micro-batch of the recommender core (a loaded worker's; `streamrec evaluate --batch-size`)
     baselines: tuple[str, ...] = ("popularity", "popularity_decayed", "transition", "cooccurrence")
     decayed_half_lives_s: tuple[float, ...] = (3_600.0, 86_400.0, 604_800.0)
     cooccurrence_windows: tuple[int, ...] = (5, 20)

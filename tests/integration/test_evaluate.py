@@ -22,7 +22,7 @@ K = 10
 def test_offline_and_through_kafka_agree(kafka: KafkaForTests, exported_model: Path, tmp_path: Path) -> None:
     log = movielens_log(users=30, max_events=40, seed=0)
     settings = WorkerSettings(model_dir=exported_model, provider="cpu", bootstrap=kafka.bootstrap)
-    plan = EvaluationPlan(k=K, batch_size=settings.batch_max, baselines=("popularity",), bootstrap_rounds=300)
+    plan = EvaluationPlan(k=K, baselines=("popularity",), bootstrap_rounds=300)  # batches of 64, as evaluate's default
     ev = evaluate_log(log, plan, core_candidates(log, settings, [settings.strategy], k=K), progress=lambda _: None)
     offline, popularity = ev.results
 

@@ -40,7 +40,7 @@ class BenchSettings(BaseSettings):
     synthetic_items: int = Field(0, ge=0, description="synthetic product catalogue size (0: off; 100000: minutes)")
     synthetic_rates: str = Field("100,500", description="offered events/s on the synthetic catalogue")
     partitions: int = Field(4, ge=1, description="partitions of the events/output topics")
-    batch_max: int = Field(64, ge=1, description="worker STREAMREC_BATCH_MAX for the sweeps")
+    batch_max: int = Field(256, ge=1, description="worker STREAMREC_BATCH_MAX for the sweeps (the worker's default)")
     batch_linger_ms: float = Field(2.0, ge=0, description="worker STREAMREC_BATCH_LINGER_MS for the sweeps")
     model_dir: str = Field("", description="exported model ('' = the user cache)")
     out: str = Field("", description="output folder ('' = ~/.cache/streamrec/bench)")

@@ -48,7 +48,12 @@ class EvaluateSettings(BaseSettings):
     decayed_half_lives_s: str = Field("3600,86400,604800", description="half-lives of popularity_decayed, s")
     cooccurrence_windows: str = Field("5,20", description="recent items of the user that cooccurrence uses")
     k: int = Field(10, ge=1, le=1000, description="list length scored (HR@K, MRR@K, NDCG@K)")
-    batch_size: int = Field(0, ge=0, description="core micro-batch ('' or 0 = the worker's STREAMREC_BATCH_MAX)")
+    batch_size: int = Field(
+        64,
+        ge=0,
+        description="core micro-batch of the offline replay: 64, a batch of a loaded worker (the worker's "
+        "STREAMREC_BATCH_MAX is reached only under a backlog); 0 = STREAMREC_BATCH_MAX",
+    )
     bootstrap_rounds: int = Field(2000, ge=100, description="bootstrap resamples of the users")
     kafka: bool = Field(False, description="also run the log through Kafka and a real worker, and compare")
     bootstrap: str = Field("", description="Kafka bootstrap servers for --kafka ('' = STREAMREC_BOOTSTRAP)")

@@ -4,6 +4,7 @@ SessionConfig's; the index is built by the kind the settings name."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import get_args
 
 import pytest
@@ -88,3 +89,14 @@ def test_every_strategy_setting_builds() -> None:
 
 def test_streams_exceptions_derive_from_the_root() -> None:
     assert issubclass(DeliveryFailed, StreamrecError) and issubclass(BatcherStopped, StreamrecError)
+
+
+def test_the_bench_measures_the_workers_batch_size_by_default() -> None:
+    """`streamrec bench` sets STREAMREC_BATCH_MAX for its workers: by default the worker's own default, so the
+    latency it reports is the default worker's (benchmarks/e2e_bench.py's config likewise)."""
+    from streamrec.commands.bench import BenchSettings
+
+    worker_default = WorkerSettings.model_fields["batch_max"].default
+    assert BenchSettings.model_fields["batch_max"].default == worker_default
+    text = (Path(__file__).parents[3] / "benchmarks" / "e2e_bench.py").read_text()
+    assert f"    batch_max: int = {worker_default}  " in text
