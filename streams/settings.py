@@ -107,7 +107,7 @@ class WorkerSettings(KafkaSecuritySettings):
         _COVISIT.type_weighted, description="learning: pairs weigh the event type's weight (default: every event 1)"
     )
     covisit_keep: int = Field(
-        _COVISIT.keep, ge=0, description="learning: entries an owner's row keeps while updated (0: 2 x neighbours)"
+        _COVISIT.keep, ge=0, description="learning: entries an owner's row keeps while updated (0: 4 x neighbours)"
     )
     covisit_per_source: int = Field(_COVISIT.per_source, ge=1, description="serving: neighbours read per source item")
     covisit_position_half_life: float = Field(

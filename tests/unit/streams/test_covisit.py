@@ -108,6 +108,24 @@ def test_a_row_is_bounded_while_it_learns() -> None:
     assert set(g._rows["a"].nxt) <= set(g._rows["a"].nbrs)
 
 
+def test_by_default_a_learning_row_has_room_for_four_times_what_it_publishes() -> None:
+    """A pair that will be strong arrives as a weak one: a row with room for only what it publishes would drop
+    it at the next cut. By default a row keeps up to 4 x ``neighbours`` while it learns and is cut to half that
+    when it overflows; what it publishes is still the ``neighbours`` largest."""
+    cfg = CovisitConfig(window=1, neighbours=3, backward_weight=0.0, **STILL)
+    assert cfg.working_room == 12
+    assert CovisitConfig(neighbours=3, keep=5).working_room == 5
+    g = CovisitGraph(cfg)
+    learn(g, *[["a", f"j{i}"] for i in range(12)])
+    assert len(g._rows["a"].nbrs) == 12  # not cut yet
+    learn(g, ["a", "j12"])
+    assert len(g._rows["a"].nbrs) == 6  # overflowed: cut to half the room
+    learn(g, *[["a", "late"]] * 3)  # a newcomer that grows after the cut
+    learn(g, *[["a", f"k{i}"] for i in range(5)])  # fills the room again (6 + 1 + 5 = 12): no cut
+    row = g.row("a")
+    assert row is not None and row.ids[0] == "late" and len(row.ids) == 3
+
+
 def test_the_published_row_carries_the_transitions_to_a_replica() -> None:
     g = CovisitGraph(CovisitConfig(window=2, **STILL))
     learn(g, ["a", "b", "c"], ["a", "c"])
