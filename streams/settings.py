@@ -143,6 +143,19 @@ class WorkerSettings(KafkaSecuritySettings):
     producer_linger_ms: int = Field(
         0, ge=0, le=1000, description="Kafka producer linger: wait this long to fill a produce request, whole ms"
     )
+    consumer_fetch_max_wait_ms: int = Field(
+        5,
+        ge=1,  # 0 would make an idle consumer fetch in a busy loop
+        le=1500,
+        description="the broker holds the events consumer's fetch up to this long for more records, ms (Faust's "
+        "own: 1500 with a 1-byte minimum, i.e. a round trip per record or two under a steady stream)",
+    )
+    consumer_fetch_min_bytes: int = Field(
+        65536,
+        ge=1,
+        description="...or until this many bytes are there: one fetch round trip per wait at most, up to "
+        "consumer_fetch_max_wait_ms more latency when the stream is quiet",
+    )
     gil_switch_interval_ms: float = Field(
         5.0, gt=0, le=100, description="Python's thread switch interval (sys.setswitchinterval), ms"
     )

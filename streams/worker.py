@@ -239,6 +239,8 @@ class StreamWorker(mode.Service):
             group_instance_id=f"{s.app_id}:{self.worker_name}" if s.static_membership else None,
             session_timeout_s=s.session_timeout_s,
             credentials=security.faust_credentials(),
+            fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
+            fetch_min_bytes=s.consumer_fetch_min_bytes,
         )
         # Ready only once the consumer group has assigned this worker its partitions and Faust has recovered
         # their table state: before that it serves nothing, and a SIGTERM in the middle of the group join can
