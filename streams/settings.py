@@ -147,14 +147,15 @@ class WorkerSettings(KafkaSecuritySettings):
         5,
         ge=1,  # 0 would make an idle consumer fetch in a busy loop
         le=1500,
-        description="the broker holds the events consumer's fetch up to this long for more records, ms (Faust's "
-        "own: 1500 with a 1-byte minimum, i.e. a round trip per record or two under a steady stream)",
+        description="while at least one event arrives per this many ms, the broker holds the events consumer's "
+        "fetch up to this long for more records (below half that rate: Faust's own fetch, answered on the first "
+        "record), ms",
     )
     consumer_fetch_min_bytes: int = Field(
         65536,
         ge=1,
-        description="...or until this many bytes are there: one fetch round trip per wait at most, up to "
-        "consumer_fetch_max_wait_ms more latency when the stream is quiet",
+        description="...or until this many bytes are there: a held fetch is one round trip per wait at most, "
+        "for up to consumer_fetch_max_wait_ms more latency",
     )
     gil_switch_interval_ms: float = Field(
         5.0, gt=0, le=100, description="Python's thread switch interval (sys.setswitchinterval), ms"

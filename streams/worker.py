@@ -45,7 +45,7 @@ from streamrec.streams.covisit_owner import covisit_topics as covisit_topics
 from streamrec.streams.covisit_supervisor import OwnerProcess
 from streamrec.streams.covisit_sync import CovisitOwner, CovisitPublisher, CovisitReplica
 from streamrec.streams.deadletter import dead_letter_record
-from streamrec.streams.faust_app import build_faust_app, sessions_table
+from streamrec.streams.faust_app import FetchPolicy, build_faust_app, sessions_table, set_events_fetch
 from streamrec.streams.hotpath import HotPath, Output
 from streamrec.streams.metrics import GcPauseTimer, WorkerMetrics
 from streamrec.streams.popularity import RecentPopularity
@@ -239,9 +239,10 @@ class StreamWorker(mode.Service):
             group_instance_id=f"{s.app_id}:{self.worker_name}" if s.static_membership else None,
             session_timeout_s=s.session_timeout_s,
             credentials=security.faust_credentials(),
-            fetch_max_wait_ms=s.consumer_fetch_max_wait_ms,
-            fetch_min_bytes=s.consumer_fetch_min_bytes,
         )
+        # the events consumer starts with Faust's eager fetches; the periodic loop holds them while the stream is busy
+        self.fetch_policy = FetchPolicy(s.consumer_fetch_max_wait_ms, s.consumer_fetch_min_bytes)
+        self._fetch_seen = (0, time.monotonic())
         # Ready only once the consumer group has assigned this worker its partitions and Faust has recovered
         # their table state: before that it serves nothing, and a SIGTERM in the middle of the group join can
         # keep Faust's consumer from stopping until the watchdog ends it.
@@ -524,6 +525,7 @@ class StreamWorker(mode.Service):
                     self._catalog_seen[op] = total
             for partition, lag in self.replica.lag().items():
                 m.lag.labels("catalog", str(partition)).set(lag)
+            self._adapt_fetch()
             with contextlib.suppress(Exception):  # the consumer may not be started yet
                 assigned = self.app.consumer.assignment()
                 m.assigned.set(sum(1 for tp in assigned if tp.topic == self.settings.events_topic))
@@ -533,6 +535,29 @@ class StreamWorker(mode.Service):
                     read = getattr(monitor, "tp_read_offsets", {}).get(tp, 0)
                     m.lag.labels("events", str(tp.partition)).set(max(0, end - read - 1))
             await self.sleep(1.0)
+
+    def _adapt_fetch(self) -> None:
+        """Hold the events consumer's fetches while the stream is busy, fetch eagerly when it is quiet
+        (:class:`~streamrec.streams.faust_app.FetchPolicy`)."""
+        items, now = self.batcher.items, time.monotonic()
+        seen, then = self._fetch_seen
+        self._fetch_seen = (items, now)
+        change = self.fetch_policy.update(items - seen, now - then)
+        if change is None:
+            return
+        applied = False
+        with contextlib.suppress(Exception):  # the consumer may not be started yet: the next change applies
+            applied = set_events_fetch(self.app, *change)
+        if not applied:
+            self.fetch_policy.holding = not self.fetch_policy.holding  # not switched: try again next time
+            return
+        log.info(
+            "events consumer: fetches %s (max wait %d ms, min %d bytes) at %.0f events/s",
+            "held" if self.fetch_policy.holding else "eager",
+            change[0],
+            change[1],
+            (items - seen) / max(1e-9, now - then),
+        )
 
 
 def freeze_startup_objects() -> None:

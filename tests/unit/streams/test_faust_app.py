@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.streams.faust_app import build_faust_app
+from streamrec.streams.faust_app import EAGER_FETCH, FetchPolicy, build_faust_app, set_events_fetch
 from streamrec.streams.settings import WorkerSettings
 
 
@@ -46,3 +46,39 @@ def test_invalid_fetch_settings_are_refused(tmp_path: Path) -> None:
             build_faust_app(app_id="t", bootstrap="127.0.0.1:1", data_dir=tmp_path, partitions=1, **bad)
     with pytest.raises(ValueError):
         WorkerSettings(consumer_fetch_max_wait_ms=0)
+
+
+def test_fetches_are_held_only_while_a_held_fetch_carries_a_record() -> None:
+    policy = FetchPolicy(5, 65536)
+    assert not policy.holding
+    assert policy.update(100, 1.0) is None  # 100/s: 0.5 events per 5 ms -- eager fetches cost no more
+    assert policy.update(200, 1.0) == (5, 65536)  # 1 per wait: hold
+    assert policy.holding
+    assert policy.update(150, 1.0) is None  # between half and one per wait: no flapping
+    assert policy.update(99, 1.0) == EAGER_FETCH  # quiet again: eager, no 5 ms polling for nothing
+    assert policy.update(0, 0.0) is None
+    assert FetchPolicy(*EAGER_FETCH).update(10_000, 1.0) is None  # Faust's own settings: nothing to switch
+
+
+def test_a_running_consumer_switches_its_fetch_settings(tmp_path: Path) -> None:
+    async def run() -> None:
+        app = build_faust_app(app_id="t", bootstrap="127.0.0.1:1", data_dir=tmp_path, partitions=1)
+        thread = app.consumer._thread
+        assert not set_events_fetch(app, 5, 4096)  # not started: remembered for the consumer it will create
+        consumer = thread._create_worker_consumer(app.transport)
+        try:
+            assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (5, 4096)
+
+            class Fetcher:  # what aiokafka's start() builds; its requests read these two attributes
+                _fetch_max_wait_ms, _fetch_min_bytes = EAGER_FETCH
+
+            consumer._fetcher = Fetcher()
+            thread._consumer = consumer
+            assert set_events_fetch(app, 7, 1024)
+            assert (consumer._fetcher._fetch_max_wait_ms, consumer._fetcher._fetch_min_bytes) == (7, 1024)
+        finally:
+            thread._consumer = None
+            consumer._fetcher = None  # never started: nothing of aiokafka's to close
+            await consumer.stop()
+
+    asyncio.run(run())
