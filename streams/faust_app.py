@@ -38,7 +38,7 @@ class _FetchTunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     as processing several events (at 500 events/s it used ~0.23 of a core, and Faust's hand-off on the
     event loop as much again). With a minimum the broker holds the fetch until that many bytes are there
     or ``fetch_max_wait_ms`` has passed: at most one round trip per wait, each carrying what arrived
-    meanwhile, for at most ``fetch_max_wait_ms`` more latency when the stream is quiet.
+    meanwhile, for at most ``fetch_max_wait_ms`` more latency. :class:`FetchPolicy` decides when to hold.
     """
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
@@ -79,6 +79,8 @@ class FetchPolicy:
     """
 
     def __init__(self, wait_ms: int, min_bytes: int) -> None:
+        if wait_ms < 1 or min_bytes < 1:  # a 0 ms wait: an idle consumer would fetch in a busy loop
+            raise ValueError("the fetch wait and minimum must be >= 1")
         self.held = (wait_ms, min_bytes)
         self.holding = False
 
@@ -97,7 +99,8 @@ class FetchPolicy:
 
 
 def set_events_fetch(app: faust.App, wait_ms: int, min_bytes: int) -> bool:
-    """Switch the running events consumer's fetch settings (and those a restarted one starts with)."""
+    """The events consumer's fetch settings from now on: recorded for a consumer Faust creates later, and set
+    on the running one. True if a running consumer's fetcher took them now."""
     app.streamrec_fetch = (wait_ms, min_bytes)  # type: ignore[attr-defined]
     thread = getattr(app.consumer, "_thread", None)
     return isinstance(thread, _FetchTunedConsumerThread) and thread.set_fetch(wait_ms, min_bytes)
@@ -143,8 +146,6 @@ def build_faust_app(
     group_instance_id: str | None = None,
     session_timeout_s: float = 10.0,
     credentials: Any = None,
-    fetch_max_wait_ms: int | None = None,
-    fetch_min_bytes: int = 1,
 ) -> faust.App:
     """The worker's Faust app.
 
@@ -156,11 +157,10 @@ def build_faust_app(
     partitions. The session timeout also bounds how long a crashed worker's partitions stay unserved when it
     does not come back; heartbeats run on the event loop every 3 s, which is never blocked for long.
 
-    ``fetch_max_wait_ms`` / ``fetch_min_bytes``: how long the broker may hold the events consumer's fetch for
-    more data (see :class:`_FetchTunedConsumerThread`); None keeps Faust's (1,500 ms, 1 byte).
+    Its events consumer starts with Faust's fetch settings; :func:`set_events_fetch` changes them.
     """
     brokers = [f"kafka://{hostport.strip()}" for hostport in bootstrap.split(",") if hostport.strip()]
-    app = StreamrecApp(
+    return StreamrecApp(
         app_id,
         broker=brokers,
         broker_credentials=credentials,
@@ -181,11 +181,6 @@ def build_faust_app(
         broker_session_timeout=session_timeout_s,
         broker_heartbeat_interval=min(3.0, session_timeout_s / 3),
     )
-    if fetch_max_wait_ms is not None:
-        if fetch_max_wait_ms < 1 or fetch_min_bytes < 1:  # a 0 ms wait: an idle consumer would fetch in a busy loop
-            raise ValueError("fetch_max_wait_ms and fetch_min_bytes must be >= 1")
-        app.streamrec_fetch = (fetch_max_wait_ms, fetch_min_bytes)
-    return app
 
 
 def sessions_table(app: faust.App, partitions: int) -> Any:

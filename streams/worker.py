@@ -545,18 +545,16 @@ class StreamWorker(mode.Service):
         change = self.fetch_policy.update(items - seen, now - then)
         if change is None:
             return
-        applied = False
-        with contextlib.suppress(Exception):  # the consumer may not be started yet: the next change applies
-            applied = set_events_fetch(self.app, *change)
-        if not applied:
-            self.fetch_policy.holding = not self.fetch_policy.holding  # not switched: try again next time
-            return
+        running = False
+        with contextlib.suppress(Exception):  # no consumer yet: recorded all the same, it starts with them
+            running = set_events_fetch(self.app, *change)
         log.info(
-            "events consumer: fetches %s (max wait %d ms, min %d bytes) at %.0f events/s",
+            "events consumer: fetches %s (max wait %d ms, min %d bytes) at %.0f events/s%s",
             "held" if self.fetch_policy.holding else "eager",
             change[0],
             change[1],
             (items - seen) / max(1e-9, now - then),
+            "" if running else " (for the consumer Faust starts next)",
         )
 
 

@@ -11,11 +11,14 @@ from streamrec.streams.faust_app import EAGER_FETCH, FetchPolicy, build_faust_ap
 from streamrec.streams.settings import WorkerSettings
 
 
-def _fetch_of(tmp_path: Path, **kwargs: int) -> tuple[int, int]:
-    """(fetch_max_wait_ms, fetch_min_bytes) of the aiokafka consumer Faust's consumer thread would start."""
+def _fetch_of(tmp_path: Path, fetch: tuple[int, int] | None = None) -> tuple[int, int]:
+    """(fetch_max_wait_ms, fetch_min_bytes) of the aiokafka consumer Faust's consumer thread would start, after
+    ``set_events_fetch(*fetch)`` on the app before it is started."""
 
     async def build() -> tuple[int, int]:
-        app = build_faust_app(app_id="t", bootstrap="127.0.0.1:1", data_dir=tmp_path, partitions=1, **kwargs)
+        app = build_faust_app(app_id="t", bootstrap="127.0.0.1:1", data_dir=tmp_path, partitions=1)
+        if fetch is not None:
+            assert not set_events_fetch(app, *fetch)  # no running consumer: recorded for the one it starts
         consumer = app.consumer._thread._create_worker_consumer(app.transport)
         try:
             # what aiokafka's start() hands to its Fetcher
@@ -27,7 +30,7 @@ def _fetch_of(tmp_path: Path, **kwargs: int) -> tuple[int, int]:
 
 
 def test_the_events_consumer_fetches_with_the_configured_wait(tmp_path: Path) -> None:
-    assert _fetch_of(tmp_path, fetch_max_wait_ms=7, fetch_min_bytes=4096) == (7, 4096)
+    assert _fetch_of(tmp_path, (7, 4096)) == (7, 4096)
 
 
 def test_without_a_configured_wait_it_is_fausts_own(tmp_path: Path) -> None:
@@ -40,10 +43,10 @@ def test_the_worker_defaults_hold_a_fetch_briefly_for_more_records() -> None:
     assert s.consumer_fetch_min_bytes > 1
 
 
-def test_invalid_fetch_settings_are_refused(tmp_path: Path) -> None:
-    for bad in ({"fetch_max_wait_ms": 0}, {"fetch_max_wait_ms": 5, "fetch_min_bytes": 0}):
+def test_invalid_fetch_settings_are_refused() -> None:
+    for bad in ((0, 65536), (5, 0)):
         with pytest.raises(ValueError):
-            build_faust_app(app_id="t", bootstrap="127.0.0.1:1", data_dir=tmp_path, partitions=1, **bad)
+            FetchPolicy(*bad)
     with pytest.raises(ValueError):
         WorkerSettings(consumer_fetch_max_wait_ms=0)
 
@@ -64,10 +67,8 @@ def test_a_running_consumer_switches_its_fetch_settings(tmp_path: Path) -> None:
     async def run() -> None:
         app = build_faust_app(app_id="t", bootstrap="127.0.0.1:1", data_dir=tmp_path, partitions=1)
         thread = app.consumer._thread
-        assert not set_events_fetch(app, 5, 4096)  # not started: remembered for the consumer it will create
         consumer = thread._create_worker_consumer(app.transport)
         try:
-            assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (5, 4096)
 
             class Fetcher:  # what aiokafka's start() builds; its requests read these two attributes
                 _fetch_max_wait_ms, _fetch_min_bytes = EAGER_FETCH
@@ -76,6 +77,7 @@ def test_a_running_consumer_switches_its_fetch_settings(tmp_path: Path) -> None:
             thread._consumer = consumer
             assert set_events_fetch(app, 7, 1024)
             assert (consumer._fetcher._fetch_max_wait_ms, consumer._fetcher._fetch_min_bytes) == (7, 1024)
+            assert (consumer._fetch_max_wait_ms, consumer._fetch_min_bytes) == (7, 1024)
         finally:
             thread._consumer = None
             consumer._fetcher = None  # never started: nothing of aiokafka's to close
