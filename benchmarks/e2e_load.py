@@ -137,6 +137,7 @@ class StepResult:
     from_schedule_ms: dict[str, float]
     generator_lag_ms: dict[str, float]
     stages_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    timeline: dict[str, Any] = field(default_factory=dict)  # latency by send time (timeline())
     latencies: list[float] = field(default_factory=list, repr=False)  # not written to JSON
 
     @property
@@ -177,6 +178,34 @@ def _stage_breakdown(measured: list[tuple[float, Arrival]]) -> dict[str, dict[st
             "p99": float(np.percentile(emit_to_recv, 99)),
         }
     return out
+
+
+TIMELINE_BUCKET_MS = 250.0
+
+
+def timeline(
+    measured: Sequence[tuple[float, Arrival]], start_ms: float, bucket_ms: float = TIMELINE_BUCKET_MS
+) -> dict[str, Any]:
+    """Latency by send time: for each ``bucket_ms`` of send time from ``start_ms``, the answers' count, median and
+    maximum, and the maximum of the worker's ``index`` stage (the batch step) and ``queue`` stage. A tail made of
+    periodic spikes (a flush interval, a GC) shows here as evenly spaced bad buckets, where quantiles cannot
+    tell it from noise spread over the run."""
+    buckets: dict[int, list[tuple[float, float, float]]] = {}
+    for send_ms, a in measured:
+        k = int((send_ms - start_ms) // bucket_ms)
+        st = a.stages_ms or {}
+        buckets.setdefault(k, []).append((a.recv_ms - send_ms, st.get("index", 0.0), st.get("queue", 0.0)))
+    keys = sorted(buckets)
+    rows = [np.asarray(buckets[k]) for k in keys]
+    return {
+        "bucket_ms": bucket_ms,
+        "t_s": [round(k * bucket_ms / 1000.0, 3) for k in keys],
+        "n": [len(r) for r in rows],
+        "p50_ms": [round(float(np.median(r[:, 0])), 2) for r in rows],
+        "max_ms": [round(float(r[:, 0].max()), 2) for r in rows],
+        "max_index_ms": [round(float(r[:, 1].max()), 2) for r in rows],
+        "max_queue_ms": [round(float(r[:, 2].max()), 2) for r in rows],
+    }
 
 
 async def run_step(
@@ -240,6 +269,7 @@ async def run_step(
         from_schedule_ms=summary(from_sched),
         generator_lag_ms=summary(send_ms[first:] - sched_ms[first:]),
         stages_ms=_stage_breakdown(measured),
+        timeline=timeline(measured, win_lo),
         latencies=lat,
     )
 

@@ -102,6 +102,13 @@ def table(result: dict[str, Any]) -> str:
                     if s["cpu"].get("children"):
                         st += f", of which its owner process {s['cpu']['children_cpu_ms_per_event']:.2f}"
                 stages.append(f"  {name} @{s['offered_rate']:.0f}/s median ms: {st}")
+                tl = s.get("timeline") or {}
+                if tl.get("max_ms"):  # the worst buckets of send time: periodic spikes show as evenly spaced times
+                    worst = sorted(zip(tl["max_ms"], tl["t_s"], strict=True), reverse=True)[:5]
+                    stages.append(
+                        f"    worst {tl['bucket_ms']:.0f} ms buckets (max ms @ s into the window): "
+                        + ", ".join(f"{m:.0f} @{t:.2f}" for m, t in worst)
+                    )
     for f in result["floor"]["steps"]:
         if "cpu" in f:
             stages.append(
