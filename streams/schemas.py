@@ -210,7 +210,9 @@ class ItemRecord:
     available: bool = True
 
     def to_json_bytes(self) -> bytes:
-        doc: dict[str, Any] = {"item_id": self.item_id, "title": self.title}
+        doc: dict[str, Any] = {"item_id": self.item_id}
+        if self.title or self.available:  # an unavailable item may have none: then none is written (it reads back)
+            doc["title"] = self.title
         if self.description is not None:
             doc["description"] = self.description
         if self.category is not None:
