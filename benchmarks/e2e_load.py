@@ -199,6 +199,7 @@ def timeline(
     rows = [np.asarray(buckets[k]) for k in keys]
     return {
         "bucket_ms": bucket_ms,
+        "start_epoch_ms": round(start_ms, 1),  # t_s = 0 on the wall clock: lines the buckets up with other samples
         "t_s": [round(k * bucket_ms / 1000.0, 3) for k in keys],
         "n": [len(r) for r in rows],
         "p50_ms": [round(float(np.median(r[:, 0])), 2) for r in rows],

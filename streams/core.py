@@ -56,6 +56,7 @@ from streamrec.streams.popularity import RecentPopularity
 from streamrec.streams.schemas import Event, EventType
 from streamrec.streams.session import SessionPlan, SessionState, SessionStrategy, exclusions
 from streamrec.streams.signals import (
+    CovisitScorer,
     CovisitSignal,
     PopularitySignal,
     SignalRequest,
@@ -111,12 +112,17 @@ class StepResult:
 
 
 def default_signals(
-    index: VectorIndex, covisit: CovisitGraph | None, popularity: RecentPopularity, config: CoreConfig
+    index: VectorIndex,
+    covisit: CovisitGraph | None,
+    popularity: RecentPopularity,
+    config: CoreConfig,
+    covisit_scorer: CovisitScorer | None = None,
 ) -> list[WeightedSignal]:
+    """Co-visitation (scored by ``covisit_scorer``, default the graph itself), text when thin, popularity prior."""
     eligible = _eligible(index)
     out = []
     if covisit is not None:
-        out.append(WeightedSignal(CovisitSignal(covisit, eligible), config.covisit_weight))
+        out.append(WeightedSignal(CovisitSignal(covisit, eligible, covisit_scorer), config.covisit_weight))
     out.append(
         WeightedSignal(TextSignal(index), config.text_weight, when_thin=covisit is not None and not config.text_always)
     )
@@ -143,6 +149,7 @@ class RecommenderCore:
         covisit: CovisitGraph | None = None,
         config: CoreConfig | None = None,
         signals: Sequence[WeightedSignal] | None = None,
+        covisit_scorer: CovisitScorer | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index
@@ -152,7 +159,9 @@ class RecommenderCore:
         self.covisit = covisit
         self.config = config or CoreConfig()
         self.signals = (
-            list(signals) if signals is not None else default_signals(index, covisit, popularity, self.config)
+            list(signals)
+            if signals is not None
+            else default_signals(index, covisit, popularity, self.config, covisit_scorer)
         )
         self._dim = encoder.dim
         self._filler = _unit(np.random.default_rng(7).standard_normal(self._dim))

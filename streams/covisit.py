@@ -73,6 +73,8 @@ __all__ = [
     "CovisitRow",
     "CovisitRowError",
     "DeltaBatch",
+    "fetch_for",
+    "pick",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ _EMPTY: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.flo
 
 KEEP_FACTOR = 4  # a learning row's room, in published neighbours (module docstring)
 _NO_F32: npt.NDArray[np.float32] = np.empty(0, np.float32)
+_NO_IDS: npt.NDArray[np.int64] = np.empty(0, np.int64)
+_NO_F64: npt.NDArray[np.float64] = np.empty(0, np.float64)
 
 
 class CovisitRowError(StreamrecError):
@@ -524,11 +528,46 @@ class CovisitGraph:
         """See :meth:`_scores`. Lock-free (see the class docstring)."""
         return self._scores(recent, now_s, limit, exclude)
 
+    def ranked_many(
+        self, recents: Sequence[Sequence[str]], now_s: float, fetch: int
+    ) -> list[tuple[list[str], list[float]]]:
+        """For each user's recent items, the ``fetch`` best candidates, best first, with their scores and no
+        exclusion applied: what :meth:`scores` filters (the owner process serves this to its worker, which applies
+        the user's exclusions itself, :mod:`streamrec.streams.covisit_serve`). Lock-free, like ``scores``."""
+        names = self._ids
+        out: list[tuple[list[str], list[float]]] = []
+        for recent in recents:
+            uniq, sums = self._ranked(recent, now_s, fetch)
+            out.append(([names[i] for i in uniq.tolist()], sums.tolist()))
+        return out
+
     def _scores(
         self, recent: Sequence[str], now_s: float, limit: int | None = None, exclude: Collection[str] = ()
     ) -> dict[str, float]:
         """Collaborative scores of candidates for a user whose recent distinct items
         are ``recent`` (most recent first): the ``limit`` best (None: all) not in ``exclude``; see the module docstring.
+        Exclusions are tested on an over-fetched top only (:func:`fetch_for`; a user excludes up to ~250 ids:
+        mapping them all would cost more than the scoring); a user whose best candidates are mostly excluded gets
+        fewer."""
+        ids = self._ids
+        if limit is None:
+            uniq, sums = self._ranked(recent, now_s, None)
+            return {ids[i]: s for i, s in zip(uniq.tolist(), sums.tolist(), strict=True) if ids[i] not in exclude}
+        uniq, sums = self._ranked(recent, now_s, fetch_for(limit))
+        out: dict[str, float] = {}
+        for i, s in zip(uniq.tolist(), sums.tolist(), strict=True):
+            j = ids[i]
+            if j not in exclude:
+                out[j] = s
+                if len(out) == limit:
+                    break
+        return out
+
+    def _ranked(
+        self, recent: Sequence[str], now_s: float, fetch: int | None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Interned ids and scores of the candidates of ``recent``: the ``fetch`` best, best first (ties in the
+        order a stable sort gives), or all of them unordered (None).
 
         All counts of a score decay at the same rate, so c / (n_i ** (1 - d) * n_j ** d) does not change with
         time: each row caches its ``per_source`` best normalised neighbours (as arrays) when it is first read
@@ -559,30 +598,19 @@ class CovisitGraph:
                 val_parts.append(top[2] if p == 0 else top[1])
                 scale.append(r)
         if not idx_parts:
-            return {}
-        ids = self._ids
+            return _NO_IDS, _NO_F64
         if len(idx_parts) == 1:
             uniq, sums = idx_parts[0], val_parts[0] * scale[0]
         else:  # one multiply for all parts (each value scaled once: the same numbers as part by part)
             vals = np.concatenate(val_parts) * np.repeat(scale, [a.size for a in idx_parts])
-            uniq, sums = self._sum_by_id(np.concatenate(idx_parts), vals, len(ids))
-        # exclusions are tested on an over-fetched top only (a user excludes up to ~250 ids: mapping them all
-        # would cost more than the scoring); a user whose best candidates are mostly excluded gets fewer
-        if limit is None:
-            return {ids[i]: s for i, s in zip(uniq.tolist(), sums.tolist(), strict=True) if ids[i] not in exclude}
-        fetch = 2 * limit + 10
+            uniq, sums = self._sum_by_id(np.concatenate(idx_parts), vals, len(self._ids))
+        if fetch is None:
+            return uniq, sums
         if sums.size > fetch:
             keep = np.argpartition(-sums, fetch - 1)[:fetch]
             uniq, sums = uniq[keep], sums[keep]
         order = np.argsort(-sums, kind="stable")  # best first; ties in fetched order (as a stable sort)
-        out: dict[str, float] = {}
-        for i, s in zip(uniq[order].tolist(), sums[order].tolist(), strict=True):
-            j = ids[i]
-            if j not in exclude:
-                out[j] = s
-                if len(out) == limit:
-                    break
-        return out
+        return uniq[order], sums[order]
 
     def _sum_by_id(
         self, idx: npt.NDArray[np.int64], vals: npt.NDArray[np.float64], universe: int
@@ -674,3 +702,19 @@ class CovisitGraph:
 
 def _value(kv: tuple[str, float]) -> float:
     return kv[1]
+
+
+def fetch_for(limit: int) -> int:
+    """How many ranked candidates a user's ``limit`` is picked from (the exclusions are tested on these only)."""
+    return 2 * limit + 10
+
+
+def pick(ids: Sequence[str], scores: Sequence[float], limit: int, exclude: Collection[str]) -> dict[str, float]:
+    """The first ``limit`` of ranked ``ids`` (best first) not in ``exclude``, with their scores."""
+    out: dict[str, float] = {}
+    for j, s in zip(ids, scores, strict=True):
+        if j not in exclude:
+            out[j] = s
+            if len(out) == limit:
+                break
+    return out

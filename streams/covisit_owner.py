@@ -30,6 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from streamrec.streams.covisit import CovisitConfig, CovisitGraph
+from streamrec.streams.covisit_serve import ScoreServer
 from streamrec.streams.covisit_sync import CovisitOwner, CovisitReplica
 from streamrec.streams.settings import WorkerSettings
 
@@ -134,6 +135,7 @@ class StandaloneOwner:
         *,
         stats_out: Callable[[OwnerStats], None] | None = None,
         stats_interval_s: float = 1.0,
+        serve_socket: str | None = None,
     ) -> None:
         self.settings = s = settings
         self.security = s.kafka_security()
@@ -144,6 +146,8 @@ class StandaloneOwner:
         self.published = 0
         kwargs = self.security.aiokafka_kwargs()
         self.graph = CovisitGraph(covisit_config(s))
+        # scoring for the worker that started it, from this replica's graph (streamrec.streams.covisit_serve)
+        self.server = ScoreServer(self.graph, serve_socket) if serve_socket else None
         # In its own process nothing competes for the GIL: the small steps run on this loop (pool=None).
         self.replica = CovisitReplica(
             bootstrap=s.bootstrap, topic=self.rows_topic, graph=self.graph, pool=None, client_kwargs=kwargs
@@ -200,6 +204,9 @@ class StandaloneOwner:
                     with contextlib.suppress(asyncio.CancelledError):
                         await fut
             if not stop.is_set():
+                if self.server is not None:  # serves only a caught-up replica: the worker scores locally till then
+                    await self.server.start()
+                    started.append(self.server)
                 await self.owner.start()
                 started.append(self.owner)
                 log.info(

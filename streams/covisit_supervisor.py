@@ -100,8 +100,12 @@ class OwnerProcess:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def for_worker(cls, settings: WorkerSettings, metrics: WorkerMetrics) -> OwnerProcess:
-        """The child of a worker with ``settings``: its counters go to the worker's ``metrics``."""
+    def for_worker(
+        cls, settings: WorkerSettings, metrics: WorkerMetrics, serve_socket: str | None = None
+    ) -> OwnerProcess:
+        """The child of a worker with ``settings``: its counters go to the worker's ``metrics``; with
+        ``serve_socket``, it also scores the worker's co-visitation candidates there
+        (:mod:`streamrec.streams.covisit_serve`)."""
 
         def on_stats(d: OwnerStats) -> None:
             metrics.covisit_deltas.labels("merged").inc(d.merged)
@@ -110,8 +114,11 @@ class OwnerProcess:
             metrics.covisit_invalid.labels("rows").inc(d.invalid_rows)
 
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
+        argv = owner_command(logging.getLogger().getEffectiveLevel())
+        if serve_socket is not None:
+            argv += ["--serve-socket", serve_socket]
         return cls(
-            owner_command(logging.getLogger().getEffectiveLevel()),
+            argv,
             {**inherited, **settings_environment(settings)},
             on_stats=on_stats,
             on_restart=metrics.covisit_owner_restarts.inc,

@@ -227,6 +227,14 @@ class WorkerMetrics:
             ["topic"],
             registry=r,
         )
+        self.covisit_scored = Counter(
+            "streamrec_covisit_scored_total",
+            "Events whose co-visitation candidates were scored, by who scored them: owner (the owner process, "
+            "STREAMREC_COVISIT_SERVING=owner) or local (this worker's replica: serving=local, or the owner did not "
+            "answer).",
+            ["by"],
+            registry=r,
+        )
         self.covisit_owner_restarts = Counter(
             "streamrec_covisit_owner_restarts_total",
             "Times this worker restarted its co-visitation owner process after it exited unexpectedly.",
@@ -265,6 +273,8 @@ class WorkerMetrics:
                 self.live_reciprocal_rank.labels(kind.value)
         for op in ("sent", "merged"):
             self.covisit_deltas.labels(op)
+        for by in ("owner", "local"):
+            self.covisit_scored.labels(by)
         for topic in ("deltas", "rows"):
             self.covisit_invalid.labels(topic)
 

@@ -121,6 +121,15 @@ class WorkerSettings(KafkaSecuritySettings):
         description="where this worker's co-visitation owner runs: process (a child process it supervises), "
         "inline (on its serving event loop) or external (none: run `streamrec covisit-owner` yourself)",
     )
+    covisit_serving: Literal["owner", "local"] = Field(
+        "owner",
+        description="who scores the co-visitation candidates: owner (the owner child process, off this worker's "
+        "interpreter lock; locally whenever it does not answer in covisit_serving_timeout_ms) or local (this "
+        "worker's replica); owner needs covisit_owner=process, else local",
+    )
+    covisit_serving_timeout_ms: float = Field(
+        250.0, gt=0, description="the longest a batch waits for the owner process's scores before scoring locally, ms"
+    )
     covisit_flush_interval_s: float = Field(
         5.0, gt=0, description="owners publish changed co-visitation rows at most this often, s"
     )

@@ -12,7 +12,7 @@ drops everything in the user's consumed set afterwards, so a signal may over-fet
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,6 +26,7 @@ from streamrec.streams.schemas import Event
 from streamrec.streams.session import SessionState
 
 __all__ = [
+    "CovisitScorer",
     "CovisitSignal",
     "PopularitySignal",
     "Signal",
@@ -92,19 +93,34 @@ class TextSignal:
         return out
 
 
+class CovisitScorer(Protocol):
+    """What scores a batch's co-visitation candidates (:meth:`~streamrec.streams.covisit.CovisitGraph.scores_many`)."""
+
+    def scores_many(
+        self, users: Sequence[tuple[Sequence[str], Collection[str]]], now_s: float, limit: int | None = None
+    ) -> list[dict[str, float]]: ...
+
+
 class CovisitSignal:
     """What other users chose next to the user's recent items (:mod:`streamrec.streams.covisit`)."""
 
     name = "covisit"
 
-    def __init__(self, graph: CovisitGraph, eligible: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        graph: CovisitGraph,
+        eligible: Callable[[str], bool] | None = None,
+        scorer: CovisitScorer | None = None,
+    ) -> None:
         self.graph = graph
         self.eligible = eligible
+        # who scores: the graph itself, or e.g. the owner process (streamrec.streams.covisit_serve.RemoteScorer)
+        self.scorer: CovisitScorer = scorer if scorer is not None else graph
 
     def candidates(self, requests: Sequence[SignalRequest], depth: int) -> list[Scores]:
         if not requests:
             return []
-        found = self.graph.scores_many(
+        found = self.scorer.scores_many(
             [(r.state.recent_items, r.exclude) for r in requests], max(r.now_s for r in requests), limit=depth
         )
         if self.eligible is None:

@@ -21,7 +21,10 @@ import contextlib
 import fcntl
 import gc
 import logging
+import os
+import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +45,7 @@ from streamrec.streams.core import CoreConfig, RecommenderCore
 from streamrec.streams.covisit import CovisitGraph
 from streamrec.streams.covisit_owner import covisit_config as covisit_config  # re-exported (evaluation)
 from streamrec.streams.covisit_owner import covisit_topics as covisit_topics
+from streamrec.streams.covisit_serve import LocalScorer, RemoteScorer
 from streamrec.streams.covisit_supervisor import OwnerProcess
 from streamrec.streams.covisit_sync import CovisitOwner, CovisitPublisher, CovisitReplica
 from streamrec.streams.deadletter import dead_letter_record
@@ -53,6 +57,7 @@ from streamrec.streams.redelivery import RedeliveryGuard
 from streamrec.streams.schemas import EventType
 from streamrec.streams.session import SessionConfig, make_strategy
 from streamrec.streams.settings import WorkerSettings
+from streamrec.streams.signals import CovisitScorer
 from streamrec.streams.state_cache import StateCache
 from streamrec.streams.supervision import HealthServer, ShutdownWatchdog
 
@@ -140,6 +145,7 @@ def core_from_settings(
     covisit: CovisitGraph | None,
     strategy: str | None = None,
     k: int | None = None,
+    covisit_scorer: CovisitScorer | None = None,
 ) -> RecommenderCore:
     """The recommender core a worker with settings ``s`` serves -- the worker's and ``streamrec evaluate``'s one
     construction (``strategy``/``k``: the evaluation's overrides; ``covisit``: the graph, or None when off)."""
@@ -150,6 +156,7 @@ def core_from_settings(
         strategy=make_strategy(strategy or s.strategy, session_config(s)),
         popularity=RecentPopularity(half_life_s=s.popularity_half_life_s),
         covisit=covisit,
+        covisit_scorer=covisit_scorer,
         config=CoreConfig(
             k=k or s.k,
             covisit_weight=s.covisit_weight,
@@ -259,6 +266,8 @@ class StreamWorker(mode.Service):
         self.covisit_replica: CovisitReplica | None = None
         self.covisit_owner: CovisitOwner | None = None  # inline
         self.owner_process: OwnerProcess | None = None  # process (the default)
+        self.covisit_scorer: RemoteScorer | LocalScorer | None = None  # who scores the candidates (counted)
+        self._serve_dir: str | None = None
         publisher: CovisitPublisher | None = None
         if s.covisit:
             deltas_topic, rows_topic = covisit_topics(s)
@@ -276,7 +285,17 @@ class StreamWorker(mode.Service):
             )
             m = self.metrics
             if s.covisit_owner == "process":
-                self.owner_process = OwnerProcess.for_worker(s, m)
+                serve_socket = None
+                if s.covisit_serving == "owner":  # a directory only this user can enter holds the socket
+                    self._serve_dir = tempfile.mkdtemp(prefix="streamrec-covisit-")
+                    serve_socket = os.path.join(self._serve_dir, "scores.sock")
+                    self.covisit_scorer = RemoteScorer(
+                        serve_socket,
+                        self.covisit,
+                        timeout_s=s.covisit_serving_timeout_ms / 1000,
+                        on_scored=lambda by, n: m.covisit_scored.labels(by).inc(n),
+                    )
+                self.owner_process = OwnerProcess.for_worker(s, m, serve_socket=serve_socket)
             elif s.covisit_owner == "inline":
                 self.covisit_owner = CovisitOwner(
                     bootstrap=s.bootstrap,
@@ -291,6 +310,10 @@ class StreamWorker(mode.Service):
                     on_published=m.covisit_published.inc,
                     client_kwargs=security.aiokafka_kwargs(),
                 )
+            if self.covisit_scorer is None:
+                self.covisit_scorer = LocalScorer(
+                    self.covisit, on_scored=lambda by, n: m.covisit_scored.labels(by).inc(n)
+                )
             publisher = CovisitPublisher(
                 Output(self.app, deltas_topic),
                 covisit_partitions or partitions,
@@ -299,7 +322,12 @@ class StreamWorker(mode.Service):
                 on_sent=m.covisit_deltas.labels("sent").inc,
             )
         self.core = core_from_settings(
-            s, encoder=self.encoder, index=self.index, titles=self.titles, covisit=self.covisit
+            s,
+            encoder=self.encoder,
+            index=self.index,
+            titles=self.titles,
+            covisit=self.covisit,
+            covisit_scorer=self.covisit_scorer,
         )
         self.hotpath = HotPath(
             table=self.table,
@@ -474,6 +502,10 @@ class StreamWorker(mode.Service):
                 await self.hotpath.covisit_out.close()
         if self.owner_process is not None:  # after the hot path drained: SIGTERM, it publishes, commits, leaves
             await self.owner_process.stop(timeout_s=self.settings.shutdown_timeout_s / 3)
+        if isinstance(self.covisit_scorer, RemoteScorer):
+            self.covisit_scorer.close()
+        if self._serve_dir is not None:
+            shutil.rmtree(self._serve_dir, ignore_errors=True)
         await self.replica.stop(snapshot=True)
         if self.covisit_owner is not None:
             await self.covisit_owner.stop()  # publishes what it merged, commits, leaves the group

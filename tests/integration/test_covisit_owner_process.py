@@ -38,6 +38,7 @@ CATALOGUE = {
 }
 FIRST = sorted(k for k in CATALOGUE if not k.startswith("book"))  # the items of the events before the kill
 LATER = sorted(k for k in CATALOGUE if k.startswith("book"))  # only after it
+CATALOGUE_IDS = sorted(CATALOGUE)
 
 
 def _events(items: list[str], users: int, start: int) -> list[tuple[bytes, bytes]]:
@@ -78,6 +79,10 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 def _merged(m: dict[str, float]) -> float:
     return m.get('streamrec_covisit_deltas_total{op="merged"}', 0.0)
+
+
+def _scored(m: dict[str, float], by: str) -> float:
+    return m.get(f'streamrec_covisit_scored_total{{by="{by}"}}', 0.0)
 
 
 async def _rows_published(bootstrap: str, app_id: str, want: int) -> dict[str, int]:
@@ -150,6 +155,9 @@ async def test_the_default_worker_learns_through_its_owner_process_restarts_it_a
         lambda m: _merged(m) > 0 and m.get("streamrec_covisit_rows_published_total", 0) > 0, 10, "the owner's stats"
     )
     assert set(await _rows_published(kafka.bootstrap, topics["app_id"], len(FIRST))) == set(FIRST)
+    # the child scores the worker's candidates too (covisit_serving=owner, the default), once it listens
+    await produce(kafka.bootstrap, topics["events_topic"], _events(FIRST, 2, 10))
+    before = worker.wait_until(lambda m: _scored(m, "owner") > 0, 30, "candidates scored by the owner process")
 
     os.kill(child, signal.SIGKILL)
     m = worker.wait_until(
@@ -167,6 +175,9 @@ async def test_the_default_worker_learns_through_its_owner_process_restarts_it_a
     worker.wait_until(
         lambda m: _merged(m) >= m['streamrec_covisit_deltas_total{op="sent"}'] > 0, 15, "the merged count"
     )
+    # and the new child scores again (meanwhile the worker scored locally: nothing waited on the dead one)
+    await produce(kafka.bootstrap, topics["events_topic"], _events(CATALOGUE_IDS, 2, 11))
+    worker.wait_until(lambda m: _scored(m, "owner") > _scored(before, "owner"), 30, "scores from the new child")
 
     assert worker.stop() == 0  # SIGTERM: the worker stops its child first, cleanly
     assert not _alive(child2)
@@ -206,6 +217,7 @@ async def test_external_worker_runs_no_owner_and_a_separate_owner_command_does_t
     assert (
         m.get("streamrec_covisit_rows") == 0 and _merged(m) == 0 and m['streamrec_covisit_deltas_total{op="sent"}'] > 0
     )
+    assert _scored(m, "local") > 0 and _scored(m, "owner") == 0  # no owner process: this worker scores
 
     owner = _start_owner_command(env, tmp_path / "owner.log")
     try:

@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="run as a worker's child: counters as JSON lines on stdout, stop at end-of-file on stdin",
     )
+    p.add_argument(
+        "--serve-socket",
+        metavar="PATH",
+        help="also score co-visitation candidates for a worker on this Unix socket (its worker passes it)",
+    )
     add_settings_arguments(p, WorkerSettings)
     p.set_defaults(func=run)
 
@@ -84,7 +89,7 @@ def _stats_channel() -> BinaryIO:
     return channel
 
 
-async def _main(settings: WorkerSettings, supervised: bool) -> int:
+async def _main(settings: WorkerSettings, supervised: bool, serve_socket: str | None = None) -> int:
     from streamrec.streams.covisit_owner import OwnerStats, StandaloneOwner, install_stop_signals
 
     loop = asyncio.get_running_loop()
@@ -102,11 +107,11 @@ async def _main(settings: WorkerSettings, supervised: bool) -> int:
                 stop.set()
 
     await preflight(settings)
-    return await StandaloneOwner(settings, stats_out=stats_out).run(stop)
+    return await StandaloneOwner(settings, stats_out=stats_out, serve_socket=serve_socket).run(stop)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(WorkerSettings, args)
     if not settings.covisit:
         raise ConfigError("the co-visitation signal is off (STREAMREC_COVISIT=false): there is nothing to own")
-    return asyncio.run(_main(settings, bool(args.supervised)))
+    return asyncio.run(_main(settings, bool(args.supervised), args.serve_socket))

@@ -29,6 +29,7 @@ def test_the_echo_has_no_stages_and_empty_buckets_are_left_out() -> None:
 def test_no_answers_no_buckets() -> None:
     assert timeline([], 0.0) == {
         "bucket_ms": 250.0,
+        "start_epoch_ms": 0.0,
         "t_s": [],
         "n": [],
         "p50_ms": [],
