@@ -205,8 +205,15 @@ class StandaloneOwner:
                         await fut
             if not stop.is_set():
                 if self.server is not None:  # serves only a caught-up replica: the worker scores locally till then
-                    await self.server.start()
-                    started.append(self.server)
+                    try:
+                        await self.server.start()
+                        started.append(self.server)
+                    except OSError as exc:  # learning goes on; the worker scores on its own replica
+                        log.error(
+                            "covisit scoring: cannot listen on %s (%r): the worker scores locally",
+                            self.server.path,
+                            exc,
+                        )
                 await self.owner.start()
                 started.append(self.owner)
                 log.info(

@@ -49,6 +49,7 @@ from streamrec.streams.covisit_wire import _F64, _U32, _pack, _pack_ids, _Reader
 
 __all__ = [
     "MAX_FRAME",
+    "MAX_SOCKET_PATH",
     "LocalScorer",
     "RemoteScorer",
     "ScoreServer",
@@ -61,6 +62,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 VERSION = 1
+MAX_SOCKET_PATH = 100  # bytes: sockaddr_un holds 104-108 by platform, NUL included
 MAX_FRAME = 64 * 1024 * 1024  # a batch of 256 users x 12 ids or x 70 candidates is ~100-500 KB
 _LEN = struct.Struct("<I")
 _REQ_HEAD = struct.Struct("<BdII")

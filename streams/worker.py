@@ -45,7 +45,7 @@ from streamrec.streams.core import CoreConfig, RecommenderCore
 from streamrec.streams.covisit import CovisitGraph
 from streamrec.streams.covisit_owner import covisit_config as covisit_config  # re-exported (evaluation)
 from streamrec.streams.covisit_owner import covisit_topics as covisit_topics
-from streamrec.streams.covisit_serve import LocalScorer, RemoteScorer
+from streamrec.streams.covisit_serve import MAX_SOCKET_PATH, LocalScorer, RemoteScorer
 from streamrec.streams.covisit_supervisor import OwnerProcess
 from streamrec.streams.covisit_sync import CovisitOwner, CovisitPublisher, CovisitReplica
 from streamrec.streams.deadletter import dead_letter_record
@@ -289,6 +289,11 @@ class StreamWorker(mode.Service):
                 if s.covisit_serving == "owner":  # a directory only this user can enter holds the socket
                     self._serve_dir = tempfile.mkdtemp(prefix="streamrec-covisit-")
                     serve_socket = os.path.join(self._serve_dir, "scores.sock")
+                    if len(os.fsencode(serve_socket)) > MAX_SOCKET_PATH:
+                        log.warning("covisit scoring: %s is too long for a Unix socket: scoring locally", serve_socket)
+                        shutil.rmtree(self._serve_dir, ignore_errors=True)
+                        self._serve_dir = serve_socket = None
+                if serve_socket is not None:
                     self.covisit_scorer = RemoteScorer(
                         serve_socket,
                         self.covisit,
