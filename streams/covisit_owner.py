@@ -127,7 +127,8 @@ class ProducerSender:
 
 
 class StandaloneOwner:
-    """The owner with its own replica and producer (module docstring). ``run`` until ``stop`` is set."""
+    """The owner with its own replica and producer (module docstring), and with ``serve_socket`` the scoring of
+    its worker's co-visitation candidates (:mod:`streamrec.streams.covisit_serve`). ``run`` until ``stop`` is set."""
 
     def __init__(
         self,
