@@ -554,14 +554,7 @@ class CovisitGraph:
             uniq, sums = self._ranked(recent, now_s, None)
             return {ids[i]: s for i, s in zip(uniq.tolist(), sums.tolist(), strict=True) if ids[i] not in exclude}
         uniq, sums = self._ranked(recent, now_s, fetch_for(limit))
-        out: dict[str, float] = {}
-        for i, s in zip(uniq.tolist(), sums.tolist(), strict=True):
-            j = ids[i]
-            if j not in exclude:
-                out[j] = s
-                if len(out) == limit:
-                    break
-        return out
+        return pick((ids[i] for i in uniq.tolist()), sums.tolist(), limit, exclude)  # names only as far as read
 
     def _ranked(
         self, recent: Sequence[str], now_s: float, fetch: int | None
@@ -709,7 +702,7 @@ def fetch_for(limit: int) -> int:
     return 2 * limit + 10
 
 
-def pick(ids: Sequence[str], scores: Sequence[float], limit: int, exclude: Collection[str]) -> dict[str, float]:
+def pick(ids: Iterable[str], scores: Iterable[float], limit: int, exclude: Collection[str]) -> dict[str, float]:
     """The first ``limit`` of ranked ``ids`` (best first) not in ``exclude``, with their scores."""
     out: dict[str, float] = {}
     for j, s in zip(ids, scores, strict=True):

@@ -43,6 +43,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from typing import TypeVar
 
 from streamrec.streams.covisit import CovisitGraph, fetch_for, pick
 from streamrec.streams.covisit_wire import _F64, _U32, _pack, _pack_ids, _Reader
@@ -60,6 +61,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VERSION = 1
 MAX_SOCKET_PATH = 100  # bytes: sockaddr_un holds 104-108 by platform, NUL included
@@ -113,20 +115,17 @@ def decode_response(data: bytes, users: int) -> list[tuple[list[str], list[float
     counts = r.array(_U32, n)
     total = sum(counts)
     ids = r.ids(total)
-    scores = r.array(_F64, total)
+    scores = list(r.array(_F64, total))
     r.end()
     if not all(map(math.isfinite, scores)):
         raise ValueError("a non-finite score")
-    out: list[tuple[list[str], list[float]]] = []
+    return list(zip(_split(ids, counts), _split(scores, counts), strict=True))
+
+
+def _split(flat: list[T], counts: Sequence[int]) -> list[list[T]]:
+    """``flat`` cut into consecutive runs of ``counts``."""
+    out: list[list[T]] = []
     at = 0
-    for c in counts:
-        out.append((ids[at : at + c], list(scores[at : at + c])))
-        at += c
-    return out
-
-
-def _split(flat: list[str], counts: Sequence[int]) -> list[list[str]]:
-    out, at = [], 0
     for c in counts:
         out.append(flat[at : at + c])
         at += c
@@ -172,8 +171,8 @@ class ScoreServer:
                 self.served += len(recents)
                 writer.write(_frame(encode_response(ranked)))
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass  # the worker closed its end (it stopped, or gave up on a slow answer), or this server stops
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker closed its end (it stopped, or gave up on a slow answer), or this server stopped
         except ValueError as exc:  # struct.error and UnicodeDecodeError are ValueErrors too
             self.invalid += 1
             log.warning("covisit scoring: a malformed request, connection closed: %s", exc)

@@ -107,7 +107,9 @@ async def test_the_owner_scores_what_local_scoring_would(served: tuple[ScoreServ
     remote.close()
 
 
-async def test_only_the_recent_items_that_serve_are_sent(served: tuple[ScoreServer, str]) -> None:
+async def test_only_the_recent_items_that_serve_are_sent(
+    served: tuple[ScoreServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, path = served
     graph, _ = _graph()
     sent: list[bytes] = []
@@ -120,13 +122,8 @@ async def test_only_the_recent_items_that_serve_are_sent(served: tuple[ScoreServ
         sent.append(out)
         return out
 
-    import streamrec.streams.covisit_serve as mod
-
-    mod.encode_request = spy  # type: ignore[assignment]
-    try:
-        await asyncio.to_thread(remote.scores_many, [(long, set())], 1.0, 10)
-    finally:
-        mod.encode_request = original
+    monkeypatch.setattr("streamrec.streams.covisit_serve.encode_request", spy)
+    await asyncio.to_thread(remote.scores_many, [(long, set())], 1.0, 10)
     _, fetch, recents = decode_request(sent[0])
     assert recents == [long[: graph.config.sources]] and fetch == fetch_for(10)
     remote.close()
