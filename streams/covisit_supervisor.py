@@ -2,8 +2,9 @@
 what it reports, restart it when it dies, give up when it keeps dying.
 
 The child (:mod:`streamrec.streams.covisit_owner`) gets the worker's settings as ``STREAMREC_*`` variables
-(exactly the settings in force, flags included; a password file stays a file), its own process group (a
-terminal's Ctrl-C reaches the worker only, which stops the child in order), a stdin pipe the worker never
+(exactly the settings in force, flags included; a password file stays a file), its own session and so its own
+process group (a terminal's Ctrl-C reaches the worker only, which stops the child in order; a session rather than
+``process_group=0``, which uvloop's subprocesses do not take), a stdin pipe the worker never
 writes to (end-of-file = the worker is gone, even after SIGKILL) and a stdout pipe carrying one JSON line of
 cumulative counters about every second (:class:`~streamrec.streams.covisit_owner.OwnerStats`), which the worker
 adds to its own Prometheus counters; a line that is not one is logged and ignored. Its logs go to the worker's
@@ -180,7 +181,7 @@ class OwnerProcess:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=self.env,
-            process_group=0,
+            start_new_session=True,
         )
         self.proc = proc
         log.info("co-visitation owner process started (pid %d)", proc.pid)

@@ -15,6 +15,7 @@ from streamrec.encoders.providers import ProviderName
 from streamrec.index import IndexKind
 from streamrec.streams.core import CoreConfig
 from streamrec.streams.covisit import CovisitConfig
+from streamrec.streams.eventloop import EventLoopKind
 from streamrec.streams.schemas import EventType
 from streamrec.streams.security import KafkaSecuritySettings
 from streamrec.streams.session import DEFAULT_STRATEGY, SessionConfig, StrategyName
@@ -165,6 +166,10 @@ class WorkerSettings(KafkaSecuritySettings):
         ge=1,
         description="...or until this many bytes are there: a held fetch is one round trip per wait at most, "
         "for up to consumer_fetch_max_wait_ms more latency",
+    )
+    event_loop: EventLoopKind = Field(
+        "auto",
+        description="the worker's and its owner process's event loop: uvloop (auto: where installed), asyncio",
     )
     gil_switch_interval_ms: float = Field(
         5.0, gt=0, le=100, description="Python's thread switch interval (sys.setswitchinterval), ms"

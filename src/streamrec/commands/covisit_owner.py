@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from streamrec.config import add_settings_arguments, settings_from_args
 from streamrec.errors import ConfigError
+from streamrec.streams.eventloop import use_event_loop
 from streamrec.streams.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -114,4 +115,5 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(WorkerSettings, args)
     if not settings.covisit:
         raise ConfigError("the co-visitation signal is off (STREAMREC_COVISIT=false): there is nothing to own")
+    log.info("event loop: %s", use_event_loop(settings.event_loop))
     return asyncio.run(_main(settings, bool(args.supervised), args.serve_socket))

@@ -9,6 +9,7 @@ import sys
 
 from streamrec.config import add_settings_arguments, settings_from_args
 from streamrec.streams.acls import Need, Operation, ResourceType, check_permissions
+from streamrec.streams.eventloop import use_event_loop
 from streamrec.streams.security import check_connection
 from streamrec.streams.settings import WorkerSettings
 from streamrec.streams.topics import TopicSpec, ensure_topics
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_from_args(WorkerSettings, args)
     sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
+    log.info("event loop: %s", use_event_loop(settings.event_loop))
     counts = asyncio.run(preflight(settings))
     partitions = counts[settings.events_topic]
     encoder = load_encoder(settings, settings.model_dir or default_model_dir())

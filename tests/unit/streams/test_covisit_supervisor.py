@@ -5,7 +5,9 @@ backoff, giving up after repeated failures, a bounded stop."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -204,3 +206,40 @@ async def test_stop_before_the_child_started_stops_it(tmp_path: Path) -> None:
     await owner.start()
     status = await owner.stop(timeout_s=10)  # SIGTERM's default action ends it at once
     assert status is None or status == -15
+
+
+def test_on_uvloop_the_child_has_its_own_session_and_is_supervised(tmp_path: Path) -> None:
+    """The worker's loop is uvloop by default (``STREAMREC_EVENT_LOOP``), whose subprocesses take no
+    ``process_group``: the child gets a session of its own instead (so a process group of its own: a terminal's
+    Ctrl-C reaches the worker only), its pipes work, and it stops on SIGTERM."""
+    uvloop = pytest.importorskip("uvloop")
+    ids = tmp_path / "ids.json"
+    argv = _child(
+        tmp_path,
+        f"""
+        with open({str(ids)!r}, "w") as f:
+            json.dump({{"pgid": os.getpgid(0), "sid": os.getsid(0), "pid": os.getpid()}}, f)
+        print({_line(3)!r}, flush=True)
+        while True:
+            time.sleep(0.05)
+        """,
+    )
+    m = _metrics()
+
+    async def scenario() -> int | None:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        owner = _process(argv, m)
+        await owner.start()
+        await _wait(lambda: _value(m, "streamrec_covisit_deltas_total", {"op": "merged"}) == 3)
+        assert owner.error is None
+        return await owner.stop(timeout_s=10)
+
+    loop = uvloop.new_event_loop()
+    try:
+        status = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    child = json.loads(ids.read_text())
+    assert child["pgid"] == child["pid"] == child["sid"]  # leads its own session and process group
+    assert child["pgid"] != os.getpgid(0)
+    assert status == -15  # SIGTERM's default action
