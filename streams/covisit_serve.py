@@ -38,8 +38,11 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import socket
+import stat
 import struct
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -58,6 +61,8 @@ __all__ = [
     "decode_response",
     "encode_request",
     "encode_response",
+    "new_serve_dir",
+    "sweep_stale_serve_dirs",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,59 @@ T = TypeVar("T")
 
 VERSION = 1
 MAX_SOCKET_PATH = 100  # bytes: sockaddr_un holds 104-108 by platform, NUL included
+SERVE_DIR_PREFIX = "streamrec-covisit-"  # + "<worker pid>-<random>": whose it was, after a crash
+SOCKET_NAME = "scores.sock"
+
+
+def new_serve_dir(root: str | None = None) -> str:
+    """A new directory only this user can enter (``mkdtemp``: mode 0700) for the scoring socket, named after this
+    process; first removes what workers that were killed left behind (:func:`sweep_stale_serve_dirs`)."""
+    root = root or tempfile.gettempdir()
+    removed = sweep_stale_serve_dirs(root)
+    if removed:
+        log.info("covisit scoring: removed %d socket directories of workers that are gone", removed)
+    return tempfile.mkdtemp(prefix=f"{SERVE_DIR_PREFIX}{os.getpid()}-", dir=root)
+
+
+def sweep_stale_serve_dirs(root: str) -> int:
+    """Remove the socket directories that killed workers left in ``root`` (a graceful stop removes its own; SIGKILL
+    or the OOM killer cannot): only directories named by :func:`new_serve_dir`, owned by this user, whose worker
+    process no longer exists, holding nothing but the socket. Returns how many were removed."""
+    removed = 0
+    uid = os.getuid()
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return 0
+    for entry in entries:
+        rest = entry.name[len(SERVE_DIR_PREFIX) :] if entry.name.startswith(SERVE_DIR_PREFIX) else ""
+        pid_text, dash, _ = rest.partition("-")
+        if not dash or not pid_text.isdigit():  # not ours (or an older version's, without a pid: left alone)
+            continue
+        pid = int(pid_text)
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or pid == os.getpid() or _alive(pid):
+                continue
+            if set(os.listdir(entry.path)) - {SOCKET_NAME}:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += not os.path.exists(entry.path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 MAX_FRAME = 64 * 1024 * 1024  # a batch of 256 users x 12 ids or x 70 candidates is ~100-500 KB
 _LEN = struct.Struct("<I")
 _REQ_HEAD = struct.Struct("<BdII")

@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +44,7 @@ from streamrec.streams.core import CoreConfig, RecommenderCore
 from streamrec.streams.covisit import CovisitGraph
 from streamrec.streams.covisit_owner import covisit_config as covisit_config  # re-exported (evaluation)
 from streamrec.streams.covisit_owner import covisit_topics as covisit_topics
-from streamrec.streams.covisit_serve import MAX_SOCKET_PATH, LocalScorer, RemoteScorer
+from streamrec.streams.covisit_serve import MAX_SOCKET_PATH, SOCKET_NAME, LocalScorer, RemoteScorer, new_serve_dir
 from streamrec.streams.covisit_supervisor import OwnerProcess
 from streamrec.streams.covisit_sync import CovisitOwner, CovisitPublisher, CovisitReplica
 from streamrec.streams.deadletter import dead_letter_record
@@ -287,8 +286,8 @@ class StreamWorker(mode.Service):
             if s.covisit_owner == "process":
                 serve_socket = None
                 if s.covisit_serving == "owner":  # a directory only this user can enter holds the socket
-                    self._serve_dir = tempfile.mkdtemp(prefix="streamrec-covisit-")
-                    serve_socket = os.path.join(self._serve_dir, "scores.sock")
+                    self._serve_dir = new_serve_dir()
+                    serve_socket = os.path.join(self._serve_dir, SOCKET_NAME)
                     if len(os.fsencode(serve_socket)) > MAX_SOCKET_PATH:
                         log.warning("covisit scoring: %s is too long for a Unix socket: scoring locally", serve_socket)
                         shutil.rmtree(self._serve_dir, ignore_errors=True)

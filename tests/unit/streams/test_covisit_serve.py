@@ -197,3 +197,44 @@ async def test_a_malformed_request_closes_only_its_connection(served: tuple[Scor
 async def test_the_socket_is_private_to_its_user(served: tuple[ScoreServer, str]) -> None:
     _, path = served
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_socket_directories_of_killed_workers_are_swept_and_nothing_else(tmp_path: Path) -> None:
+    """A worker killed by SIGKILL (or the OOM killer) cannot remove its socket directory; the next worker on the host
+    removes those whose process is gone, and only those."""
+    import subprocess
+    import sys
+
+    from streamrec.streams.covisit_serve import SERVE_DIR_PREFIX, SOCKET_NAME, new_serve_dir, sweep_stale_serve_dirs
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    dead = int(gone.stdout)
+    root = tmp_path
+
+    def made(name: str, *files: str) -> Path:
+        d = root / name
+        d.mkdir()
+        for f in files:
+            (d / f).write_text("")
+        return d
+
+    stale_empty = made(f"{SERVE_DIR_PREFIX}{dead}-abc1")
+    stale_with_socket_path = made(f"{SERVE_DIR_PREFIX}{dead}-abc2", SOCKET_NAME)
+    kept = [
+        made(f"{SERVE_DIR_PREFIX}{dead}-abc3", SOCKET_NAME, "notes.txt"),  # holds more than the socket
+        made(f"{SERVE_DIR_PREFIX}{os.getppid()}-abc4"),  # its worker is alive
+        made(f"{SERVE_DIR_PREFIX}{os.getpid()}-abc5"),  # ours
+        made(f"{SERVE_DIR_PREFIX}abc6"),  # an older version's name, no pid: left alone
+        made(f"{SERVE_DIR_PREFIX}x{dead}-abc7"),
+        made(f"other-{dead}-abc8"),
+    ]
+    (root / f"{SERVE_DIR_PREFIX}{dead}-file").write_text("")  # a file, not a directory
+    assert sweep_stale_serve_dirs(str(root)) == 2
+    assert not stale_empty.exists() and not stale_with_socket_path.exists()
+    assert all(d.exists() for d in kept) and (root / f"{SERVE_DIR_PREFIX}{dead}-file").exists()
+
+    made(f"{SERVE_DIR_PREFIX}{dead}-abc9")
+    fresh = Path(new_serve_dir(str(root)))  # sweeps first, then makes its own, named after this process
+    assert not (root / f"{SERVE_DIR_PREFIX}{dead}-abc9").exists()
+    assert fresh.name.startswith(f"{SERVE_DIR_PREFIX}{os.getpid()}-") and fresh.stat().st_mode & 0o777 == 0o700
+    assert sweep_stale_serve_dirs(str(root / "missing")) == 0
