@@ -6,8 +6,9 @@ dozens of callbacks, futures and socket calls, all under the one GIL the hot pat
 uvloop (libuv, the loop of Node.js, in Cython) runs the same asyncio API with less Python per callback and
 per socket operation; Faust supports it (``faust -L uvloop``). Measured end to end (``streamrec bench``,
 ``benchmarks/README.md``, "uvloop as the worker's event loop"; 10 alternating pairs on a 2-core VM): less
-worker CPU per event under load (in every pair at 1,500 events/s), more events answered per second by one
-worker (median 1,312 against 1,088 at 1,500 offered) and a lower p99 at 500 events/s in 7 of the 10 pairs.
+worker CPU per event under load (lower in 9 of the 10 pairs at 1,500 events/s, equal in one), more events
+answered per second by one worker (median 1,312 against 1,088 at 1,500 offered) and a lower p99 at 500 events/s
+in 7 of the 10 pairs.
 
 ``auto`` (the default) uses uvloop where it is installed (a dependency on Linux and macOS) and asyncio's own
 loop otherwise (Windows); ``uvloop`` insists on it; ``asyncio`` keeps the standard loop. Set before any
