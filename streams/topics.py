@@ -43,6 +43,7 @@ async def ensure_topics(
     try:
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
+        created = {s.name for s in missing}
         if missing and not create:
             raise TopicError(
                 f"missing topics {[s.name for s in missing]}: create them or set STREAMREC_CREATE_TOPICS=true"
@@ -54,7 +55,7 @@ async def ensure_topics(
             _raise_create_errors(response, security)
             for s in missing:
                 log.info("created topic %s (%d partitions)", s.name, s.partitions)
-        described = await _describe_settled(admin, [s.name for s in specs], wait_s=10.0 if missing else 0.0)
+        described = await _describe_settled(admin, [s.name for s in specs], wait_s=CREATED_WAIT_S if missing else 0.0)
     finally:
         await admin.close()
     counts: dict[str, int] = {}
@@ -65,7 +66,8 @@ async def ensure_topics(
                 "(no ACL at all on it); ask the cluster's admin for the ACLs in README 'Production Kafka'"
             )
         if topic.get("error_code", 0):
-            raise TopicError(f"topic {topic.get('topic')!r} is not available (error {topic['error_code']})")
+            waited = f" {CREATED_WAIT_S:.0f} s after it was created" if topic.get("topic") in created else ""
+            raise TopicError(f"topic {topic.get('topic')!r} is not available{waited} (error {topic['error_code']})")
         counts[str(topic["topic"])] = len(topic["partitions"])
     return counts
 
@@ -82,6 +84,9 @@ async def _describe_settled(admin: AIOKafkaAdminClient, names: list[str], wait_s
         await asyncio.sleep(0.2)
 
 
+# How long a topic just created may take to appear in the broker's metadata. Usually well under a second; a
+# KRaft broker starved of CPU (a loaded 2-core machine) was seen to take more than 10 s.
+CREATED_WAIT_S = 30.0
 UNKNOWN_TOPIC_OR_PARTITION = 3
 LEADER_NOT_AVAILABLE = 5
 _TRANSIENT = (UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE)
