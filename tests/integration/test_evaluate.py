@@ -61,7 +61,6 @@ def test_offline_and_through_kafka_agree(kafka: KafkaForTests, exported_model: P
     # co-visitation graph learns through Kafka, later than offline (on a slice this small the graph is sparse and
     # that lag shows; on all of MovieLens-100K +0.0007 [-0.0001, 0.0016]).
     hr = a["kafka_minus_offline"]["hr"]
-    print(f"HR@10 through Kafka minus offline: {hr}")
     assert abs(hr["diff"]) <= 0.03, a
     assert a["mean_top_k_overlap"] >= 0.6, a
     # ... and that closeness is specific: another recommender's lists (popularity) overlap far less
