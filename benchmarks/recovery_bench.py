@@ -126,7 +126,7 @@ async def produce_paced(bootstrap: str, topic: str, records: list[tuple[bytes, b
             await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
             futures.append(await producer.send(topic, key=key, value=value))
         await producer.flush()
-        metas = await asyncio.gather(*futures)
+        metas = [await f for f in futures]  # not asyncio.gather: it would hold the loop the answers are read on
     finally:
         await producer.stop()
     return {json.loads(v)["event_id"]: m.partition for (_, v), m in zip(records, metas, strict=True)}
