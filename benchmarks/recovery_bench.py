@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from streamrec.streams.delivery import all_delivered
 from streamrec.testing import WorkerProcess, start_worker, unique_name
 
 DEFAULT_OUT = Path.home() / ".cache" / "streamrec" / "bench"
@@ -126,7 +127,7 @@ async def produce_paced(bootstrap: str, topic: str, records: list[tuple[bytes, b
             await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
             futures.append(await producer.send(topic, key=key, value=value))
         await producer.flush()
-        metas = [await f for f in futures]  # not asyncio.gather: it would hold the loop the answers are read on
+        metas = await all_delivered(futures)  # not asyncio.gather: it would hold the loop the answers are read on
     finally:
         await producer.stop()
     return {json.loads(v)["event_id"]: m.partition for (_, v), m in zip(records, metas, strict=True)}

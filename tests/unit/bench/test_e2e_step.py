@@ -4,6 +4,7 @@ schedule, each delivery awaited (a failed one fails the step), the answers count
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -34,7 +35,7 @@ class _EchoProducer:
             loop.call_later(0.001, fut.set_exception, RuntimeError("not delivered"))
         else:
             loop.call_later(0.001, fut.set_result, None)
-        event_id = value.split(b'"event_id":"')[1].split(b'"')[0].decode()
+        event_id = json.loads(value)["event_id"]
 
         def answer() -> None:
             self.collector.arrivals[event_id] = Arrival(time.time() * 1000.0)

@@ -1,5 +1,5 @@
-"""How an owner's flush waits for its row deliveries: every one awaited, the first failure (in send order) raised,
-and the failures of the rest still retrieved -- none reported by asyncio as "never retrieved"."""
+"""Waiting for many deliveries (an owner's flush, a benchmark step): every one awaited, the first failure (in send
+order) raised, and the failures of the rest still retrieved -- none reported by asyncio as "never retrieved"."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streamrec.streams.covisit_sync import _all_delivered
+from streamrec.streams.delivery import all_delivered
 
 
 async def test_every_delivery_is_awaited() -> None:
@@ -17,8 +17,7 @@ async def test_every_delivery_is_awaited() -> None:
     futs = [loop.create_future() for _ in range(5)]
     for k, fut in enumerate(reversed(futs)):  # delivered in reverse order
         loop.call_later(0.001 * (k + 1), fut.set_result, k)
-    await _all_delivered(futs)
-    assert all(f.done() for f in futs)
+    assert await all_delivered(futs) == [4, 3, 2, 1, 0]  # in their order, whenever each came
 
 
 async def test_the_first_failure_is_raised_and_the_later_ones_are_retrieved() -> None:
@@ -32,7 +31,7 @@ async def test_the_first_failure_is_raised_and_the_later_ones_are_retrieved() ->
         futs[2].set_exception(RuntimeError("row 2 not delivered"))  # failed already
         loop.call_later(0.01, futs[3].set_exception, RuntimeError("row 3 not delivered"))  # fails later
         with pytest.raises(RuntimeError, match="row 1"):
-            await _all_delivered(futs)
+            await all_delivered(futs)
         await asyncio.sleep(0.05)  # row 3 fails meanwhile
         assert futs[3].done()
         del futs
