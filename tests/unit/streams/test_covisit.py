@@ -326,3 +326,30 @@ def test_a_new_version_of_a_served_row_is_decoded_on_arrival_and_others_when_rea
     assert g._rows["a"].raw is None and g._rows["a"].version == 2  # decoded by the replica: it is being served
     assert g._rows["c"].raw is not None  # still waiting for a reader
     assert g.scores(["c"], now_s=0.0) == pytest.approx(working.scores(["c"], now_s=0.0))
+
+
+def test_a_pair_is_learned_once_per_visit_not_once_per_event() -> None:
+    cfg = CovisitConfig(window=20, backward_weight=0.5, **STILL)
+    batch = DeltaBatch(cfg)
+    # the user visited a, then b; b again (a repeated click): no new pair, no new transition, b's weight counts
+    batch.observe("b", 1.0, 0.0, ["b", "a"])
+    rows = {d.item: d for d in batch.deltas()}
+    assert set(rows) == {"b"}
+    assert rows["b"].n == 1.0 and rows["b"].pairs == {} and rows["b"].nexts == {}
+    # a return to a after b and c: paired with what was visited since its last visit (c, b), not with z before it
+    batch = DeltaBatch(cfg)
+    batch.observe("a", 1.0, 0.0, ["c", "b", "a", "z"])
+    rows = {d.item: d for d in batch.deltas()}
+    assert rows["c"].pairs == {"a": 1.0} and rows["c"].nexts == {"a": 1.0}
+    assert rows["b"].pairs == {"a": 0.5}
+    assert "z" not in rows
+    assert rows["a"].pairs == {"c": 0.5, "b": 0.25}
+
+
+def test_repeated_clicks_do_not_inflate_the_pairs_they_repeat() -> None:
+    once, repeated = CovisitGraph(CovisitConfig(**STILL)), CovisitGraph(CovisitConfig(**STILL))
+    learn(once, ["x", "y"])
+    learn(repeated, ["x", "y", "y", "y"])
+    assert once.row("x") is not None and repeated.row("x") is not None
+    assert once.row("x").weights == repeated.row("x").weights  # x -> y learned once either way
+    assert repeated.weight("y", 0.0) == 3.0  # every event still counts in y's own weight
