@@ -11,8 +11,9 @@ A worker sees only its partitions' events, so what it learns must reach every wo
 2. **owner** (:class:`CovisitOwner`, consumer group ``<app_id>-covisit``): the owner process assigned a deltas
    partition owns the rows of its items. It merges their deltas into its *working* rows (versioned by the
    delta message's offset, so a re-delivered message is merged once; a row is first brought up to the
-   newest published one) and, at most every ``flush_interval_s``, publishes each changed row (its
-   ``neighbours`` best, ~0.8 KB) to ...
+   newest published one) and, every ``flush_interval_s`` of wall time or of the deltas' event time, whichever
+   comes first (:meth:`CovisitOwner._flush_due`), publishes each changed row (its ``neighbours`` best, ~0.8 KB)
+   to ...
 3. **rows** (``<app_id>-covisit-rows``, compacted, key = item id): every worker replicates the whole
    topic into its own graph (:class:`CovisitReplica`; a row replaces the held one only if its version is
    newer). Binary rows are stored as they arrive, only their header read and their structure checked
@@ -27,7 +28,10 @@ Every worker, owners included, SERVES only published rows (the working rows are 
 path), so all workers serve the same rows (up to the flush interval plus replication delay), a served
 row changes at most once per flush interval (its cached neighbour scores are rebuilt that often), restarts
 rebuild the graph from the compacted topic, and the rows topic is bounded by items x neighbours.
-Rows are written at most once per flush interval per item however many events touch them.
+Rows are written at most once per flush interval per item however many events touch them (live: event time
+moves with wall time; a replay of old events or a backlog flushes up to every ``min_flush_spacing_s``, 0.25 s, so
+its rows lag it by a flush interval of its own time, not by the thousands of events it carries in 5 s of wall
+time: on a 22-year log replayed at 500 events/s, 5 s of wall time were half a year of its events).
 
 Both topics carry the compact binary format of :mod:`streamrec.streams.covisit_wire` (JSON messages of
 earlier versions are still read). The owner and the replica run on an event loop in small steps: a
@@ -43,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -392,6 +397,7 @@ class CovisitOwner:
         replica: CovisitReplica,
         pool: Executor | None,
         flush_interval_s: float = 1.0,
+        min_flush_spacing_s: float = 0.25,
         max_dirty: int = 10_000,
         on_merged: Callable[[int], None] | None = None,
         on_published: Callable[[int], None] | None = None,
@@ -407,6 +413,7 @@ class CovisitOwner:
         self.replica = replica
         self.pool = pool
         self.flush_interval_s = flush_interval_s
+        self.min_flush_spacing_s = min(min_flush_spacing_s, flush_interval_s)
         self.max_dirty = max_dirty
         self.on_merged = on_merged
         self.on_published = on_published
@@ -437,6 +444,8 @@ class CovisitOwner:
         assert consumer is not None
         loop = asyncio.get_running_loop()
         last_flush = time.monotonic()
+        # the event time the deltas merged since the last flush span (their batches' reference times)
+        span_lo, span_hi = math.inf, -math.inf
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=100, max_records=256)
@@ -457,20 +466,33 @@ class CovisitOwner:
                         # version = offset + 1: a new row starts at version 0
                         changed = await _run(loop, self.pool, self._merge, deltas, r.offset + 1)
                         self._dirty.update(changed)
+                        for d in deltas:
+                            span_lo, span_hi = min(span_lo, d.ts_s), max(span_hi, d.ts_s)
                         if self.on_merged is not None:
                             self.on_merged(len(deltas))
                     if records:
                         self._pending[tp] = records[-1].offset + 1
                 now = time.monotonic()
-                if self._pending and (now - last_flush >= self.flush_interval_s or len(self._dirty) >= self.max_dirty):
+                if self._pending and self._flush_due(now - last_flush, span_hi - span_lo):
                     await self.flush()
                     last_flush = now
+                    span_lo, span_hi = math.inf, -math.inf
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             log.exception("covisit owner failed")
             self.error = exc
             raise
+
+    def _flush_due(self, wall_s: float, event_span_s: float) -> bool:
+        """Whether to publish now, ``wall_s`` after the last flush, the deltas merged since spanning ``event_span_s``
+        of event time: once the flush interval has passed in wall time OR in event time (a replay of old events,
+        a backlog caught up: the rows then lag the stream by as much of its own time as they would live, not by
+        the thousands of events a compressed stream carries in a few seconds), but not more often than every
+        ``min_flush_spacing_s``; or when ``max_dirty`` rows wait."""
+        if wall_s >= self.flush_interval_s or len(self._dirty) >= self.max_dirty:
+            return True
+        return event_span_s >= self.flush_interval_s and wall_s >= self.min_flush_spacing_s
 
     async def flush(self) -> None:
         """Publish the changed rows, wait for their acknowledgement, then commit the merged deltas' offsets."""

@@ -132,7 +132,10 @@ class WorkerSettings(KafkaSecuritySettings):
         250.0, gt=0, description="the longest a batch waits for the owner process's scores before scoring locally, ms"
     )
     covisit_flush_interval_s: float = Field(
-        5.0, gt=0, description="owners publish changed co-visitation rows at most this often, s"
+        5.0,
+        gt=0,
+        description="owners publish changed co-visitation rows once this much wall time or event time has passed "
+        "(at most 4 times a second), s",
     )
     covisit_delta_interval_ms: float = Field(
         200.0,

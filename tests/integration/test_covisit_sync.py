@@ -28,7 +28,15 @@ ITEMS = [f"item-{n}" for n in range(30)]
 class Node:
     """What one worker runs for the collaborative signal: publisher, owner, replica, graph."""
 
-    def __init__(self, bootstrap: str, deltas: str, rows: str, group: str, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        deltas: str,
+        rows: str,
+        group: str,
+        pool: ThreadPoolExecutor,
+        flush_interval_s: float = 0.2,
+    ) -> None:
         self.graph = CovisitGraph(CovisitConfig())
         self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
         self.replica = CovisitReplica(bootstrap=bootstrap, topic=rows, graph=self.graph, pool=pool)
@@ -40,7 +48,7 @@ class Node:
             graph=self.graph,
             replica=self.replica,
             pool=pool,
-            flush_interval_s=0.2,
+            flush_interval_s=flush_interval_s,
         )
         self.publisher = CovisitPublisher(ProducerSender(self.producer, deltas), partitions=4)
 
@@ -155,6 +163,42 @@ async def test_two_workers_converge_to_the_offline_graph_and_a_restart_rebuilds_
         for node in (a, b, late):
             if node is not None:
                 await node.stop()
+        pool.shutdown()
+
+
+async def test_rows_are_published_after_a_flush_interval_of_event_time_as_of_wall_time(
+    kafka: KafkaForTests, new_topic: Callable[..., str], new_group: Callable[[str], str]
+) -> None:
+    """A replay of old events (or a backlog) carries hours of event time in seconds: the owner publishes once the
+    merged deltas span a flush interval of their own time, without waiting for the interval of wall time -- so the
+    rows lag a replayed stream by as much of its time as they would lag it live."""
+    deltas_topic = new_topic("covisit-deltas", partitions=4)
+    rows_topic = new_topic("covisit-rows", partitions=2, config={"cleanup.policy": "compact"})
+    config = CovisitConfig()
+    t0 = 1_700_000_000.0
+    pool = ThreadPoolExecutor(2)
+    node = Node(kafka.bootstrap, deltas_topic, rows_topic, new_group("covisit"), pool, flush_interval_s=600.0)
+    try:
+        await node.start()
+
+        def deltas_at(ts: float, items: list[str]) -> list[CovisitDelta]:
+            batch = DeltaBatch(config)
+            previous: list[str] = []
+            for item in items:
+                batch.observe(item, 1.0, ts, previous)
+                previous = [item, *previous]
+            return batch.deltas()
+
+        # deltas within one minute of event time: nothing is due for ten minutes of wall time
+        await asyncio.gather(*await node.publisher.send(deltas_at(t0, ITEMS[:3])))
+        await asyncio.gather(*await node.publisher.send(deltas_at(t0 + 60, ITEMS[3:6])))
+        await asyncio.sleep(2.0)
+        assert len(node.graph) == 0
+        # deltas of the same stream 20 minutes of event time later: more than the interval is covered -- published
+        await asyncio.gather(*await node.publisher.send(deltas_at(t0 + 1200, ITEMS[6:9])))
+        await wait_for(lambda: all(item in node.graph for item in ITEMS[:9]), 20, "the rows of every delta so far")
+    finally:
+        await node.stop()
         pool.shutdown()
 
 
