@@ -71,6 +71,7 @@ __all__ = [
     "CovisitOwner",
     "CovisitPublisher",
     "CovisitReplica",
+    "EventClock",
     "decode_deltas",
     "encode_deltas",
     "owner_partition",
@@ -383,6 +384,33 @@ class CovisitReplica:
             self._consumer = None
 
 
+class EventClock:
+    """The event time of the deltas an owner merged: how far its newest moved since the last :meth:`mark` (a flush).
+    Only forward progress counts: a late event (an offline phone's) never moves it; one from a clock far ahead moves
+    it once, after which nothing does until the stream catches up."""
+
+    __slots__ = ("_mark", "newest")
+
+    def __init__(self) -> None:
+        self.newest = -math.inf
+        self._mark = -math.inf
+
+    def saw(self, deltas: Sequence[CovisitDelta]) -> None:
+        """Merged ``deltas`` (each carries its batch's reference time, ``ts_s``)."""
+        if not deltas:
+            return
+        if self._mark == -math.inf:  # the first deltas ever: measure from their oldest
+            self._mark = min(d.ts_s for d in deltas)
+        self.newest = max(self.newest, max(d.ts_s for d in deltas))
+
+    def moved(self) -> float:
+        """Event time the newest merged delta is past the mark, s (0 before any)."""
+        return 0.0 if self.newest == -math.inf else self.newest - self._mark
+
+    def mark(self) -> None:
+        self._mark = max(self._mark, self.newest)
+
+
 class CovisitOwner:
     """Merges the deltas of the rows this worker owns and publishes the changed rows (module docstring)."""
 
@@ -444,8 +472,7 @@ class CovisitOwner:
         assert consumer is not None
         loop = asyncio.get_running_loop()
         last_flush = time.monotonic()
-        # the event time the deltas merged since the last flush span (their batches' reference times)
-        span_lo, span_hi = math.inf, -math.inf
+        clock = EventClock()  # how far the merged deltas' event time moved since the last flush
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=100, max_records=256)
@@ -466,17 +493,16 @@ class CovisitOwner:
                         # version = offset + 1: a new row starts at version 0
                         changed = await _run(loop, self.pool, self._merge, deltas, r.offset + 1)
                         self._dirty.update(changed)
-                        for d in deltas:
-                            span_lo, span_hi = min(span_lo, d.ts_s), max(span_hi, d.ts_s)
+                        clock.saw(deltas)
                         if self.on_merged is not None:
                             self.on_merged(len(deltas))
                     if records:
                         self._pending[tp] = records[-1].offset + 1
                 now = time.monotonic()
-                if self._pending and self._flush_due(now - last_flush, span_hi - span_lo):
+                if self._pending and self._flush_due(now - last_flush, clock.moved()):
                     await self.flush()
                     last_flush = now
-                    span_lo, span_hi = math.inf, -math.inf
+                    clock.mark()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -484,15 +510,17 @@ class CovisitOwner:
             self.error = exc
             raise
 
-    def _flush_due(self, wall_s: float, event_span_s: float) -> bool:
-        """Whether to publish now, ``wall_s`` after the last flush, the deltas merged since spanning ``event_span_s``
-        of event time: once the flush interval has passed in wall time OR in event time (a replay of old events,
-        a backlog caught up: the rows then lag the stream by as much of its own time as they would live, not by
-        the thousands of events a compressed stream carries in a few seconds), but not more often than every
-        ``min_flush_spacing_s``; or when ``max_dirty`` rows wait."""
+    def _flush_due(self, wall_s: float, event_s: float) -> bool:
+        """Whether to publish now, ``wall_s`` after the last flush, the newest merged event time having moved
+        ``event_s`` past where it stood then: once the flush interval has passed in wall time OR in event time (a
+        replay of old events, a backlog caught up: the rows then lag the stream by as much of its own time as they
+        would live, not by the thousands of events a compressed stream carries in a few seconds), but not more
+        often than every ``min_flush_spacing_s``; or when ``max_dirty`` rows wait. Late events do not move the
+        newest event time; one from a clock far ahead moves it once (one early flush), after which wall time
+        rules until the stream catches up."""
         if wall_s >= self.flush_interval_s or len(self._dirty) >= self.max_dirty:
             return True
-        return event_span_s >= self.flush_interval_s and wall_s >= self.min_flush_spacing_s
+        return event_s >= self.flush_interval_s and wall_s >= self.min_flush_spacing_s
 
     async def flush(self) -> None:
         """Publish the changed rows, wait for their acknowledgement, then commit the merged deltas' offsets."""
