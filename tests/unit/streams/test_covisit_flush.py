@@ -30,7 +30,7 @@ def test_a_live_stream_flushes_once_per_interval_of_wall_time() -> None:
     assert not o._flush_due(wall_s=1.0, event_s=1.0)  # event time moves with wall time: not yet
     assert not o._flush_due(wall_s=4.9, event_s=4.9)
     assert o._flush_due(wall_s=5.0, event_s=5.0)
-    assert o._flush_due(wall_s=5.0, event_s=float("-inf"))  # nothing merged: the caller checks for that
+    assert o._flush_due(wall_s=5.0, event_s=0.0)  # no event time moved (EventClock.moved before any): wall time rules
 
 
 def test_a_replay_flushes_once_its_events_span_an_interval_but_not_more_often_than_the_spacing() -> None:
